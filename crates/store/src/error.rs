@@ -1,0 +1,197 @@
+//! The store's one error type.
+//!
+//! Every failure the store can report is a variant of [`Error`]; front ends
+//! map each variant to one exit code or status in one place (see
+//! [`Error::kind`]). Messages name the thing that went wrong and, where there
+//! is one, the way out.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::LockInfo;
+
+/// Result alias used throughout the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of object a [`Error::NotFound`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Milestone,
+    Checkpoint,
+    Backup,
+    Session,
+    Lock,
+    EventLog,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Milestone => "milestone",
+            ObjectKind::Checkpoint => "checkpoint",
+            ObjectKind::Backup => "backup",
+            ObjectKind::Session => "session",
+            ObjectKind::Lock => "lock",
+            ObjectKind::EventLog => "event log",
+        })
+    }
+}
+
+/// Coarse classification of an [`Error`], one per exit code of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// I/O or any other failure.
+    Io,
+    /// A named object does not exist.
+    NotFound,
+    /// Optimistic concurrency check failed.
+    Conflict,
+    /// The lock could not be had in time, or is not ours to release.
+    Lock,
+    /// Input was rejected: JSON, id, name or argument value.
+    Invalid,
+    /// Stored data is corrupt and no valid backup exists.
+    Corrupt,
+}
+
+/// Every error the store reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem (or other I/O) operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A milestone, checkpoint, backup or session does not exist.
+    #[error("{kind} '{name}' not found{}", hint_suffix(hint))]
+    NotFound {
+        kind: ObjectKind,
+        name: String,
+        hint: Option<String>,
+    },
+
+    /// An object that must not be overwritten already exists.
+    #[error("{kind} '{name}' already exists{}", hint_suffix(hint))]
+    AlreadyExists {
+        kind: ObjectKind,
+        name: String,
+        hint: Option<String>,
+    },
+
+    /// `--expect-revision` did not match the stored revision.
+    #[error("revision conflict on milestone '{milestone}': expected revision {expected}, found {actual}; load the state again and retry")]
+    Conflict {
+        milestone: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// The lock was held by someone else for the whole wait.
+    #[error("milestone '{milestone}' is locked{}; waited {:.1}s; retry with a longer --lock-timeout, or if the holder is gone run `mstate lock release {milestone} --force`", holder_suffix(holder), waited.as_secs_f64())]
+    LockTimeout {
+        milestone: String,
+        waited: Duration,
+        holder: Option<LockInfo>,
+    },
+
+    /// A release was asked for a lock this process tree does not hold.
+    #[error("lock of milestone '{milestone}' is not held by this process{}; use --force to break it", holder_suffix(holder))]
+    LockNotOwned {
+        milestone: String,
+        holder: Option<LockInfo>,
+    },
+
+    /// JSON input did not parse.
+    #[error("invalid JSON in {context} at line {line}, column {column}: {message}")]
+    InvalidJson {
+        context: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    /// An id, name or argument value was rejected.
+    #[error("invalid {what}: {message}")]
+    Invalid { what: String, message: String },
+
+    /// A stored file is corrupt and could not be recovered.
+    #[error("{what} is corrupt ({}): {detail}{}", path.display(), hint_suffix(hint))]
+    Corrupt {
+        what: String,
+        path: PathBuf,
+        detail: String,
+        hint: Option<String>,
+    },
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!("; {h}"),
+        None => String::new(),
+    }
+}
+
+fn holder_suffix(holder: &Option<LockInfo>) -> String {
+    match holder {
+        Some(info) => format!(" by {}", info.describe()),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// The coarse kind of this error; front ends map kinds to exit codes.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::Invalid,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::LockTimeout { .. } | Error::LockNotOwned { .. } => ErrorKind::Lock,
+            Error::InvalidJson { .. } | Error::Invalid { .. } => ErrorKind::Invalid,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+        }
+    }
+
+    /// Build an [`Error::Io`] for `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Build an [`Error::Invalid`].
+    pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Build an [`Error::NotFound`] without a hint.
+    pub fn not_found(kind: ObjectKind, name: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            name: name.into(),
+            hint: None,
+        }
+    }
+}
+
+/// Attach an operation and a path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

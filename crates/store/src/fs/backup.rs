@@ -1,0 +1,197 @@
+//! Backup and checkpoint files of the filesystem backend.
+//!
+//! Both live in `backups/`: backups as `<id>-<stamp>.json` and checkpoints
+//! as `<id>-checkpoint-<name>.json`. The seed names backups to the second
+//! (`<id>-YYYYmmdd-HHMMSS.json`), so two saves in one second overwrite each
+//! other; mstate adds microseconds and the revision
+//! (`<id>-YYYYmmdd-HHMMSS-uuuuuu-r<rev>.json`) and never overwrites. Both
+//! forms are read. A file is attributed to a milestone only when the whole
+//! rest of its name has one of these forms, so milestone `a` never takes
+//! the backups of milestone `a-b`, and a backup is never a checkpoint.
+
+use std::io;
+use std::time::SystemTime;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::layout::Layout;
+use crate::id::{CheckpointName, MilestoneId};
+use crate::io::{FileKind, Io, Meta};
+use crate::model::Envelope;
+use crate::time;
+
+/// Default number of backups kept per milestone.
+pub const DEFAULT_MAX_BACKUPS: usize = 50;
+
+/// What a file in `backups/` is to a given milestone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Backup,
+    Checkpoint(String),
+}
+
+/// A backup or checkpoint file with its metadata.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub file: String,
+    pub kind: Kind,
+    pub meta: Meta,
+}
+
+fn all_digits(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `YYYYmmdd-HHMMSS` (the seed's) or `YYYYmmdd-HHMMSS-uuuuuu-r<rev>` (ours),
+/// optionally followed by `-<n>` for a name taken twice.
+fn is_stamp(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    match parts.as_slice() {
+        [d, t] => all_digits(d, 8) && all_digits(t, 6),
+        [d, t, u, r, rest @ ..] if rest.len() <= 1 => {
+            all_digits(d, 8)
+                && all_digits(t, 6)
+                && all_digits(u, 6)
+                && r.strip_prefix('r')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                && rest.iter().all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => false,
+    }
+}
+
+/// What `file` (a name in `backups/`) is to milestone `id`, if anything.
+pub fn classify(id: &str, file: &str) -> Option<Kind> {
+    let rest = file.strip_prefix(id)?.strip_prefix('-')?.strip_suffix(".json")?;
+    if let Some(name) = rest.strip_prefix("checkpoint-") {
+        return CheckpointName::new(name)
+            .ok()
+            .map(|n| Kind::Checkpoint(n.to_string()));
+    }
+    is_stamp(rest).then_some(Kind::Backup)
+}
+
+/// The name of a new backup of revision `rev` of `id`.
+pub fn backup_name(id: &MilestoneId, rev: u64, attempt: u32) -> String {
+    let stamp = time::file_stamp(time::now());
+    if attempt == 0 {
+        format!("{id}-{stamp}-r{rev}.json")
+    } else {
+        format!("{id}-{stamp}-r{rev}-{attempt}.json")
+    }
+}
+
+/// Every backup and checkpoint of `id`, newest first.
+pub fn list(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Vec<Entry>> {
+    let dir = layout.backups();
+    let names = match io.read_dir(&dir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in names {
+        if entry.kind != FileKind::File {
+            continue;
+        }
+        let Some(kind) = classify(id, &entry.name) else {
+            continue;
+        };
+        let path = dir.join(&entry.name);
+        let meta = match io.metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("inspect", &path, e)),
+        };
+        out.push(Entry {
+            file: entry.name,
+            kind,
+            meta,
+        });
+    }
+    out.sort_by(|a, b| {
+        (b.meta.modified, &b.file).cmp(&(a.meta.modified, &a.file))
+    });
+    Ok(out)
+}
+
+/// Parse a stored envelope.
+pub fn parse_envelope(bytes: &[u8]) -> std::result::Result<Envelope, String> {
+    serde_json::from_slice::<Envelope>(bytes).map_err(|e| e.to_string())
+}
+
+/// Read and parse a file in `backups/`.
+pub fn read_envelope(io: &dyn Io, layout: &Layout, file: &str) -> Result<std::result::Result<Envelope, String>> {
+    let path = layout.backups().join(file);
+    let bytes = io.read(&path).ctx("read", &path)?;
+    Ok(parse_envelope(&bytes))
+}
+
+/// Hard-link the outgoing state file as a new backup (no data copy: the
+/// state file is always replaced by rename, never written in place).
+pub fn link_backup(io: &dyn Io, layout: &Layout, id: &MilestoneId, state_file: &std::path::Path, rev: u64) -> Result<String> {
+    for attempt in 0..100 {
+        let name = backup_name(id, rev, attempt);
+        let path = layout.backups().join(&name);
+        match io.hard_link(state_file, &path) {
+            Ok(()) => return Ok(name),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("back up", &path, e)),
+        }
+    }
+    Err(Error::io(
+        "back up",
+        layout.backups(),
+        io::Error::new(io::ErrorKind::AlreadyExists, "no free backup name"),
+    ))
+}
+
+/// Remove the oldest backups of `id` beyond `max`; checkpoints are kept.
+pub fn prune(io: &dyn Io, layout: &Layout, id: &MilestoneId, max: usize) -> Result<Vec<String>> {
+    let backups: Vec<Entry> = list(io, layout, id)?
+        .into_iter()
+        .filter(|e| e.kind == Kind::Backup)
+        .collect();
+    let mut removed = Vec::new();
+    for e in backups.into_iter().skip(max) {
+        let path = layout.backups().join(&e.file);
+        match io.remove_file(&path) {
+            Ok(()) => removed.push(e.file),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io("remove", &path, err)),
+        }
+    }
+    Ok(removed)
+}
+
+/// The file name of checkpoint `name` of `id`.
+pub fn checkpoint_file(id: &MilestoneId, name: &CheckpointName) -> String {
+    format!("{id}-checkpoint-{name}.json")
+}
+
+/// RFC 3339 form of a modification time.
+pub fn mtime_string(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .map(time::format_micros)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_exactly() {
+        assert_eq!(classify("a", "a-20261124-120000.json"), Some(Kind::Backup));
+        assert_eq!(classify("a", "a-20261124-120000-123456-r7.json"), Some(Kind::Backup));
+        assert_eq!(classify("a", "a-20261124-120000-123456-r7-2.json"), Some(Kind::Backup));
+        assert_eq!(
+            classify("a", "a-checkpoint-pre-restore-1.json"),
+            Some(Kind::Checkpoint("pre-restore-1".into()))
+        );
+        assert_eq!(classify("a", "a-b-20261124-120000.json"), None);
+        assert_eq!(classify("a-b", "a-b-20261124-120000.json"), Some(Kind::Backup));
+        assert_eq!(classify("a", "a-20261124-12000.json"), None);
+        assert_eq!(classify("a", "a-20261124-120000.json.tmp.1"), None);
+        assert_eq!(classify("a", "ab-20261124-120000.json"), None);
+    }
+}

@@ -1,0 +1,442 @@
+//! Milestone locks: the seed's lock directories, made safe.
+//!
+//! A lock is the directory `.locks/<id>.lock/` holding `pid` and `acquired`
+//! exactly as the seed writes them, plus `info.json` (who, what, since when,
+//! the owner's start time and boot id). The seed takes it with `mkdir`, so
+//! the directory's existence is the lock, and both tools exclude each other.
+//!
+//! Guarantees:
+//! - Taking the lock is atomic and complete: the directory is filled under a
+//!   temporary name and renamed into place with `RENAME_NOREPLACE`, so no
+//!   one ever sees a lock without its owner.
+//! - A holder that died (its pid is gone, reused by another process, or from
+//!   before a reboot) is recognised at once and its lock broken; a live
+//!   holder is never broken by age, only past the TTL it asked for or by an
+//!   explicit forced release.
+//! - Waiters sleep on inotify and wake within milliseconds of a release;
+//!   every 100 ms they re-check the holder's liveness.
+//! - A process whose ancestor owns the lock (the shell that ran
+//!   `lock acquire`, or `lock run`) uses the held lock instead of waiting
+//!   for itself.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::atomic::{nonce, read_opt, remove_tree};
+use crate::fs::layout::Layout;
+use crate::id::MilestoneId;
+use crate::io::{FileKind, Io, LockMode, PollWatch, Watch};
+use crate::model::{Actor, Liveness, LockInfo, LockRequest, LockStatus};
+use crate::process::{self, Alive};
+use crate::time;
+
+/// How often a waiter re-checks the holder even without a wake-up.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// A lock directory without a `pid` file older than this is a crashed
+/// acquisition (the seed writes the pid right after `mkdir`).
+const INCOMPLETE_GRACE: Duration = Duration::from_secs(10);
+
+/// A pid that started this long after the lock was taken is not the holder.
+const SEED_START_SLACK_SECS: u64 = 2;
+
+/// How a lock came to be ours.
+#[derive(Debug, Clone)]
+pub enum Acquired {
+    /// We created it; we must release it.
+    Fresh(LockInfo),
+    /// This process or an ancestor already held it; leave it alone.
+    Reentrant(LockInfo),
+}
+
+impl Acquired {
+    pub fn info(&self) -> &LockInfo {
+        match self {
+            Acquired::Fresh(i) | Acquired::Reentrant(i) => i,
+        }
+    }
+}
+
+/// A stale lock that was broken on the way, for the event log.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    pub info: LockInfo,
+    pub reason: String,
+}
+
+/// The lock operations of one filesystem store.
+pub struct Locks<'a> {
+    pub io: &'a dyn Io,
+    pub layout: &'a Layout,
+    pub actor: &'a Actor,
+}
+
+impl Locks<'_> {
+    /// Take the lock of `id` for `req.owner_pid`, waiting at most
+    /// `req.timeout`. Stale locks met on the way are broken and returned.
+    pub fn acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<(Acquired, Vec<Broken>)> {
+        let start = Instant::now();
+        let deadline = start + req.timeout;
+        let mut broken = Vec::new();
+        let mut watch: Option<Box<dyn Watch>> = None;
+        let mut ancestry: Option<Vec<(u32, Option<u64>)>> = None;
+        let locks_dir = self.layout.locks();
+        loop {
+            let info = self.new_info(id, req);
+            if self.try_create(id, &info)? {
+                return Ok((Acquired::Fresh(info), broken));
+            }
+            let Some(current) = self.read(id)? else {
+                continue; // released between our attempt and our look
+            };
+            let anc = ancestry.get_or_insert_with(|| process::ancestry(self.actor.pid));
+            if owned_by(&current, anc) {
+                return Ok((Acquired::Reentrant(current), broken));
+            }
+            if let Liveness::Stale(reason) = self.liveness(id, &current)? {
+                if self.break_stale(id, &current)? {
+                    broken.push(Broken {
+                        info: current,
+                        reason,
+                    });
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::LockTimeout {
+                    milestone: id.to_string(),
+                    waited: now - start,
+                    holder: Some(current),
+                });
+            }
+            match watch.as_mut() {
+                None => {
+                    // Set the watch up, then try again at once so a release
+                    // between our look and the watch is not missed.
+                    watch = Some(
+                        self.io
+                            .watch(&locks_dir)
+                            .unwrap_or_else(|_| Box::new(PollWatch)),
+                    );
+                }
+                Some(w) => {
+                    let wait = (deadline - now).min(RECHECK);
+                    if w.wait(wait).is_err() {
+                        watch = Some(Box::new(PollWatch));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Release a lock we took, identified by its token. A lock that is no
+    /// longer ours (broken and taken by another) is left alone.
+    pub fn release_token(&self, id: &MilestoneId, token: &str) -> Result<bool> {
+        match self.read(id)? {
+            Some(cur) if cur.id == token => {
+                self.remove(id)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Release the lock held by this process or an ancestor; with `force`,
+    /// whoever holds it. Returns the released lock's info.
+    pub fn release(&self, id: &MilestoneId, force: bool) -> Result<Option<LockInfo>> {
+        let Some(cur) = self.read(id)? else {
+            return Ok(None);
+        };
+        if !force && !owned_by(&cur, &process::ancestry(self.actor.pid)) {
+            return Err(Error::LockNotOwned {
+                milestone: id.to_string(),
+                holder: Some(cur),
+            });
+        }
+        self.remove(id)?;
+        Ok(Some(cur))
+    }
+
+    /// The lock of `id`, if any, with whether its holder is alive.
+    pub fn status(&self, id: &MilestoneId) -> Result<Option<LockStatus>> {
+        let Some(info) = self.read(id)? else {
+            return Ok(None);
+        };
+        let liveness = self.liveness(id, &info)?;
+        let held_by_caller = owned_by(&info, &process::ancestry(self.actor.pid));
+        Ok(Some(LockStatus {
+            milestone_id: id.to_string(),
+            info,
+            liveness,
+            held_by_caller,
+        }))
+    }
+
+    fn new_info(&self, id: &MilestoneId, req: &LockRequest) -> LockInfo {
+        let own = req.owner_pid == self.actor.pid;
+        LockInfo {
+            id: nonce(),
+            milestone_id: id.to_string(),
+            operation: req.operation.clone(),
+            who: format!("{}@{}", self.actor.user, self.actor.host),
+            pid: req.owner_pid,
+            created: time::format_micros(time::now()),
+            pid_start: if own {
+                process::start_ticks(self.actor.pid)
+            } else {
+                process::start_ticks(req.owner_pid)
+            },
+            boot_id: process::boot_id(),
+            host: Some(self.actor.host.clone()),
+            ttl_secs: req.ttl.map(|d| d.as_secs_f64()),
+            seed: false,
+        }
+    }
+
+    /// Try once to create the lock directory, complete with its files.
+    fn try_create(&self, id: &MilestoneId, info: &LockInfo) -> Result<bool> {
+        let io = self.io;
+        let target = self.layout.lock_dir(id);
+        let tmp = self.layout.locks().join(format!(".tmp-{}", info.id));
+        io.create_dir(&tmp).ctx("create lock", &tmp)?;
+        let filled = self.fill(&tmp, info);
+        if let Err(e) = filled {
+            let _ = remove_tree(io, &tmp);
+            return Err(e);
+        }
+        match io.rename_noreplace(&tmp, &target) {
+            Ok(()) => Ok(true),
+            Err(e) if is_exists(&e) => {
+                remove_tree(io, &tmp)?;
+                Ok(false)
+            }
+            Err(e) if is_unsupported(&e) => {
+                // No RENAME_NOREPLACE here: fall back to the seed's mkdir.
+                remove_tree(io, &tmp)?;
+                match io.create_dir(&target) {
+                    Ok(()) => {
+                        self.fill(&target, info)?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(Error::io("create lock", &target, e)),
+                }
+            }
+            Err(e) => {
+                let _ = remove_tree(io, &tmp);
+                Err(Error::io("take lock", &target, e))
+            }
+        }
+    }
+
+    fn fill(&self, dir: &Path, info: &LockInfo) -> Result<()> {
+        let acquired = info
+            .created
+            .parse::<jiff::Timestamp>()
+            .map(time::format_seconds)
+            .unwrap_or_else(|_| info.created.clone());
+        let json = serde_json::to_vec_pretty(info).map_err(|e| Error::io("encode", dir, e.into()))?;
+        for (name, bytes) in [
+            ("pid", format!("{}\n", info.pid).into_bytes()),
+            ("acquired", format!("{acquired}\n").into_bytes()),
+            ("info.json", json),
+        ] {
+            let p = dir.join(name);
+            let mut f = self.io.create_new(&p).ctx("create", &p)?;
+            f.write_all(&bytes).ctx("write", &p)?;
+        }
+        Ok(())
+    }
+
+    /// Read the current lock of `id`, whoever wrote it.
+    pub fn read(&self, id: &MilestoneId) -> Result<Option<LockInfo>> {
+        let dir = self.layout.lock_dir(id);
+        let meta = match self.io.metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("inspect lock", &dir, e)),
+        };
+        let created_fallback = || {
+            jiff::Timestamp::try_from(meta.modified)
+                .map(time::format_micros)
+                .unwrap_or_default()
+        };
+        if meta.kind != FileKind::Dir {
+            // Not something either tool creates: report it as a lock with
+            // no owner so it is seen as stale and removed.
+            return Ok(Some(LockInfo {
+                id: String::new(),
+                milestone_id: id.to_string(),
+                operation: format!("not a lock directory ({:?})", meta.kind).to_lowercase(),
+                who: String::new(),
+                pid: 0,
+                created: created_fallback(),
+                pid_start: None,
+                boot_id: None,
+                host: None,
+                ttl_secs: None,
+                seed: false,
+            }));
+        }
+        let read = |name: &str| -> Result<Option<Vec<u8>>> {
+            match read_opt(self.io, &dir.join(name)) {
+                // The lock vanished while we read it: treat as missing file.
+                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => Ok(None),
+                other => other,
+            }
+        };
+        if let Some(bytes) = read("info.json")? {
+            if let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) {
+                return Ok(Some(info));
+            }
+        }
+        let pid = read("pid")?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        let created = read("acquired")?
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(created_fallback);
+        if !self.io.metadata(&dir).is_ok_and(|m| m.id == meta.id) {
+            return Ok(None); // released while we read it
+        }
+        Ok(Some(LockInfo {
+            id: String::new(),
+            milestone_id: id.to_string(),
+            operation: String::new(),
+            who: String::new(),
+            pid,
+            created,
+            pid_start: None,
+            boot_id: None,
+            host: None,
+            ttl_secs: None,
+            seed: true,
+        }))
+    }
+
+    /// Is the holder of `info` still there?
+    pub fn liveness(&self, id: &MilestoneId, info: &LockInfo) -> Result<Liveness> {
+        let created = time::parse_timestamp(&info.created);
+        if let (Some(ttl), Some(created)) = (info.ttl_secs, created) {
+            let age = time::now().duration_since(created).as_secs_f64();
+            if age > ttl {
+                return Ok(Liveness::Stale(format!("its TTL of {ttl}s has passed")));
+            }
+        }
+        if info.pid == 0 {
+            if !info.operation.is_empty() && info.who.is_empty() {
+                return Ok(Liveness::Stale(info.operation.clone()));
+            }
+            // A directory without pid: the seed between mkdir and echo, or
+            // a crashed acquisition once it is old enough.
+            let dir = self.layout.lock_dir(id);
+            let age = match self.io.metadata(&dir) {
+                Ok(m) => m.modified.elapsed().unwrap_or_default(),
+                Err(_) => return Ok(Liveness::Held),
+            };
+            return Ok(if age > INCOMPLETE_GRACE {
+                Liveness::Stale("the lock directory has no pid file".into())
+            } else {
+                Liveness::Held
+            });
+        }
+        if let Some(host) = &info.host {
+            if host != &self.actor.host {
+                return Ok(Liveness::Held); // cannot check another machine
+            }
+        }
+        if let (Some(theirs), Some(ours)) = (&info.boot_id, process::boot_id()) {
+            if theirs != &ours {
+                return Ok(Liveness::Stale("it was taken before the last reboot".into()));
+            }
+        }
+        if process::alive(info.pid) == Alive::No {
+            return Ok(Liveness::Stale(format!("its holder, pid {}, is gone", info.pid)));
+        }
+        if let Some(start) = info.pid_start {
+            if process::start_ticks(info.pid).is_some_and(|now| now != start) {
+                return Ok(Liveness::Stale(format!(
+                    "pid {} now belongs to another process",
+                    info.pid
+                )));
+            }
+        } else if let (Some(created), Some(started)) = (created, process::start_epoch_secs(info.pid)) {
+            let created = created.as_second().max(0) as u64;
+            if started > created + SEED_START_SLACK_SECS {
+                return Ok(Liveness::Stale(format!(
+                    "pid {} started after the lock was taken, so it is not the holder",
+                    info.pid
+                )));
+            }
+        }
+        Ok(Liveness::Held)
+    }
+
+    /// Break the stale lock `seen`, unless it changed meanwhile. Breakers
+    /// serialise on a `flock` of the locks directory and re-read the lock
+    /// under it, so one breaker never removes a lock another just took.
+    fn break_stale(&self, id: &MilestoneId, seen: &LockInfo) -> Result<bool> {
+        let locks = self.layout.locks();
+        let guard = self.io.open_read(&locks).ctx("open", &locks)?;
+        guard.lock(LockMode::Exclusive).ctx("lock", &locks)?;
+        let result = match self.read(id)? {
+            Some(cur) if &cur == seen => {
+                self.remove(id)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        };
+        let _ = guard.unlock();
+        result
+    }
+
+    /// Remove the lock directory in one step: rename it aside, then delete.
+    fn remove(&self, id: &MilestoneId) -> Result<()> {
+        let dir = self.layout.lock_dir(id);
+        let trash: PathBuf = self.layout.locks().join(format!(".trash-{}", nonce()));
+        match self.io.rename(&dir, &trash) {
+            Ok(()) => remove_tree(self.io, &trash),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("release lock", &dir, e)),
+        }
+    }
+}
+
+/// Whether `info` is owned by a process in `ancestry` (this process first).
+fn owned_by(info: &LockInfo, ancestry: &[(u32, Option<u64>)]) -> bool {
+    if info.pid == 0 {
+        return false;
+    }
+    if let (Some(host), Ok(name)) = (&info.host, rustix::system::uname().nodename().to_str()) {
+        if host != name {
+            return false;
+        }
+    }
+    ancestry.iter().any(|(pid, start)| {
+        *pid == info.pid
+            && match (info.pid_start, start) {
+                (Some(a), Some(b)) => a == *b,
+                _ => true,
+            }
+    })
+}
+
+fn is_exists(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::AlreadyExists
+        || e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error())
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == rustix::io::Errno::INVAL.raw_os_error()
+            || c == rustix::io::Errno::NOSYS.raw_os_error()
+            || c == rustix::io::Errno::OPNOTSUPP.raw_os_error()
+    )
+}

@@ -1,0 +1,570 @@
+//! The filesystem backend: the seed's `.milestones/state/` directory.
+//!
+//! [`FsStore`] implements [`Store`] over a [`Layout`], with every effect
+//! going through an [`Io`]. Guarantees:
+//! - a state write is visible entirely or not at all, and durable once it
+//!   returns (temp file, fsync, rename, fsync of the directory);
+//! - writers of one milestone exclude each other, and the seed's functions,
+//!   through the lock directory (see [`lock`]);
+//! - nothing is written outside the store: names are validated, links are
+//!   never followed, and a layout directory replaced by a link is refused.
+
+pub mod atomic;
+pub mod backup;
+pub mod layout;
+pub mod lock;
+pub mod log;
+mod state;
+
+use std::io as stdio;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::{CheckpointName, EventType, MilestoneId};
+use crate::io::{FileKind, Io, RealIo};
+use crate::model::{
+    Actor, BackupInfo, CheckpointInfo, Event, EventQuery, Loaded, LockInfo, LockRequest,
+    LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved, Status,
+};
+use crate::store::{
+    CleanupOptions, CleanupReport, Edit, HeldLock, Initialized, Restored, Store, WriteOptions,
+};
+
+use self::atomic::{ensure_dir, read_opt};
+use self::layout::{Layout, SUBDIRS};
+use self::lock::{Acquired, Locks};
+use self::log::{EventLog, LogLine};
+
+/// The store directory's path below a project directory.
+pub const STORE_DIR: &str = ".milestones/state";
+
+/// Session id recorded when there is no current session (the seed's).
+pub const NO_SESSION: &str = "no-session";
+
+/// How to open a filesystem store.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// Backups kept per milestone, oldest removed first.
+    pub max_backups: usize,
+    /// Session recorded in events instead of `.current_session`.
+    pub session: Option<String>,
+    /// Identity written into events and locks.
+    pub actor: Actor,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            max_backups: backup::DEFAULT_MAX_BACKUPS,
+            session: None,
+            actor: Actor::current(),
+        }
+    }
+}
+
+/// A store in a `.milestones/state` directory.
+#[derive(Debug)]
+pub struct FsStore {
+    io: Arc<dyn Io>,
+    layout: Layout,
+    opts: FsOptions,
+}
+
+/// Find the store for a process started in `cwd`: `env_dir` (the
+/// `MSTATE_DIR` variable) if given, else the nearest ancestor of `cwd`
+/// holding `.milestones/state`, else `cwd/.milestones/state`.
+pub fn discover(cwd: &Path, env_dir: Option<&Path>) -> PathBuf {
+    if let Some(dir) = env_dir {
+        return cwd.join(dir);
+    }
+    for dir in cwd.ancestors() {
+        let candidate = dir.join(STORE_DIR);
+        if candidate.is_dir() {
+            return candidate;
+        }
+    }
+    cwd.join(STORE_DIR)
+}
+
+impl FsStore {
+    /// Open the store rooted at `root` on the real filesystem.
+    pub fn open(root: impl Into<PathBuf>, opts: FsOptions) -> Result<Self> {
+        Self::with_io(Arc::new(RealIo), root, opts)
+    }
+
+    /// Open the store rooted at `root` through `io`.
+    pub fn with_io(io: Arc<dyn Io>, root: impl Into<PathBuf>, opts: FsOptions) -> Result<Self> {
+        let store = FsStore {
+            io,
+            layout: Layout::new(root),
+            opts,
+        };
+        store.check_layout()?;
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    /// The layout (paths) of this store.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The I/O implementation in use.
+    pub fn io(&self) -> &dyn Io {
+        &*self.io
+    }
+
+    /// Refuse a store whose layout directories were replaced by links or files.
+    fn check_layout(&self) -> Result<()> {
+        for sub in SUBDIRS {
+            let p = self.layout.dir(sub);
+            match self.io.metadata(&p) {
+                Ok(m) if m.kind == FileKind::Dir => {}
+                Ok(m) => {
+                    return Err(Error::Corrupt {
+                        what: "store layout".into(),
+                        path: p,
+                        detail: format!("expected a directory, found a {:?}", m.kind).to_lowercase(),
+                        hint: Some("move it away; mstate never follows links out of the store".into()),
+                    })
+                }
+                Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("inspect", &p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the store directories that are missing, durably.
+    pub(crate) fn ensure_layout(&self) -> Result<()> {
+        let root = self.layout.root();
+        if !root.is_dir() {
+            let mut missing = Vec::new();
+            let mut cur = Some(root);
+            while let Some(p) = cur {
+                if atomic::exists(&*self.io, p)? {
+                    break;
+                }
+                missing.push(p.to_path_buf());
+                cur = p.parent();
+            }
+            for p in missing.iter().rev() {
+                ensure_dir(&*self.io, p)?;
+                if let Some(parent) = p.parent() {
+                    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                    self.io.sync_dir(parent).ctx("sync directory", parent)?;
+                }
+            }
+        }
+        let mut created = false;
+        for sub in SUBDIRS {
+            created |= ensure_dir(&*self.io, &self.layout.dir(sub))?;
+        }
+        if created {
+            self.io.sync_dir(root).ctx("sync directory", root)?;
+        }
+        Ok(())
+    }
+
+    fn locks(&self) -> Locks<'_> {
+        Locks {
+            io: &*self.io,
+            layout: &self.layout,
+            actor: &self.opts.actor,
+        }
+    }
+
+    fn log_of<'a>(&'a self, id: &'a MilestoneId) -> EventLog<'a> {
+        EventLog {
+            io: &*self.io,
+            layout: &self.layout,
+            id,
+        }
+    }
+
+    /// Append an event written by the store itself.
+    pub(crate) fn emit(&self, id: &MilestoneId, event_type: &str, data: Value) -> Result<Event> {
+        let event_type = EventType::new(event_type)?;
+        let session = self.current_session()?;
+        self.log_of(id)
+            .append(&self.opts.actor, &session, &event_type, &data)
+    }
+
+    /// Run `f` holding the lock of `id` (or under the lock an ancestor holds).
+    pub(crate) fn locked<T>(
+        &self,
+        id: &MilestoneId,
+        operation: &str,
+        timeout: std::time::Duration,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        self.ensure_layout()?;
+        let req = LockRequest {
+            operation: operation.to_string(),
+            timeout,
+            owner_pid: self.opts.actor.pid,
+            ttl: None,
+        };
+        let acquired = self.take_lock(id, &req)?;
+        let result = f();
+        if let Acquired::Fresh(info) = &acquired {
+            let released = self.locks().release_token(id, &info.id);
+            if result.is_ok() {
+                released?;
+            }
+        }
+        result
+    }
+
+    /// Take the lock, logging any stale lock broken on the way.
+    fn take_lock(&self, id: &MilestoneId, req: &LockRequest) -> Result<Acquired> {
+        let (acquired, broken) = self.locks().acquire(id, req)?;
+        for b in broken {
+            self.emit(
+                id,
+                "lock_broken",
+                json!({"reason": b.reason, "holder": b.info, "by": req.operation}),
+            )?;
+        }
+        Ok(acquired)
+    }
+
+    /// Where the state of `id` lives, if anywhere.
+    pub(crate) fn find_state(&self, id: &MilestoneId) -> Result<Option<(Status, PathBuf)>> {
+        for status in [Status::Active, Status::Completed] {
+            let p = self.layout.state_file(id, status);
+            if atomic::exists(&*self.io, &p)? {
+                return Ok(Some((status, p)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn ids_in(&self, dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<MilestoneId>> {
+        let entries = match self.io.read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.kind == FileKind::File)
+            .filter_map(|e| {
+                let name = e.name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                MilestoneId::new(name).ok()
+            })
+            .collect())
+    }
+
+    fn summary(&self, id: &MilestoneId, status: Status, path: Option<&Path>) -> Result<MilestoneSummary> {
+        let mut s = MilestoneSummary {
+            milestone_id: id.to_string(),
+            status,
+            revision: None,
+            updated: None,
+            lock: self.locks().read(id)?,
+            error: None,
+        };
+        if let Some(path) = path {
+            match read_opt(&*self.io, path)? {
+                Some(bytes) => match backup::parse_envelope(&bytes) {
+                    Ok(env) => {
+                        s.revision = Some(env.revision);
+                        s.updated = Some(env.timestamp);
+                    }
+                    Err(e) => s.error = Some(format!("corrupt state file: {e}")),
+                },
+                None => s.error = Some("state file vanished".into()),
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Store for FsStore {
+    fn init(&self, id: &MilestoneId) -> Result<Initialized> {
+        self.ensure_layout()?;
+        let timeout = crate::store::DEFAULT_LOCK_TIMEOUT;
+        self.locked(id, "init", timeout, || {
+            let log = self.layout.event_log(id);
+            let live_empty = match self.io.metadata(&log) {
+                Ok(m) => m.len == 0,
+                Err(e) if e.kind() == stdio::ErrorKind::NotFound => true,
+                Err(e) => return Err(Error::io("inspect", &log, e)),
+            };
+            let segments = self.layout.segments_dir(id);
+            let fresh = live_empty
+                && match self.io.read_dir(&segments) {
+                    Ok(entries) => entries.is_empty(),
+                    Err(e) if e.kind() == stdio::ErrorKind::NotFound => true,
+                    Err(e) => return Err(Error::io("list", &segments, e)),
+                };
+            if fresh {
+                self.emit(id, "state_initialized", json!({}))?;
+            }
+            Ok(Initialized {
+                milestone_id: id.to_string(),
+                created: fresh,
+            })
+        })
+    }
+
+    fn save(&self, id: &MilestoneId, state: &Value, opts: &WriteOptions) -> Result<Saved> {
+        self.write_state(id, "save", opts, &mut |_| Ok(state.clone()))
+    }
+
+    fn load(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Loaded> {
+        self.load_state(id, opts)
+    }
+
+    fn update(&self, id: &MilestoneId, edit: Edit<'_>, opts: &WriteOptions) -> Result<Saved> {
+        self.write_state(id, "update", opts, &mut |current| {
+            let Some(current) = current else {
+                return Err(Error::NotFound {
+                    kind: crate::error::ObjectKind::Milestone,
+                    name: id.to_string(),
+                    hint: Some(format!("create it with `mstate save {id}`")),
+                });
+            };
+            let mut value = current.state.clone();
+            edit(&mut value)?;
+            Ok(value)
+        })
+    }
+
+    fn list(&self) -> Result<Vec<MilestoneSummary>> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for status in [Status::Active, Status::Completed] {
+            let dir = self.layout.status_dir(status);
+            for id in self.ids_in(&dir, "", ".json")? {
+                if seen.insert(id.clone()) {
+                    let path = self.layout.state_file(&id, status);
+                    out.push(self.summary(&id, status, Some(&path))?);
+                }
+            }
+        }
+        for id in self.ids_in(&self.layout.events(), "milestone-", ".jsonl")? {
+            if seen.insert(id.clone()) {
+                out.push(self.summary(&id, Status::Active, None)?);
+            }
+        }
+        out.sort_by(|a, b| a.milestone_id.cmp(&b.milestone_id));
+        Ok(out)
+    }
+
+    fn complete(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<()> {
+        self.move_state(id, Status::Active, Status::Completed, opts)
+    }
+
+    fn reopen(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<()> {
+        self.move_state(id, Status::Completed, Status::Active, opts)
+    }
+
+    fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>> {
+        let entries = backup::list(&*self.io, &self.layout, id)?;
+        let mut out = Vec::new();
+        for e in entries.into_iter().filter(|e| e.kind == backup::Kind::Backup) {
+            let parsed = backup::read_envelope(&*self.io, &self.layout, &e.file)?;
+            out.push(BackupInfo {
+                size: e.meta.len,
+                modified: backup::mtime_string(e.meta.modified),
+                revision: parsed.as_ref().ok().map(|env| env.revision),
+                valid: parsed.is_ok(),
+                name: e.file,
+            });
+        }
+        Ok(out)
+    }
+
+    fn recover(&self, id: &MilestoneId, from: Option<&str>, opts: &WriteOptions) -> Result<Recovery> {
+        self.recover_state(id, from, opts)
+    }
+
+    fn checkpoint_create(
+        &self,
+        id: &MilestoneId,
+        name: Option<&CheckpointName>,
+        force: bool,
+        opts: &WriteOptions,
+    ) -> Result<CheckpointInfo> {
+        self.locked(id, "checkpoint create", opts.lock_timeout, || {
+            self.create_checkpoint(id, name, force)
+        })
+    }
+
+    fn checkpoints(&self, id: &MilestoneId) -> Result<Vec<CheckpointInfo>> {
+        let entries = backup::list(&*self.io, &self.layout, id)?;
+        let mut out = Vec::new();
+        for e in entries {
+            let backup::Kind::Checkpoint(name) = e.kind else {
+                continue;
+            };
+            let parsed = backup::read_envelope(&*self.io, &self.layout, &e.file)?;
+            out.push(CheckpointInfo {
+                name,
+                size: e.meta.len,
+                modified: backup::mtime_string(e.meta.modified),
+                revision: parsed.as_ref().ok().map(|env| env.revision),
+                valid: parsed.is_ok(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn checkpoint_restore(
+        &self,
+        id: &MilestoneId,
+        name: &CheckpointName,
+        opts: &WriteOptions,
+    ) -> Result<Restored> {
+        self.restore_checkpoint(id, name, opts)
+    }
+
+    fn checkpoint_delete(&self, id: &MilestoneId, name: &CheckpointName) -> Result<()> {
+        let path = self.layout.checkpoint_file(id, name);
+        match self.io.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    kind: crate::error::ObjectKind::Checkpoint,
+                    name: name.to_string(),
+                    hint: Some(format!("list them with `mstate checkpoint list {id}`")),
+                })
+            }
+            Err(e) => return Err(Error::io("remove", &path, e)),
+        }
+        let dir = self.layout.backups();
+        self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+        self.emit(id, "checkpoint_deleted", json!({"checkpoint_name": name.as_str()}))?;
+        Ok(())
+    }
+
+    fn lock_acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<LockInfo> {
+        self.ensure_layout()?;
+        let acquired = self.take_lock(id, req)?;
+        Ok(acquired.info().clone())
+    }
+
+    fn lock_scoped(&self, id: &MilestoneId, req: &LockRequest) -> Result<Box<dyn HeldLock + '_>> {
+        self.ensure_layout()?;
+        let acquired = self.take_lock(id, req)?;
+        Ok(Box::new(ScopedLock {
+            store: self,
+            id: id.clone(),
+            acquired,
+            released: false,
+        }))
+    }
+
+    fn lock_release(&self, id: &MilestoneId, force: bool) -> Result<Option<LockInfo>> {
+        let released = self.locks().release(id, force)?;
+        if force {
+            if let Some(info) = &released {
+                self.emit(id, "lock_force_released", json!({"holder": info}))?;
+            }
+        }
+        Ok(released)
+    }
+
+    fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>> {
+        self.locks().status(id)
+    }
+
+    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
+        self.ensure_layout()?;
+        let session = match &event.session_id {
+            Some(s) => s.clone(),
+            None => self.current_session()?,
+        };
+        self.log_of(id)
+            .append(&self.opts.actor, &session, &event.event_type, &event.data)
+    }
+
+    fn events(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.log_of(id).query(query, sink)
+    }
+
+    fn follow(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        stop: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.ensure_layout()?;
+        self.log_of(id).follow(query, stop, sink)
+    }
+
+    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
+        self.cleanup_milestone(id, opts)
+    }
+
+    fn milestone_ids(&self) -> Result<Vec<MilestoneId>> {
+        let mut ids = std::collections::BTreeSet::new();
+        ids.extend(self.ids_in(&self.layout.active(), "", ".json")?);
+        ids.extend(self.ids_in(&self.layout.completed(), "", ".json")?);
+        ids.extend(self.ids_in(&self.layout.events(), "milestone-", ".jsonl")?);
+        Ok(ids.into_iter().collect())
+    }
+
+    fn current_session(&self) -> Result<String> {
+        if let Some(s) = &self.opts.session {
+            return Ok(s.clone());
+        }
+        let path = self.layout.current_session();
+        Ok(read_opt(&*self.io, &path)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| NO_SESSION.to_string()))
+    }
+}
+
+/// A lock held until released or dropped.
+struct ScopedLock<'a> {
+    store: &'a FsStore,
+    id: MilestoneId,
+    acquired: Acquired,
+    released: bool,
+}
+
+impl ScopedLock<'_> {
+    fn release_now(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.released, true) {
+            return Ok(());
+        }
+        if let Acquired::Fresh(info) = &self.acquired {
+            self.store.locks().release_token(&self.id, &info.id)?;
+        }
+        Ok(())
+    }
+}
+
+impl HeldLock for ScopedLock<'_> {
+    fn info(&self) -> &LockInfo {
+        self.acquired.info()
+    }
+
+    fn release(mut self: Box<Self>) -> Result<()> {
+        self.release_now()
+    }
+}
+
+impl Drop for ScopedLock<'_> {
+    fn drop(&mut self) {
+        let _ = self.release_now();
+    }
+}

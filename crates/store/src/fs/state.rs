@@ -1,0 +1,582 @@
+//! State files: save, load, update, complete/reopen, recover, checkpoints,
+//! cleanup of one milestone.
+//!
+//! Every write of a state file goes: take the lock, link the outgoing file
+//! as a backup, write a temp file, fsync it, rename it over the state file,
+//! fsync the directory, log the event, release. The revision grows by one
+//! per write, whatever the write is (save, update, recover, restore).
+
+use std::io as stdio;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, IoContext, ObjectKind, Result};
+use crate::fs::atomic::{self, read_opt, write_replace};
+use crate::fs::backup::{self, Kind};
+use crate::fs::FsStore;
+use crate::id::{CheckpointName, MilestoneId};
+use crate::model::{CheckpointInfo, Envelope, Loaded, Recovery, Saved, Status, ENVELOPE_VERSION};
+use crate::store::{CleanupOptions, CleanupReport, Restored, WriteOptions};
+use crate::time;
+
+/// The state file of a milestone as found on disk.
+pub(crate) struct Current {
+    pub status: Status,
+    pub path: PathBuf,
+    pub envelope: std::result::Result<Envelope, String>,
+}
+
+/// The seed's way of naming a state file in event data.
+fn seed_path(status: Status, id: &MilestoneId) -> String {
+    format!(".milestones/state/{}/{id}.json", status.as_str())
+}
+
+fn not_found(id: &MilestoneId) -> Error {
+    Error::NotFound {
+        kind: ObjectKind::Milestone,
+        name: id.to_string(),
+        hint: Some(format!(
+            "create it with `mstate save {id} '{{...}}'`, or see `mstate list`"
+        )),
+    }
+}
+
+fn encode(envelope: &Envelope, path: &Path) -> Result<Vec<u8>> {
+    let mut bytes =
+        serde_json::to_vec_pretty(envelope).map_err(|e| Error::io("encode", path, e.into()))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+impl FsStore {
+    /// Read the state file of `id`, if it has one.
+    pub(crate) fn current(&self, id: &MilestoneId) -> Result<Option<Current>> {
+        for status in [Status::Active, Status::Completed] {
+            let path = self.layout.state_file(id, status);
+            if let Some(bytes) = read_opt(&*self.io, &path)? {
+                return Ok(Some(Current {
+                    status,
+                    envelope: backup::parse_envelope(&bytes),
+                    path,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Highest revision found in the backups and checkpoints of `id`.
+    fn max_backup_revision(&self, id: &MilestoneId) -> Result<u64> {
+        let mut max = 0;
+        for e in backup::list(&*self.io, &self.layout, id)? {
+            if let Ok(env) = backup::read_envelope(&*self.io, &self.layout, &e.file)? {
+                max = max.max(env.revision);
+            }
+        }
+        Ok(max)
+    }
+
+    /// Move a corrupt state file aside as `<file>.corrupted.<stamp>` (the
+    /// seed's name, with microseconds).
+    fn move_corrupt_aside(&self, path: &Path) -> Result<String> {
+        let mut target = path.as_os_str().to_owned();
+        target.push(format!(".corrupted.{}", time::file_stamp(time::now())));
+        let target = PathBuf::from(target);
+        self.io.rename(path, &target).ctx("move aside", path)?;
+        Ok(target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default())
+    }
+
+    /// Write `state` as the next revision, backing up what it replaces.
+    /// Runs under the lock; `current` is the file being replaced.
+    fn commit(
+        &self,
+        id: &MilestoneId,
+        current: Option<&Current>,
+        state: Value,
+        event: &str,
+        mut data: serde_json::Map<String, Value>,
+        floor_revision: u64,
+    ) -> Result<Saved> {
+        let status = current.map_or(Status::Active, |c| c.status);
+        let target = self.layout.state_file(id, status);
+        let mut backup_name = None;
+        let mut prev = 0;
+        match current {
+            Some(Current {
+                envelope: Ok(env),
+                path,
+                ..
+            }) => {
+                prev = env.revision;
+                backup_name = Some(backup::link_backup(
+                    &*self.io,
+                    &self.layout,
+                    id,
+                    path,
+                    env.revision,
+                )?);
+            }
+            Some(Current {
+                envelope: Err(_),
+                path,
+                ..
+            }) => {
+                prev = self.max_backup_revision(id)?;
+                let moved = self.move_corrupt_aside(path)?;
+                data.insert("corrupt_moved_to".into(), json!(moved));
+            }
+            None => {}
+        }
+        let revision = prev.max(floor_revision) + 1;
+        let envelope = Envelope {
+            timestamp: time::format_micros(time::now()),
+            milestone_id: id.to_string(),
+            version: ENVELOPE_VERSION.to_string(),
+            revision,
+            state,
+        };
+        write_replace(&*self.io, &target, &encode(&envelope, &target)?)?;
+        if backup_name.is_some() {
+            backup::prune(&*self.io, &self.layout, id, self.opts.max_backups)?;
+        }
+        let mut full = serde_json::Map::new();
+        full.insert("state_file".into(), json!(seed_path(status, id)));
+        full.insert("revision".into(), json!(revision));
+        full.extend(data);
+        self.emit(id, event, Value::Object(full))?;
+        Ok(Saved {
+            milestone_id: id.to_string(),
+            revision,
+            timestamp: envelope.timestamp,
+            backup: backup_name,
+        })
+    }
+
+    /// Save or update: compute the new state from the current envelope.
+    pub(crate) fn write_state(
+        &self,
+        id: &MilestoneId,
+        operation: &str,
+        opts: &WriteOptions,
+        make: &mut dyn FnMut(Option<&Envelope>) -> Result<Value>,
+    ) -> Result<Saved> {
+        self.locked(id, operation, opts.lock_timeout, || {
+            let current = self.current(id)?;
+            let env = match &current {
+                Some(Current { envelope: Ok(env), .. }) => Some(env),
+                Some(Current {
+                    envelope: Err(e),
+                    path,
+                    ..
+                }) if operation != "save" => {
+                    return Err(Error::Corrupt {
+                        what: format!("state of milestone '{id}'"),
+                        path: path.clone(),
+                        detail: e.clone(),
+                        hint: Some(format!("run `mstate recover {id}`")),
+                    })
+                }
+                _ => None,
+            };
+            if let Some(expected) = opts.expect_revision {
+                let actual = match &current {
+                    Some(Current { envelope: Ok(env), .. }) => env.revision,
+                    Some(_) => self.max_backup_revision(id)?,
+                    None => 0,
+                };
+                if expected != actual {
+                    return Err(Error::Conflict {
+                        milestone: id.to_string(),
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            let state = make(env)?;
+            let event = if operation == "save" { "state_saved" } else { "state_updated" };
+            self.commit(id, current.as_ref(), state, event, Default::default(), 0)
+        })
+    }
+
+    /// Load, recovering a corrupt state from its newest valid backup.
+    pub(crate) fn load_state(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Loaded> {
+        match self.current(id)? {
+            None => Err(not_found(id)),
+            Some(Current {
+                status,
+                envelope: Ok(envelope),
+                ..
+            }) => Ok(Loaded {
+                envelope,
+                status,
+                recovered: None,
+            }),
+            Some(Current { .. }) => {
+                let recovery = self.recover_state(id, None, opts)?;
+                match self.current(id)? {
+                    Some(Current {
+                        status,
+                        envelope: Ok(envelope),
+                        ..
+                    }) => Ok(Loaded {
+                        envelope,
+                        status,
+                        recovered: Some(recovery),
+                    }),
+                    _ => Err(not_found(id)),
+                }
+            }
+        }
+    }
+
+    /// Restore the newest valid backup (or `from`) as the next revision.
+    pub(crate) fn recover_state(&self, id: &MilestoneId, from: Option<&str>, opts: &WriteOptions) -> Result<Recovery> {
+        self.locked(id, "recover", opts.lock_timeout, || {
+            let current = self.current(id)?;
+            let candidates: Vec<String> = match from {
+                Some(name) => {
+                    let name = name.rsplit('/').next().unwrap_or(name);
+                    match backup::classify(id, name) {
+                        Some(Kind::Backup) => {}
+                        Some(Kind::Checkpoint(_)) => {
+                            return Err(Error::invalid(
+                                "backup",
+                                format!("{name:?} is a checkpoint; use `mstate checkpoint restore {id} <name>`"),
+                            ))
+                        }
+                        None => {
+                            return Err(Error::NotFound {
+                                kind: ObjectKind::Backup,
+                                name: name.to_string(),
+                                hint: Some(format!("it is not a backup of '{id}'; see `mstate backups {id}`")),
+                            })
+                        }
+                    }
+                    if !atomic::exists(&*self.io, &self.layout.backups().join(name))? {
+                        return Err(Error::NotFound {
+                            kind: ObjectKind::Backup,
+                            name: name.to_string(),
+                            hint: Some(format!("see `mstate backups {id}`")),
+                        });
+                    }
+                    vec![name.to_string()]
+                }
+                None => backup::list(&*self.io, &self.layout, id)?
+                    .into_iter()
+                    .filter(|e| e.kind == Kind::Backup)
+                    .map(|e| e.file)
+                    .collect(),
+            };
+            let mut chosen = None;
+            let mut max_rev = 0;
+            for name in &candidates {
+                if let Ok(env) = backup::read_envelope(&*self.io, &self.layout, name)? {
+                    max_rev = max_rev.max(env.revision);
+                    if chosen.is_none() {
+                        chosen = Some((name.clone(), env));
+                        if from.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let current_corrupt = matches!(&current, Some(Current { envelope: Err(_), .. }));
+            let Some((name, env)) = chosen else {
+                let path = current
+                    .as_ref()
+                    .map(|c| c.path.clone())
+                    .unwrap_or_else(|| self.layout.state_file(id, Status::Active));
+                return Err(if current_corrupt || from.is_some() {
+                    Error::Corrupt {
+                        what: format!("state of milestone '{id}'"),
+                        path,
+                        detail: if candidates.is_empty() {
+                            "no backup to recover from".into()
+                        } else {
+                            format!("none of its {} backups is valid", candidates.len())
+                        },
+                        hint: Some(format!(
+                            "restore a checkpoint (`mstate checkpoint list {id}`) or save a new state"
+                        )),
+                    }
+                } else if current.is_none() && candidates.is_empty() {
+                    not_found(id)
+                } else {
+                    Error::NotFound {
+                        kind: ObjectKind::Backup,
+                        name: format!("{id}-*"),
+                        hint: Some("there is no valid backup of this milestone".into()),
+                    }
+                });
+            };
+            let mut data = serde_json::Map::new();
+            data.insert(
+                "backup_file".into(),
+                json!(format!(".milestones/state/backups/{name}")),
+            );
+            let saved = self.commit(id, current.as_ref(), env.state, "state_recovered", data, max_rev)?;
+            let moved = if current_corrupt {
+                // commit() moved it; find the name it logged.
+                self.corrupt_files(id)?.into_iter().next()
+            } else {
+                None
+            };
+            Ok(Recovery {
+                backup: name,
+                corrupt_moved_to: moved,
+                revision: saved.revision,
+            })
+        })
+    }
+
+    /// `<id>.json.corrupted.*` files of `id`, newest first.
+    fn corrupt_files(&self, id: &MilestoneId) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for status in [Status::Active, Status::Completed] {
+            let dir = self.layout.status_dir(status);
+            let prefix = format!("{id}.json.corrupted.");
+            match self.io.read_dir(&dir) {
+                Ok(entries) => out.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| e.name.starts_with(&prefix))
+                        .map(|e| e.name),
+                ),
+                Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("list", &dir, e)),
+            }
+        }
+        out.sort();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Move the state file between `active/` and `completed/`.
+    pub(crate) fn move_state(&self, id: &MilestoneId, from: Status, to: Status, opts: &WriteOptions) -> Result<()> {
+        let op = if to == Status::Completed { "complete" } else { "reopen" };
+        self.locked(id, op, opts.lock_timeout, || {
+            let src = self.layout.state_file(id, from);
+            let dst = self.layout.state_file(id, to);
+            if !atomic::exists(&*self.io, &src)? {
+                if atomic::exists(&*self.io, &dst)? {
+                    return Err(Error::invalid(
+                        "milestone state",
+                        format!("milestone '{id}' is already {}", to.as_str()),
+                    ));
+                }
+                return Err(not_found(id));
+            }
+            match self.io.rename_noreplace(&src, &dst) {
+                Ok(()) => {}
+                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {
+                    return Err(Error::AlreadyExists {
+                        kind: ObjectKind::Milestone,
+                        name: format!("{}/{id}.json", to.as_str()),
+                        hint: Some("two copies of the state exist; remove the stale one by hand".into()),
+                    })
+                }
+                Err(e) => return Err(Error::io("move", &src, e)),
+            }
+            for dir in [self.layout.status_dir(to), self.layout.status_dir(from)] {
+                self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+            }
+            let event = if to == Status::Completed { "milestone_completed" } else { "milestone_reopened" };
+            self.emit(id, event, json!({"state_file": seed_path(to, id)}))?;
+            Ok(())
+        })
+    }
+
+    /// Copy the current state to a checkpoint. Runs under the lock.
+    pub(crate) fn create_checkpoint(
+        &self,
+        id: &MilestoneId,
+        name: Option<&CheckpointName>,
+        force: bool,
+    ) -> Result<CheckpointInfo> {
+        let name = match name {
+            Some(n) => n.clone(),
+            None => CheckpointName::new(format!("manual-{}", time::file_stamp(time::now())))?,
+        };
+        let Some((_, state_path)) = self.find_state(id)? else {
+            return Err(not_found(id));
+        };
+        let bytes = self.io.read(&state_path).ctx("read", &state_path)?;
+        let envelope = backup::parse_envelope(&bytes).map_err(|detail| Error::Corrupt {
+            what: format!("state of milestone '{id}'"),
+            path: state_path.clone(),
+            detail,
+            hint: Some(format!("run `mstate recover {id}` first")),
+        })?;
+        let target = self.layout.checkpoint_file(id, &name);
+        if !force && atomic::exists(&*self.io, &target)? {
+            return Err(Error::AlreadyExists {
+                kind: ObjectKind::Checkpoint,
+                name: name.to_string(),
+                hint: Some("choose another name, or pass --force to replace it".into()),
+            });
+        }
+        // A copy, not a link: the seed restores with `cp` into the state
+        // file, which must not write through into a checkpoint.
+        write_replace(&*self.io, &target, &bytes)?;
+        let file = format!(".milestones/state/backups/{}", backup::checkpoint_file(id, &name));
+        self.emit(
+            id,
+            "checkpoint_created",
+            json!({"checkpoint_name": name.as_str(), "checkpoint_file": file, "revision": envelope.revision}),
+        )?;
+        Ok(CheckpointInfo {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            modified: time::format_micros(time::now()),
+            revision: Some(envelope.revision),
+            valid: true,
+        })
+    }
+
+    /// Restore a checkpoint, checkpointing the current state first.
+    pub(crate) fn restore_checkpoint(
+        &self,
+        id: &MilestoneId,
+        name: &CheckpointName,
+        opts: &WriteOptions,
+    ) -> Result<Restored> {
+        self.locked(id, "checkpoint restore", opts.lock_timeout, || {
+            let path = self.layout.checkpoint_file(id, name);
+            let Some(bytes) = read_opt(&*self.io, &path)? else {
+                return Err(Error::NotFound {
+                    kind: ObjectKind::Checkpoint,
+                    name: name.to_string(),
+                    hint: Some(format!("list them with `mstate checkpoint list {id}`")),
+                });
+            };
+            let env = backup::parse_envelope(&bytes).map_err(|detail| Error::Corrupt {
+                what: format!("checkpoint '{name}'"),
+                path: path.clone(),
+                detail,
+                hint: None,
+            })?;
+            let current = self.current(id)?;
+            let pre_restore = match &current {
+                Some(Current { envelope: Ok(_), .. }) => {
+                    let pre = CheckpointName::new(format!("pre-restore-{}", time::file_stamp(time::now())))?;
+                    Some(self.create_checkpoint(id, Some(&pre), false)?.name)
+                }
+                _ => None,
+            };
+            if let Some(expected) = opts.expect_revision {
+                let actual = match &current {
+                    Some(Current { envelope: Ok(e), .. }) => e.revision,
+                    _ => 0,
+                };
+                if expected != actual {
+                    return Err(Error::Conflict {
+                        milestone: id.to_string(),
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            let mut data = serde_json::Map::new();
+            data.insert("checkpoint_name".into(), json!(name.as_str()));
+            let saved = self.commit(id, current.as_ref(), env.state, "state_restored", data, 0)?;
+            Ok(Restored { saved, pre_restore })
+        })
+    }
+
+    /// Remove events, backups (and with the option, checkpoints) and
+    /// completed sessions of `id` older than the cutoff.
+    pub(crate) fn cleanup_milestone(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
+        let mut report = CleanupReport {
+            milestone_id: id.to_string(),
+            dry_run: opts.dry_run,
+            ..Default::default()
+        };
+        let cutoff = std::time::SystemTime::from(opts.cutoff);
+        for e in backup::list(&*self.io, &self.layout, id)? {
+            if e.meta.modified >= cutoff {
+                continue;
+            }
+            let list = match &e.kind {
+                Kind::Backup => &mut report.backups_removed,
+                Kind::Checkpoint(_) if opts.include_checkpoints => &mut report.checkpoints_removed,
+                Kind::Checkpoint(_) => continue,
+            };
+            if !opts.dry_run {
+                let path = self.layout.backups().join(&e.file);
+                match self.io.remove_file(&path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == stdio::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(Error::io("remove", &path, err)),
+                }
+            }
+            list.push(e.file);
+        }
+        report.sessions_removed = self.cleanup_sessions(id, cutoff, opts.dry_run)?;
+        let log = self.log_of(id).cleanup(opts.cutoff, opts.dry_run)?;
+        report.events_removed = log.events_removed;
+        if !opts.dry_run {
+            let dir = self.layout.backups();
+            if atomic::exists(&*self.io, &dir)? {
+                self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+            }
+            let secs = time::now().duration_since(opts.cutoff).as_secs_f64();
+            let days = secs / 86_400.0;
+            let days = if (days - days.round()).abs() < 1e-6 { json!(days.round() as i64) } else { json!(days) };
+            self.emit(
+                id,
+                "state_cleaned",
+                json!({
+                    "retention_days": days,
+                    "events_removed": report.events_removed,
+                    "backups_removed": report.backups_removed.len(),
+                    "checkpoints_removed": report.checkpoints_removed.len(),
+                    "sessions_removed": report.sessions_removed.len(),
+                }),
+            )?;
+        }
+        Ok(report)
+    }
+
+    /// Completed sessions of `id` last changed before `cutoff`.
+    fn cleanup_sessions(&self, id: &MilestoneId, cutoff: std::time::SystemTime, dry_run: bool) -> Result<Vec<String>> {
+        let dir = self.layout.sessions();
+        let entries = match self.io.read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut removed = Vec::new();
+        for e in entries {
+            if e.kind != crate::io::FileKind::File || !e.name.ends_with(".json") {
+                continue;
+            }
+            let path = dir.join(&e.name);
+            let Ok(meta) = self.io.metadata(&path) else { continue };
+            if meta.modified >= cutoff {
+                continue;
+            }
+            let Some(bytes) = read_opt(&*self.io, &path)? else { continue };
+            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            if v.get("milestone_id").and_then(Value::as_str) != Some(id.as_str())
+                || v.get("status").and_then(Value::as_str) != Some("completed")
+            {
+                continue;
+            }
+            if !dry_run {
+                match self.io.remove_file(&path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == stdio::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(Error::io("remove", &path, err)),
+                }
+            }
+            removed.push(e.name.trim_end_matches(".json").to_string());
+        }
+        if !removed.is_empty() && !dry_run {
+            self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,218 @@
+//! Validated names: milestone ids, checkpoint names, session ids, event types.
+//!
+//! Every name that ends up in a path or in a shell script is checked once,
+//! when its type is built, so the rest of the store can use it as a file name
+//! without fear: no separators, no `..`, no control characters, no leading
+//! `-` or `.`, at most [`MAX_NAME_LEN`] bytes, and only letters, digits and a
+//! few punctuation characters (so look-alikes of `/` or `.` from other
+//! scripts, and invisible characters, are refused too).
+
+use std::fmt;
+use std::ops::Deref;
+
+use crate::error::{Error, Result};
+
+/// Longest accepted name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// ASCII punctuation accepted inside names besides letters and digits.
+const NAME_PUNCT: &[char] = &['.', '_', '-', '+', '@'];
+
+/// Event types are stricter still: they appear in shell scripts and in
+/// `grep` patterns of the seed, so they are ASCII only.
+const EVENT_PUNCT: &[char] = &['.', '_', '-', ':'];
+
+fn check(what: &str, s: &str, ascii_only: bool, punct: &[char]) -> Result<()> {
+    let bad = |message: String| Error::invalid(what, message);
+    if s.is_empty() {
+        return Err(bad("must not be empty".into()));
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(bad(format!(
+            "is {} bytes long, at most {MAX_NAME_LEN} are allowed",
+            s.len()
+        )));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(bad(format!(
+            "{:?} contains the control character U+{:04X}",
+            shorten(s),
+            c as u32
+        )));
+    }
+    if s.starts_with('-') || s.starts_with('.') {
+        return Err(bad(format!("{s:?} must not start with '-' or '.'")));
+    }
+    if s.contains("..") {
+        return Err(bad(format!("{s:?} must not contain '..'")));
+    }
+    for c in s.chars() {
+        let ok = if ascii_only {
+            c.is_ascii_alphanumeric() || punct.contains(&c)
+        } else {
+            c.is_alphanumeric() || punct.contains(&c)
+        };
+        if !ok {
+            let allowed: String = punct.iter().collect();
+            return Err(bad(format!(
+                "{:?} contains {c:?} (U+{:04X}); use {}letters, digits and {allowed:?}",
+                shorten(s),
+                c as u32,
+                if ascii_only { "ASCII " } else { "" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() <= 40 {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(40).collect();
+        format!("{head}…")
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $ascii:expr, $punct:expr, $extra:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validate `s` and wrap it.
+            pub fn new(s: impl Into<String>) -> Result<Self> {
+                let s = s.into();
+                check($what, &s, $ascii, $punct)?;
+                let extra: fn(&str) -> Result<()> = $extra;
+                extra(&s)?;
+                Ok(Self(s))
+            }
+
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                Self::new(s)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A milestone id: the `<id>` of `active/<id>.json`.
+    MilestoneId,
+    "milestone id",
+    false,
+    NAME_PUNCT,
+    |s| {
+        // `<id>-checkpoint-<name>.json` is the seed's checkpoint file name:
+        // an id containing that marker would be ambiguous with another
+        // milestone's checkpoints.
+        if s.contains("-checkpoint-") {
+            return Err(Error::invalid(
+                "milestone id",
+                format!("{s:?} must not contain '-checkpoint-' (it would be read as a checkpoint file name)"),
+            ));
+        }
+        Ok(())
+    }
+);
+name_type!(
+    /// A checkpoint name: the `<name>` of `backups/<id>-checkpoint-<name>.json`.
+    CheckpointName,
+    "checkpoint name",
+    false,
+    NAME_PUNCT,
+    |_| Ok(())
+);
+name_type!(
+    /// A session id such as `session-20261124-120000-4121`.
+    SessionId,
+    "session id",
+    false,
+    NAME_PUNCT,
+    |_| Ok(())
+);
+name_type!(
+    /// An event type such as `state_saved`.
+    EventType,
+    "event type",
+    true,
+    EVENT_PUNCT,
+    |_| Ok(())
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for s in ["m1", "milestone-2", "M_3.1", "été", "a+b@c", "x-checkpoint"] {
+            MilestoneId::new(s).unwrap();
+        }
+        EventType::new("state_saved").unwrap();
+        EventType::new("task.done:ok").unwrap();
+    }
+
+    #[test]
+    fn rejects_hostile_names() {
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        for s in [
+            "", "../x", "a/b", "a\\b", "a\0b", "a\nb", "-rf", ".hidden", "a..b", "a b",
+            "a\u{2215}b", "a\u{ff0e}b", "a\u{200d}b", "x'; touch /tmp/pwned; echo '",
+            long.as_str(),
+        ] {
+            assert!(MilestoneId::new(s).is_err(), "accepted {s:?}");
+        }
+        assert!(EventType::new("x'; touch /tmp/pwned; echo '").is_err());
+        assert!(EventType::new("été").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn valid_names_are_single_safe_path_components(s in "\\PC{0,140}") {
+            if let Ok(id) = MilestoneId::new(s.clone()) {
+                prop_assert!(!id.contains('/') && !id.contains('\\') && !id.contains('\0'));
+                prop_assert!(!id.starts_with('.') && !id.starts_with('-'));
+                prop_assert!(id.len() <= MAX_NAME_LEN);
+                let p = std::path::Path::new(id.as_str());
+                prop_assert_eq!(p.components().count(), 1);
+                prop_assert!(matches!(p.components().next(), Some(std::path::Component::Normal(_))));
+            }
+        }
+    }
+}

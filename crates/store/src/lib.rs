@@ -1,0 +1,24 @@
+//! The store behind `mstate`: durable, concurrency-safe state for
+//! long-running milestone executions.
+//!
+//! The milestone API is the [`Store`] trait; [`fs::FsStore`] implements it
+//! over the seed's `.milestones/state/` directory, sharing it safely with
+//! the seed's bash functions. Values crossing the API are in [`model`];
+//! every error is an [`Error`] whose [`ErrorKind`] a front end maps to an
+//! exit code.
+
+pub mod error;
+pub mod fs;
+pub mod id;
+pub mod io;
+pub mod json;
+pub mod model;
+pub mod process;
+pub mod store;
+pub mod time;
+
+pub use error::{Error, ErrorKind, ObjectKind, Result};
+pub use fs::log::LogLine;
+pub use fs::{FsOptions, FsStore};
+pub use id::{CheckpointName, EventType, MilestoneId, SessionId};
+pub use store::{CleanupOptions, CleanupReport, Store, WriteOptions};

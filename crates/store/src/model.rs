@@ -1,0 +1,280 @@
+//! The values the store hands to and takes from its callers.
+//!
+//! These types are backend-neutral: they say nothing of paths or files, so a
+//! future backend (PostgreSQL, say) returns the same values.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Envelope format version written into every state file (the seed's).
+pub const ENVELOPE_VERSION: &str = "1.0";
+
+/// The seed's state envelope, plus `revision`.
+///
+/// Field order is the on-disk order: the seed's fields first, `revision`
+/// before `state` so a large state stays at the end of the file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub timestamp: String,
+    pub milestone_id: String,
+    pub version: String,
+    /// Increases by one per write; files written by the seed have none and
+    /// load as revision 0.
+    #[serde(default)]
+    pub revision: u64,
+    pub state: Value,
+}
+
+/// Where a milestone's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Active,
+    Completed,
+}
+
+impl Status {
+    /// `active` or `completed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Completed => "completed",
+        }
+    }
+}
+
+/// A loaded state, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub envelope: Envelope,
+    pub status: Status,
+    /// Set when the state file was corrupt and this state was recovered.
+    pub recovered: Option<Recovery>,
+}
+
+/// What a recovery did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    /// The backup the state was restored from.
+    pub backup: String,
+    /// Where the corrupt file was moved, if there was one.
+    pub corrupt_moved_to: Option<String>,
+    /// Revision of the restored state.
+    pub revision: u64,
+}
+
+/// The result of a write of state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Saved {
+    pub milestone_id: String,
+    pub revision: u64,
+    pub timestamp: String,
+    /// The backup made of the previous state, if there was one.
+    pub backup: Option<String>,
+}
+
+/// One line of `mstate list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MilestoneSummary {
+    pub milestone_id: String,
+    pub status: Status,
+    /// `None` when the state file could not be read.
+    pub revision: Option<u64>,
+    pub updated: Option<String>,
+    pub lock: Option<LockInfo>,
+    /// Why the state could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+/// A backup of a milestone's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupInfo {
+    /// The backup's name, as `recover --from` takes it.
+    pub name: String,
+    pub size: u64,
+    /// When the backed-up state was written (file modification time).
+    pub modified: String,
+    /// Revision inside, when the file parses.
+    pub revision: Option<u64>,
+    pub valid: bool,
+}
+
+/// A named checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    pub name: String,
+    pub size: u64,
+    pub modified: String,
+    pub revision: Option<u64>,
+    pub valid: bool,
+}
+
+/// Who holds a lock, as recorded when it was taken (like Terraform's lock
+/// info). Locks written by the seed carry only `pid` and `created`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockInfo {
+    /// Unique token of this acquisition.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub milestone_id: String,
+    /// What the holder is doing (`save`, `lock acquire`, ...).
+    #[serde(default)]
+    pub operation: String,
+    /// `user@host`.
+    #[serde(default)]
+    pub who: String,
+    /// The process that owns the lock.
+    pub pid: u32,
+    /// When the lock was taken (RFC 3339).
+    pub created: String,
+    /// The owner's start time in clock ticks since boot, to tell a reused pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    /// Boot id of the owner's machine, to tell a lock from before a reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Past this many seconds after `created` the lock may be broken even
+    /// if its holder is alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<f64>,
+    /// Written by the seed's functions (no info file).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seed: bool,
+}
+
+impl LockInfo {
+    /// `pid 4121 (ci@runner-3, save, since 2026-11-24T12:01:07Z)`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.who.is_empty() {
+            parts.push(self.who.clone());
+        }
+        if !self.operation.is_empty() {
+            parts.push(self.operation.clone());
+        }
+        if self.seed {
+            parts.push("seed script".to_string());
+        }
+        parts.push(format!("since {}", self.created));
+        format!("pid {} ({})", self.pid, parts.join(", "))
+    }
+}
+
+/// Whether a lock's holder is still there.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum Liveness {
+    /// The holder is alive (or cannot be checked from here).
+    Held,
+    /// The holder is gone, or the lock outlived its TTL; the reason says which.
+    Stale(String),
+}
+
+/// `lock status` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockStatus {
+    pub milestone_id: String,
+    pub info: LockInfo,
+    pub liveness: Liveness,
+    /// The caller (this process or an ancestor) owns the lock.
+    pub held_by_caller: bool,
+}
+
+/// How to take a lock.
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    /// What the lock is for, shown to waiters.
+    pub operation: String,
+    /// How long to wait for a holder to let go.
+    pub timeout: std::time::Duration,
+    /// The process that will own the lock: this one, or the calling shell
+    /// for `lock acquire`.
+    pub owner_pid: u32,
+    /// Break the lock after this long even if the holder lives.
+    pub ttl: Option<std::time::Duration>,
+}
+
+/// Who is acting: the identity written into events, sessions and locks.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub pid: u32,
+    pub user: String,
+    pub host: String,
+}
+
+impl Actor {
+    /// The current process.
+    pub fn current() -> Self {
+        let user = whoami::fallible::username().unwrap_or_else(|_| "unknown".to_string());
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        Actor {
+            pid: std::process::id(),
+            user,
+            host,
+        }
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: crate::id::EventType,
+    pub data: Value,
+    /// Session to record; `None` means the current session.
+    pub session_id: Option<String>,
+}
+
+/// One event as stored. Decoding is lenient so the seed's lines read too:
+/// its `state_initialized` line says `event` instead of `event_type` and
+/// has no `data`, `pid`, `user`, `seq` or `host`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub timestamp: String,
+    pub milestone_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(alias = "event")]
+    pub event_type: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A filter over a milestone's events.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Keep events of any of these types (all when empty).
+    pub types: Vec<String>,
+    /// Keep events at or after this time.
+    pub since: Option<jiff::Timestamp>,
+    /// Keep events at or before this time.
+    pub until: Option<jiff::Timestamp>,
+    /// Keep events of this session.
+    pub session: Option<String>,
+    /// The first N matching events.
+    pub limit: Option<usize>,
+    /// The last N matching events.
+    pub tail: Option<usize>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// What a reader met besides events: torn tails and lines it skipped.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReadReport {
+    /// Human-readable notes ("skipped torn last line of 37 bytes in ...").
+    pub warnings: Vec<String>,
+}

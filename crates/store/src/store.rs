@@ -1,0 +1,188 @@
+//! The milestone API: what a front end (the CLI, a future MCP server) can
+//! ask of a store, whatever keeps the data.
+//!
+//! [`Store`] is implemented by the filesystem backend
+//! ([`crate::fs::FsStore`]); a PostgreSQL backend would implement the same
+//! trait. Nothing here names a path.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::fs::log::LogLine;
+use crate::id::{CheckpointName, MilestoneId};
+use crate::model::{
+    BackupInfo, CheckpointInfo, Event, EventQuery, Loaded, LockInfo, LockRequest, LockStatus,
+    MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
+};
+
+/// Default wait for a lock, in seconds (the seed's).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options of every operation that writes state.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Fail with a conflict unless the stored revision is this one.
+    pub expect_revision: Option<u64>,
+    /// How long to wait for the milestone's lock.
+    pub lock_timeout: Duration,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            expect_revision: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
+/// An edit applied under the lock by [`Store::update`].
+pub type Edit<'a> = &'a mut dyn FnMut(&mut Value) -> Result<()>;
+
+/// What `checkpoint restore` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    pub saved: Saved,
+    /// The checkpoint taken of the state before the restore, if there was one.
+    pub pre_restore: Option<String>,
+}
+
+/// What `init` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Initialized {
+    pub milestone_id: String,
+    /// False when the milestone was already initialised.
+    pub created: bool,
+}
+
+/// Options of `cleanup`.
+#[derive(Debug, Clone)]
+pub struct CleanupOptions {
+    /// Remove what is older than this.
+    pub cutoff: Timestamp,
+    /// Remove named checkpoints too.
+    pub include_checkpoints: bool,
+    /// Report only.
+    pub dry_run: bool,
+}
+
+/// What a cleanup removed (or would remove).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    pub milestone_id: String,
+    pub events_removed: u64,
+    pub backups_removed: Vec<String>,
+    pub checkpoints_removed: Vec<String>,
+    pub sessions_removed: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// A lock held for the duration of a scope (`lock run`).
+pub trait HeldLock {
+    /// The lock as recorded.
+    fn info(&self) -> &LockInfo;
+    /// Release it now (dropping releases too, ignoring errors).
+    fn release(self: Box<Self>) -> Result<()>;
+}
+
+/// The milestone API.
+pub trait Store: Send + Sync {
+    /// Create the store layout and the milestone's `state_initialized` event.
+    fn init(&self, id: &MilestoneId) -> Result<Initialized>;
+
+    /// Replace the state, durably, under the lock; back up the previous one.
+    fn save(&self, id: &MilestoneId, state: &Value, opts: &WriteOptions) -> Result<Saved>;
+
+    /// Load the state; a corrupt state is recovered from the newest valid backup.
+    fn load(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Loaded>;
+
+    /// Read, edit and write the state as one step under the lock.
+    fn update(&self, id: &MilestoneId, edit: Edit<'_>, opts: &WriteOptions) -> Result<Saved>;
+
+    /// Every milestone with its status, revision and lock.
+    fn list(&self) -> Result<Vec<MilestoneSummary>>;
+
+    /// Mark the milestone completed.
+    fn complete(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<()>;
+
+    /// Make a completed milestone active again.
+    fn reopen(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<()>;
+
+    /// The milestone's backups, newest first.
+    fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>>;
+
+    /// Restore the newest valid backup, or the one named.
+    fn recover(&self, id: &MilestoneId, from: Option<&str>, opts: &WriteOptions) -> Result<Recovery>;
+
+    /// Save a named copy of the current state (named `manual-<stamp>` if no
+    /// name is given); `force` replaces an existing checkpoint of that name.
+    fn checkpoint_create(
+        &self,
+        id: &MilestoneId,
+        name: Option<&CheckpointName>,
+        force: bool,
+        opts: &WriteOptions,
+    ) -> Result<CheckpointInfo>;
+
+    /// The milestone's checkpoints, newest first.
+    fn checkpoints(&self, id: &MilestoneId) -> Result<Vec<CheckpointInfo>>;
+
+    /// Make the checkpoint the current state, checkpointing the current
+    /// state first as `pre-restore-<stamp>`.
+    fn checkpoint_restore(
+        &self,
+        id: &MilestoneId,
+        name: &CheckpointName,
+        opts: &WriteOptions,
+    ) -> Result<Restored>;
+
+    /// Delete a checkpoint.
+    fn checkpoint_delete(&self, id: &MilestoneId, name: &CheckpointName) -> Result<()>;
+
+    /// Take the lock for `req.owner_pid` and keep it after this call returns.
+    fn lock_acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<LockInfo>;
+
+    /// Take the lock for this process until the returned guard is released.
+    fn lock_scoped(&self, id: &MilestoneId, req: &LockRequest) -> Result<Box<dyn HeldLock + '_>>;
+
+    /// Release the lock held by this process or an ancestor, or with
+    /// `force` whoever holds it. Returns the released lock, if there was one.
+    fn lock_release(&self, id: &MilestoneId, force: bool) -> Result<Option<LockInfo>>;
+
+    /// The current lock, if any.
+    fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>>;
+
+    /// Append an event.
+    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event>;
+
+    /// Run a query over the milestone's events.
+    fn events(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport>;
+
+    /// Run a query, then stream new matching events until `stop()` or the
+    /// sink says enough.
+    fn follow(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        stop: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport>;
+
+    /// Remove old events, backups and completed sessions of a milestone.
+    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport>;
+
+    /// Every milestone id known to the store (state files and event logs).
+    fn milestone_ids(&self) -> Result<Vec<MilestoneId>>;
+
+    /// The current session id (`no-session` when there is none).
+    fn current_session(&self) -> Result<String>;
+}

@@ -1,0 +1,113 @@
+//! `checkpoint create|list|restore|delete`.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use mstate_store::Store;
+
+use super::{checkpoint_name, milestone};
+use crate::context::Context;
+use crate::exit::CliResult;
+use crate::output::{note, Out};
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Save a named copy of the current state (default name manual-<time>).
+    Create(CreateArgs),
+    /// List checkpoints, newest first.
+    List(ListArgs),
+    /// Make a checkpoint the current state (checkpoints the current state first as pre-restore-<time>).
+    Restore(NameArgs),
+    /// Delete a checkpoint.
+    Delete(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Milestone id.
+    pub milestone: String,
+    /// Checkpoint name.
+    pub name: Option<String>,
+    /// Replace an existing checkpoint of that name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Milestone id.
+    pub milestone: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Milestone id.
+    pub milestone: String,
+    /// Checkpoint name.
+    pub name: String,
+    /// Fail with exit code 4 unless the stored revision is N (restore only).
+    #[arg(long, value_name = "N")]
+    pub expect_revision: Option<u64>,
+}
+
+pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
+    let mut out = Out::new();
+    match cmd {
+        CheckpointCommand::Create(a) => {
+            let id = milestone(&a.milestone)?;
+            let name = a.name.as_deref().map(checkpoint_name).transpose()?;
+            let info = ctx
+                .store
+                .checkpoint_create(&id, name.as_ref(), a.force, &ctx.write_options(None)?)?;
+            if ctx.global.json {
+                out.json(&info)?;
+            } else {
+                out.line(&format!("Checkpoint created: {}", info.name))?;
+            }
+        }
+        CheckpointCommand::List(a) => {
+            let id = milestone(&a.milestone)?;
+            let list = ctx.store.checkpoints(&id)?;
+            if ctx.global.json {
+                out.json(&list)?;
+            } else if list.is_empty() {
+                note(&format!("no checkpoints of '{id}' yet"));
+            } else {
+                for c in &list {
+                    let rev = c.revision.map_or("-".into(), |r| format!("r{r}"));
+                    let valid = if c.valid { "" } else { "  INVALID" };
+                    out.line(&format!("{}  {rev:>6}  {:>9}  {}{valid}", c.name, c.size, c.modified))?;
+                }
+            }
+        }
+        CheckpointCommand::Restore(a) => {
+            let id = milestone(&a.milestone)?;
+            let name = checkpoint_name(&a.name)?;
+            let r = ctx
+                .store
+                .checkpoint_restore(&id, &name, &ctx.write_options(a.expect_revision)?)?;
+            if ctx.global.json {
+                out.json(&r)?;
+            } else {
+                if let Some(pre) = &r.pre_restore {
+                    note(&format!("Checkpoint created: {pre}"));
+                }
+                out.line(&format!(
+                    "State restored from checkpoint: {name} (now revision {})",
+                    r.saved.revision
+                ))?;
+            }
+        }
+        CheckpointCommand::Delete(a) => {
+            let id = milestone(&a.milestone)?;
+            let name = checkpoint_name(&a.name)?;
+            ctx.store.checkpoint_delete(&id, &name)?;
+            if ctx.global.json {
+                out.json(&json!({"milestone_id": id, "deleted": name}))?;
+            } else {
+                out.line(&format!("Checkpoint deleted: {name}"))?;
+            }
+        }
+    }
+    Ok(())
+}

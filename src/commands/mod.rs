@@ -1,0 +1,70 @@
+//! One module per command group; [`run`] dispatches.
+
+pub mod backup;
+pub mod checkpoint;
+pub mod completions;
+pub mod events;
+pub mod lock;
+pub mod state;
+
+use std::io::Read;
+
+use mstate_store::json::MAX_JSON_BYTES;
+use mstate_store::{CheckpointName, MilestoneId};
+
+use crate::cli::{Cli, Command};
+use crate::context::Context;
+use crate::exit::{CliError, CliResult};
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> CliResult {
+    if let Command::Completions(args) = &cli.command {
+        return completions::cmd_completions(args);
+    }
+    let ctx = Context::open(cli.global)?;
+    match cli.command {
+        Command::Init(a) => state::cmd_init(&ctx, &a),
+        Command::Save(a) => state::cmd_save(&ctx, &a),
+        Command::Load(a) => state::cmd_load(&ctx, &a),
+        Command::Update(a) => state::cmd_update(&ctx, &a),
+        Command::List => state::cmd_list(&ctx),
+        Command::Complete(a) => state::cmd_complete(&ctx, &a, true),
+        Command::Reopen(a) => state::cmd_complete(&ctx, &a, false),
+        Command::Backups(a) => backup::cmd_backups(&ctx, &a),
+        Command::Recover(a) => backup::cmd_recover(&ctx, &a),
+        Command::Checkpoint(c) => checkpoint::cmd_checkpoint(&ctx, &c),
+        Command::Lock(c) => lock::cmd_lock(&ctx, c),
+        Command::Log(a) => events::cmd_log(&ctx, &a),
+        Command::Events(a) => events::cmd_events(&ctx, &a),
+        Command::Timeline(a) => events::cmd_timeline(&ctx, &a),
+        Command::Cleanup(a) => events::cmd_cleanup(&ctx, &a),
+        Command::Completions(_) => Ok(()),
+    }
+}
+
+/// Validate a milestone id argument.
+pub fn milestone(s: &str) -> CliResult<MilestoneId> {
+    Ok(MilestoneId::new(s)?)
+}
+
+/// Validate a checkpoint name argument.
+pub fn checkpoint_name(s: &str) -> CliResult<CheckpointName> {
+    Ok(CheckpointName::new(s)?)
+}
+
+/// The bytes of a JSON argument: the argument itself, or stdin for `-`
+/// or no argument.
+pub fn json_input(arg: Option<&str>) -> CliResult<Vec<u8>> {
+    match arg {
+        Some(s) if s != "-" => Ok(s.as_bytes().to_vec()),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(MAX_JSON_BYTES as u64 + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| CliError::Other(format!("cannot read standard input: {e}")))?;
+            Ok(buf)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `init`, `save`, `load`, `update`, `list`, `complete`, `reopen`.
+
+use clap::Args;
+use serde_json::json;
+
+use mstate_store::json::{merge_patch, parse_strict, set_pointer};
+use mstate_store::Store;
+
+use super::{json_input, milestone};
+use crate::context::Context;
+use crate::exit::{CliError, CliResult};
+use crate::output::{note, warn, Out};
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// Milestone id.
+    pub milestone: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Milestone id.
+    pub milestone: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Milestone id.
+    pub milestone: String,
+    /// The state as JSON; `-` or nothing reads standard input.
+    pub state: Option<String>,
+    /// Fail with exit code 4 unless the stored revision is N (0: no state yet).
+    #[arg(long, value_name = "N")]
+    pub expect_revision: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Milestone id.
+    pub milestone: String,
+    /// Print the whole envelope (timestamp, milestone_id, version, revision, state).
+    #[arg(long)]
+    pub envelope: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("edit").required(true).multiple(true))]
+pub struct UpdateArgs {
+    /// Milestone id.
+    pub milestone: String,
+    /// Apply an RFC 7396 merge patch (null removes a key).
+    #[arg(long, value_name = "JSON", group = "edit")]
+    pub merge: Option<String>,
+    /// Set the value at an RFC 6901 JSON pointer, e.g. --set /progress=50 (repeatable).
+    #[arg(long = "set", value_name = "POINTER=JSON", group = "edit")]
+    pub set: Vec<String>,
+    /// Fail with exit code 4 unless the stored revision is N.
+    #[arg(long, value_name = "N")]
+    pub expect_revision: Option<u64>,
+}
+
+pub fn cmd_init(ctx: &Context, a: &InitArgs) -> CliResult {
+    let id = milestone(&a.milestone)?;
+    let r = ctx.store.init(&id)?;
+    let mut out = Out::new();
+    if ctx.global.json {
+        out.json(&r)?;
+    } else {
+        out.line(&format!("State management initialized for milestone: {id}"))?;
+    }
+    Ok(())
+}
+
+pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
+    let id = milestone(&a.milestone)?;
+    let bytes = json_input(a.state.as_deref())?;
+    let state = parse_strict(&bytes, "state")?;
+    let saved = ctx.store.save(&id, &state, &ctx.write_options(a.expect_revision)?)?;
+    let mut out = Out::new();
+    if ctx.global.json {
+        out.json(&saved)?;
+    } else {
+        out.line(&saved.revision.to_string())?;
+    }
+    Ok(())
+}
+
+pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
+    let id = milestone(&a.milestone)?;
+    let loaded = ctx.store.load(&id, &ctx.write_options(None)?)?;
+    if let Some(r) = &loaded.recovered {
+        warn(&format!(
+            "the state file of '{id}' was corrupt; recovered revision {} from backup {}{}",
+            r.revision,
+            r.backup,
+            r.corrupt_moved_to
+                .as_deref()
+                .map(|m| format!(" (corrupt file kept as {m})"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut out = Out::new();
+    if ctx.global.json {
+        out.json(&json!({
+            "milestone_id": loaded.envelope.milestone_id,
+            "status": loaded.status,
+            "revision": loaded.envelope.revision,
+            "timestamp": loaded.envelope.timestamp,
+            "version": loaded.envelope.version,
+            "state": loaded.envelope.state,
+            "recovered": loaded.recovered,
+        }))?;
+    } else if a.envelope {
+        out.json(&loaded.envelope)?;
+    } else {
+        out.json(&loaded.envelope.state)?;
+    }
+    Ok(())
+}
+
+pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
+    let id = milestone(&a.milestone)?;
+    let merge = a
+        .merge
+        .as_deref()
+        .map(|m| parse_strict(m.as_bytes(), "--merge"))
+        .transpose()?;
+    let mut sets = Vec::new();
+    for s in &a.set {
+        let Some((pointer, value)) = s.split_once('=') else {
+            return Err(CliError::Invalid(format!(
+                "--set {s:?}: expected POINTER=JSON, e.g. --set /progress/percentage=50"
+            )));
+        };
+        mstate_store::json::pointer_tokens(pointer)?;
+        sets.push((pointer.to_string(), parse_strict(value.as_bytes(), &format!("--set {pointer}"))?));
+    }
+    let mut edit = |state: &mut serde_json::Value| -> mstate_store::Result<()> {
+        if let Some(m) = &merge {
+            merge_patch(state, m);
+        }
+        for (pointer, value) in &sets {
+            set_pointer(state, pointer, value.clone())?;
+        }
+        Ok(())
+    };
+    let saved = ctx
+        .store
+        .update(&id, &mut edit, &ctx.write_options(a.expect_revision)?)?;
+    let mut out = Out::new();
+    if ctx.global.json {
+        out.json(&saved)?;
+    } else {
+        out.line(&saved.revision.to_string())?;
+    }
+    Ok(())
+}
+
+pub fn cmd_list(ctx: &Context) -> CliResult {
+    let list = ctx.store.list()?;
+    let mut out = Out::new();
+    if ctx.global.json {
+        out.json(&list)?;
+        return Ok(());
+    }
+    if list.is_empty() {
+        note("no milestones yet; create one with `mstate init <milestone>`");
+        return Ok(());
+    }
+    let width = list.iter().map(|m| m.milestone_id.len()).max().unwrap_or(9).max(9);
+    out.line(&format!(
+        "{:<width$}  {:<9}  {:>8}  {:<27}  LOCK",
+        "MILESTONE", "STATUS", "REVISION", "UPDATED"
+    ))?;
+    for m in &list {
+        let rev = m.revision.map_or("-".to_string(), |r| r.to_string());
+        let updated = m.updated.clone().unwrap_or_else(|| "-".into());
+        let lock = match (&m.lock, &m.error) {
+            (Some(l), _) => l.describe(),
+            (None, Some(e)) => format!("({e})"),
+            (None, None) => "-".into(),
+        };
+        out.line(&format!(
+            "{:<width$}  {:<9}  {:>8}  {:<27}  {lock}",
+            m.milestone_id,
+            m.status.as_str(),
+            rev,
+            updated
+        ))?;
+    }
+    Ok(())
+}
+
+pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
+    let id = milestone(&a.milestone)?;
+    let opts = ctx.write_options(None)?;
+    if complete {
+        ctx.store.complete(&id, &opts)?;
+    } else {
+        ctx.store.reopen(&id, &opts)?;
+    }
+    let status = if complete { "completed" } else { "active" };
+    let mut out = Out::new();
+    if ctx.global.json {
+        out.json(&json!({"milestone_id": id, "status": status}))?;
+    } else {
+        out.line(&format!("Milestone {id} is now {status}"))?;
+    }
+    Ok(())
+}

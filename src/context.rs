@@ -1,0 +1,65 @@
+//! Opening the store from the global options and the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mstate_store::fs::discover;
+use mstate_store::{FsOptions, FsStore, WriteOptions};
+
+use crate::cli::GlobalArgs;
+use crate::exit::{CliError, CliResult};
+
+/// What every command needs: the store and the global options.
+pub struct Context {
+    pub store: FsStore,
+    pub global: GlobalArgs,
+}
+
+impl Context {
+    /// Find and open the store.
+    pub fn open(global: GlobalArgs) -> CliResult<Self> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| CliError::Other(format!("cannot read the working directory: {e}")))?;
+        let base = match &global.chdir {
+            Some(dir) => cwd.join(dir),
+            None => cwd,
+        };
+        if !base.is_dir() {
+            return Err(CliError::Invalid(format!(
+                "-C {}: not a directory",
+                base.display()
+            )));
+        }
+        let env_dir = std::env::var_os("MSTATE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let root = discover(&base, env_dir.as_deref());
+        let session = std::env::var("MSTATE_SESSION").ok().filter(|s| !s.is_empty());
+        let opts = FsOptions {
+            max_backups: global.max_backups,
+            session,
+            ..FsOptions::default()
+        };
+        let store = FsStore::open(root, opts)?;
+        Ok(Context { store, global })
+    }
+
+    /// The lock timeout from `--lock-timeout`.
+    pub fn lock_timeout(&self) -> CliResult<Duration> {
+        parse_secs(&self.global.lock_timeout, "--lock-timeout")
+    }
+
+    /// Write options with the global lock timeout.
+    pub fn write_options(&self, expect_revision: Option<u64>) -> CliResult<WriteOptions> {
+        Ok(WriteOptions {
+            expect_revision,
+            lock_timeout: self.lock_timeout()?,
+        })
+    }
+}
+
+/// Parse a number of seconds (or a duration such as `500ms`, `2m`).
+pub fn parse_secs(s: &str, flag: &str) -> CliResult<Duration> {
+    mstate_store::time::parse_duration(s)
+        .map_err(|e| CliError::Invalid(format!("{flag} {s:?}: {e}")))
+}
