@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{backup, checkpoint, events, lock, state};
+use crate::commands::{backup, checkpoint, events, lock, session, state};
 
 const AFTER_HELP: &str = concat!(
     "Store: -C DIR, else $MSTATE_DIR, else the nearest ancestor holding .milestones/state, else ./.milestones/state.\n\n",
@@ -84,6 +84,13 @@ pub enum Command {
     Timeline(events::TimelineArgs),
     /// Remove events, backups and completed sessions older than N days.
     Cleanup(events::CleanupArgs),
+    /// Sessions: who worked on a milestone, from where, and when.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
+    /// Check the whole store; exit 0 only when it is clean.
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Print the seed's shell functions backed by mstate: eval "$(mstate shell-init bash)".
+    ShellInit(crate::commands::shell::ShellInitArgs),
     /// Print shell completions.
     Completions(crate::commands::completions::CompletionsArgs),
 }

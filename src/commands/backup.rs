@@ -55,9 +55,10 @@ pub fn cmd_recover(ctx: &Context, a: &RecoverArgs) -> CliResult {
             note(&format!("Corrupted state moved aside to {m}"));
         }
         out.line(&format!(
-            "State recovered successfully from: .milestones/state/backups/{} (now revision {})",
-            r.backup, r.revision
+            "State recovered successfully from: .milestones/state/backups/{}",
+            r.backup
         ))?;
+        note(&format!("{id} is now at revision {}", r.revision));
     }
     Ok(())
 }

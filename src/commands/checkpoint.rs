@@ -90,12 +90,10 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                 out.json(&r)?;
             } else {
                 if let Some(pre) = &r.pre_restore {
-                    note(&format!("Checkpoint created: {pre}"));
+                    out.line(&format!("Checkpoint created: {pre}"))?;
                 }
-                out.line(&format!(
-                    "State restored from checkpoint: {name} (now revision {})",
-                    r.saved.revision
-                ))?;
+                out.line(&format!("State restored from checkpoint: {name}"))?;
+                note(&format!("{id} is now at revision {}", r.saved.revision));
             }
         }
         CheckpointCommand::Delete(a) => {

@@ -88,6 +88,9 @@ pub enum TimelineFormat {
 pub struct TimelineArgs {
     /// Milestone id.
     pub milestone: String,
+    /// Leave out the session spans (text and markdown).
+    #[arg(long)]
+    pub no_sessions: bool,
     /// Output format (--json means json).
     #[arg(long, value_enum)]
     pub format: Option<TimelineFormat>,
@@ -275,6 +278,9 @@ pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
     }
     let report = report.map_err(CliError::from)?;
     print_warnings(&report);
+    if w.count == 0 && !a.follow {
+        require_known(ctx, &id)?;
+    }
     if !w.out.closed() {
         w.finish()?;
     }
@@ -301,8 +307,11 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
         Ok(true)
     })?;
     print_warnings(&report);
+    if events.is_empty() {
+        require_known(ctx, &id)?;
+    }
     events.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
-    let spans = session_spans(&events);
+    let spans = if a.no_sessions { Vec::new() } else { session_spans(&events) };
     let mut out = Out::new();
     match format {
         TimelineFormat::Json => {
@@ -368,6 +377,19 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Fail with "not found" (exit 3) when the store knows nothing of `id`.
+fn require_known(ctx: &Context, id: &MilestoneId) -> CliResult {
+    if ctx.store.milestone_ids()?.contains(id) {
+        return Ok(());
+    }
+    Err(mstate_store::Error::NotFound {
+        kind: mstate_store::ObjectKind::Milestone,
+        name: id.to_string(),
+        hint: Some("no events or state exist for it; see `mstate list`".into()),
+    }
+    .into())
 }
 
 fn md_escape(s: &str) -> String {

@@ -90,9 +90,7 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
     match cmd {
         LockCommand::Acquire(a) => {
             let id = milestone(&a.milestone)?;
-            let owner = a
-                .owner_pid
-                .unwrap_or_else(|| rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get() as u32));
+            let owner = a.owner_pid.unwrap_or_else(super::session::parent_pid);
             let req = request(ctx, "lock acquire", &a.timeout, &a.ttl, owner)?;
             let info = ctx.store.lock_acquire(&id, &req)?;
             if ctx.global.json {

@@ -3,8 +3,11 @@
 pub mod backup;
 pub mod checkpoint;
 pub mod completions;
+pub mod doctor;
 pub mod events;
 pub mod lock;
+pub mod session;
+pub mod shell;
 pub mod state;
 
 use std::io::Read;
@@ -18,8 +21,10 @@ use crate::exit::{CliError, CliResult};
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> CliResult {
-    if let Command::Completions(args) = &cli.command {
-        return completions::cmd_completions(args);
+    match &cli.command {
+        Command::Completions(args) => return completions::cmd_completions(args),
+        Command::ShellInit(args) => return shell::cmd_shell_init(args),
+        _ => {}
     }
     let ctx = Context::open(cli.global)?;
     match cli.command {
@@ -38,7 +43,9 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Events(a) => events::cmd_events(&ctx, &a),
         Command::Timeline(a) => events::cmd_timeline(&ctx, &a),
         Command::Cleanup(a) => events::cmd_cleanup(&ctx, &a),
-        Command::Completions(_) => Ok(()),
+        Command::Session(c) => session::cmd_session(&ctx, &c),
+        Command::Doctor(a) => doctor::cmd_doctor(&ctx, &a),
+        Command::Completions(_) | Command::ShellInit(_) => Ok(()),
     }
 }
 

@@ -41,6 +41,9 @@ pub struct LoadArgs {
     /// Print the whole envelope (timestamp, milestone_id, version, revision, state).
     #[arg(long)]
     pub envelope: bool,
+    /// Also log a state_loaded event, as the seed's load_milestone_state does.
+    #[arg(long)]
+    pub log_access: bool,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +91,16 @@ pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
 pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let loaded = ctx.store.load(&id, &ctx.write_options(None)?)?;
+    if a.log_access {
+        ctx.store.log(
+            &id,
+            &mstate_store::model::NewEvent {
+                event_type: mstate_store::EventType::new("state_loaded")?,
+                data: json!({"state_file": format!(".milestones/state/{}/{id}.json", loaded.status.as_str())}),
+                session_id: None,
+            },
+        )?;
+    }
     if let Some(r) = &loaded.recovered {
         warn(&format!(
             "the state file of '{id}' was corrupt; recovered revision {} from backup {}{}",

@@ -278,3 +278,94 @@ pub struct ReadReport {
     /// Human-readable notes ("skipped torn last line of 37 bytes in ...").
     pub warnings: Vec<String>,
 }
+
+/// A session as stored in `sessions/<id>.json`: the seed's fields, plus
+/// `host`, the owner's start time and boot id (to tell an abandoned session
+/// from a live one), and `ended_at` once ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub milestone_id: String,
+    pub created_at: String,
+    pub pid: i64,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub working_directory: String,
+    #[serde(default)]
+    pub git_branch: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+/// What is needed to start a session besides the milestone.
+#[derive(Debug, Clone)]
+pub struct SessionStart {
+    /// The process the session belongs to (the calling shell).
+    pub owner_pid: u32,
+    pub working_directory: String,
+    /// Current git branch, or `none`.
+    pub git_branch: String,
+    /// Make it the current session (`.current_session`).
+    pub make_current: bool,
+}
+
+/// A session with its effective status: `active`, `completed`, or
+/// `abandoned` (active, but its process is gone).
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    #[serde(flatten)]
+    pub record: SessionRecord,
+    /// Effective status (may differ from the stored `status`).
+    pub effective_status: String,
+    /// Why it is abandoned, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned_because: Option<String>,
+}
+
+/// A filter over sessions.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub milestone: Option<String>,
+    /// `active`, `completed` or `abandoned`.
+    pub status: Option<String>,
+}
+
+/// One problem found by `doctor`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Short machine-readable kind (`stale_lock`, `torn_tail`, ...).
+    pub kind: String,
+    /// The file or directory concerned, relative to the store.
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What `--repair` does about it (or why it leaves it).
+    pub repair: String,
+    /// Whether `--repair` can fix it safely.
+    pub repairable: bool,
+    /// Whether it was repaired in this run.
+    pub repaired: bool,
+}
+
+/// What `doctor` found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DoctorReport {
+    /// Files and directories looked at.
+    pub checked: u64,
+    pub findings: Vec<Finding>,
+}
+
+impl DoctorReport {
+    /// True when nothing is left to fix.
+    pub fn clean(&self) -> bool {
+        self.findings.iter().all(|f| f.repaired)
+    }
+}

@@ -13,10 +13,11 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::fs::log::LogLine;
-use crate::id::{CheckpointName, MilestoneId};
+use crate::id::{CheckpointName, MilestoneId, SessionId};
 use crate::model::{
-    BackupInfo, CheckpointInfo, Event, EventQuery, Loaded, LockInfo, LockRequest, LockStatus,
-    MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
+    BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LockInfo, LockRequest, LockStatus,
+    MilestoneSummary, NewEvent, ReadReport, Recovery, Saved, SessionFilter, SessionRecord,
+    SessionStart, SessionView,
 };
 
 /// Default wait for a lock, in seconds (the seed's).
@@ -182,6 +183,22 @@ pub trait Store: Send + Sync {
 
     /// Every milestone id known to the store (state files and event logs).
     fn milestone_ids(&self) -> Result<Vec<MilestoneId>>;
+
+    /// Check the whole store; with `repair`, fix what is safe to fix.
+    /// `progress` is called with (steps done, steps in all).
+    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport>;
+
+    /// Start a session of a milestone; it becomes the current session if asked.
+    fn session_start(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord>;
+
+    /// End a session (the current one when `None`).
+    fn session_end(&self, sid: Option<&SessionId>) -> Result<SessionRecord>;
+
+    /// One session with its effective status.
+    fn session_get(&self, sid: &SessionId) -> Result<SessionView>;
+
+    /// Sessions matching a filter, oldest first.
+    fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>>;
 
     /// The current session id (`no-session` when there is none).
     fn current_session(&self) -> Result<String>;

@@ -50,21 +50,21 @@ pub fn write_replace(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
     io.sync_dir(dir).ctx("sync directory", dir)
 }
 
-/// Create a new file durably; fails if `target` exists.
-pub fn write_new(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = target.parent().unwrap_or(Path::new("."));
+/// Create `target` with `bytes`, complete and synced, failing with
+/// `AlreadyExists` if it exists: written under a temporary name, then
+/// hard-linked into place (the link is atomic and never replaces). The
+/// caller syncs the directory.
+pub fn create_exclusive(io: &dyn Io, target: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_path(target);
     let result = (|| {
-        let mut f = io.create_new(&tmp).ctx("create", &tmp)?;
-        f.write_all(bytes).ctx("write", &tmp)?;
-        f.sync().ctx("sync", &tmp)?;
+        let mut f = io.create_new(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync()?;
         drop(f);
-        io.hard_link(&tmp, target).ctx("create", target)?;
-        Ok(())
+        io.hard_link(&tmp, target)
     })();
     let _ = io.remove_file(&tmp);
-    result?;
-    io.sync_dir(dir).ctx("sync directory", dir)
+    result
 }
 
 /// Read a file, or `None` if it does not exist.

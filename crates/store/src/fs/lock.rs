@@ -145,19 +145,21 @@ impl Locks<'_> {
     }
 
     /// Release the lock held by this process or an ancestor; with `force`,
-    /// whoever holds it. Returns the released lock's info.
-    pub fn release(&self, id: &MilestoneId, force: bool) -> Result<Option<LockInfo>> {
+    /// whoever holds it. Returns the released lock's info and whether it
+    /// was the caller's own.
+    pub fn release(&self, id: &MilestoneId, force: bool) -> Result<Option<(LockInfo, bool)>> {
         let Some(cur) = self.read(id)? else {
             return Ok(None);
         };
-        if !force && !owned_by(&cur, &process::ancestry(self.actor.pid)) {
+        let own = owned_by(&cur, &process::ancestry(self.actor.pid));
+        if !force && !own {
             return Err(Error::LockNotOwned {
                 milestone: id.to_string(),
                 holder: Some(cur),
             });
         }
         self.remove(id)?;
-        Ok(Some(cur))
+        Ok(Some((cur, own)))
     }
 
     /// The lock of `id`, if any, with whether its holder is alive.
@@ -381,7 +383,7 @@ impl Locks<'_> {
     /// Break the stale lock `seen`, unless it changed meanwhile. Breakers
     /// serialise on a `flock` of the locks directory and re-read the lock
     /// under it, so one breaker never removes a lock another just took.
-    fn break_stale(&self, id: &MilestoneId, seen: &LockInfo) -> Result<bool> {
+    pub fn break_stale(&self, id: &MilestoneId, seen: &LockInfo) -> Result<bool> {
         let locks = self.layout.locks();
         let guard = self.io.open_read(&locks).ctx("open", &locks)?;
         guard.lock(LockMode::Exclusive).ctx("lock", &locks)?;

@@ -11,9 +11,11 @@
 
 pub mod atomic;
 pub mod backup;
+mod doctor;
 pub mod layout;
 pub mod lock;
 pub mod log;
+mod session;
 mod state;
 
 use std::io as stdio;
@@ -23,11 +25,12 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::error::{Error, IoContext, Result};
-use crate::id::{CheckpointName, EventType, MilestoneId};
+use crate::id::{CheckpointName, EventType, MilestoneId, SessionId};
 use crate::io::{FileKind, Io, RealIo};
 use crate::model::{
     Actor, BackupInfo, CheckpointInfo, Event, EventQuery, Loaded, LockInfo, LockRequest,
-    LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved, Status,
+    DoctorReport, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved, SessionFilter,
+    SessionRecord, SessionStart, SessionView, Status,
 };
 use crate::store::{
     CleanupOptions, CleanupReport, Edit, HeldLock, Initialized, Restored, Store, WriteOptions,
@@ -173,7 +176,7 @@ impl FsStore {
         Ok(())
     }
 
-    fn locks(&self) -> Locks<'_> {
+    pub(crate) fn locks(&self) -> Locks<'_> {
         Locks {
             io: &*self.io,
             layout: &self.layout,
@@ -181,7 +184,7 @@ impl FsStore {
         }
     }
 
-    fn log_of<'a>(&'a self, id: &'a MilestoneId) -> EventLog<'a> {
+    pub(crate) fn log_of<'a>(&'a self, id: &'a MilestoneId) -> EventLog<'a> {
         EventLog {
             io: &*self.io,
             layout: &self.layout,
@@ -191,10 +194,15 @@ impl FsStore {
 
     /// Append an event written by the store itself.
     pub(crate) fn emit(&self, id: &MilestoneId, event_type: &str, data: Value) -> Result<Event> {
-        let event_type = EventType::new(event_type)?;
         let session = self.current_session()?;
+        self.append_as(id, &session, event_type, data)
+    }
+
+    /// Append an event written by the store itself, for a given session.
+    pub(crate) fn append_as(&self, id: &MilestoneId, session: &str, event_type: &str, data: Value) -> Result<Event> {
+        let event_type = EventType::new(event_type)?;
         self.log_of(id)
-            .append(&self.opts.actor, &session, &event_type, &data)
+            .append(&self.opts.actor, session, &event_type, &data)
     }
 
     /// Run `f` holding the lock of `id` (or under the lock an ancestor holds).
@@ -465,13 +473,13 @@ impl Store for FsStore {
     }
 
     fn lock_release(&self, id: &MilestoneId, force: bool) -> Result<Option<LockInfo>> {
-        let released = self.locks().release(id, force)?;
-        if force {
-            if let Some(info) = &released {
-                self.emit(id, "lock_force_released", json!({"holder": info}))?;
-            }
+        let Some((info, own)) = self.locks().release(id, force)? else {
+            return Ok(None);
+        };
+        if !own {
+            self.emit(id, "lock_force_released", json!({"holder": info}))?;
         }
-        Ok(released)
+        Ok(Some(info))
     }
 
     fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>> {
@@ -518,6 +526,26 @@ impl Store for FsStore {
         ids.extend(self.ids_in(&self.layout.completed(), "", ".json")?);
         ids.extend(self.ids_in(&self.layout.events(), "milestone-", ".jsonl")?);
         Ok(ids.into_iter().collect())
+    }
+
+    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport> {
+        self.run_doctor(repair, progress)
+    }
+
+    fn session_start(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord> {
+        self.start_session(id, start)
+    }
+
+    fn session_end(&self, sid: Option<&SessionId>) -> Result<SessionRecord> {
+        self.end_session(sid)
+    }
+
+    fn session_get(&self, sid: &SessionId) -> Result<SessionView> {
+        Ok(self.view(self.read_session(sid)?))
+    }
+
+    fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>> {
+        self.list_sessions(filter)
     }
 
     fn current_session(&self) -> Result<String> {

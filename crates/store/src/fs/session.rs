@@ -1,0 +1,211 @@
+//! Sessions: `sessions/<id>.json` files in the seed's format, and the
+//! seed's `.current_session` pointer.
+//!
+//! A session id has the seed's form `session-YYYYmmdd-HHMMSS-<pid>`; a
+//! suffix `-2`, `-3`, ... is added only when that name is taken (the file is
+//! created exclusively, so two starts never share an id). A session whose
+//! owner process is gone without ending it is reported as `abandoned`.
+
+use std::io as stdio;
+
+use serde_json::json;
+
+use crate::error::{Error, IoContext, ObjectKind, Result};
+use crate::fs::atomic::{create_exclusive, read_opt, write_replace};
+use crate::fs::FsStore;
+use crate::id::{MilestoneId, SessionId};
+use crate::io::FileKind;
+use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionView};
+use crate::process::{self, Alive};
+use crate::time;
+
+/// Stored status of a live session.
+pub const ACTIVE: &str = "active";
+/// Stored status of an ended session.
+pub const COMPLETED: &str = "completed";
+/// Effective status of an active session whose process is gone.
+pub const ABANDONED: &str = "abandoned";
+
+fn encode(record: &SessionRecord) -> Result<Vec<u8>> {
+    let mut b = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::io("encode", "session", e.into()))?;
+    b.push(b'\n');
+    Ok(b)
+}
+
+impl FsStore {
+    /// Start a session of `id`.
+    pub(crate) fn start_session(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord> {
+        self.ensure_layout()?;
+        let now = time::now();
+        let base = format!("session-{}-{}", time::seed_file_stamp(now), start.owner_pid);
+        let own = start.owner_pid == self.opts.actor.pid;
+        let mut record = SessionRecord {
+            session_id: String::new(),
+            milestone_id: id.to_string(),
+            created_at: time::format_micros(now),
+            pid: i64::from(start.owner_pid),
+            user: self.opts.actor.user.clone(),
+            working_directory: start.working_directory.clone(),
+            git_branch: start.git_branch.clone(),
+            status: ACTIVE.to_string(),
+            ended_at: None,
+            host: Some(self.opts.actor.host.clone()),
+            pid_start: process::start_ticks(if own { self.opts.actor.pid } else { start.owner_pid }),
+            boot_id: process::boot_id(),
+        };
+        let mut created = None;
+        for n in 1..1000u32 {
+            let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            let sid = SessionId::new(name)?;
+            record.session_id = sid.to_string();
+            let path = self.layout.session_file(&sid);
+            match create_exclusive(&*self.io, &path, &encode(&record)?) {
+                Ok(()) => {
+                    created = Some(sid);
+                    break;
+                }
+                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("create", &path, e)),
+            }
+        }
+        let Some(sid) = created else {
+            return Err(Error::invalid("session id", format!("no free id starting with {base}")));
+        };
+        let dir = self.layout.sessions();
+        self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+        if start.make_current {
+            let path = self.layout.current_session();
+            write_replace(&*self.io, &path, format!("{sid}\n").as_bytes())?;
+        }
+        self.append_as(id, sid.as_str(), "session_created", json!({"session_id": sid.as_str()}))?;
+        Ok(record)
+    }
+
+    /// Read a session file.
+    pub(crate) fn read_session(&self, sid: &SessionId) -> Result<SessionRecord> {
+        let path = self.layout.session_file(sid);
+        let Some(bytes) = read_opt(&*self.io, &path)? else {
+            return Err(Error::NotFound {
+                kind: ObjectKind::Session,
+                name: sid.to_string(),
+                hint: Some("see `mstate session list`".into()),
+            });
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+            what: format!("session '{sid}'"),
+            path,
+            detail: e.to_string(),
+            hint: None,
+        })
+    }
+
+    /// End a session (the current one when `sid` is `None`).
+    pub(crate) fn end_session(&self, sid: Option<&SessionId>) -> Result<SessionRecord> {
+        let sid = match sid {
+            Some(s) => s.clone(),
+            None => {
+                let cur = crate::store::Store::current_session(self)?;
+                if cur == super::NO_SESSION {
+                    return Err(Error::NotFound {
+                        kind: ObjectKind::Session,
+                        name: cur,
+                        hint: Some("there is no current session; name one (`mstate session end <id>`)".into()),
+                    });
+                }
+                SessionId::new(cur)?
+            }
+        };
+        let mut record = self.read_session(&sid)?;
+        let id = MilestoneId::new(record.milestone_id.clone())?;
+        if record.status != COMPLETED {
+            record.status = COMPLETED.to_string();
+            record.ended_at = Some(time::format_micros(time::now()));
+            let path = self.layout.session_file(&sid);
+            write_replace(&*self.io, &path, &encode(&record)?)?;
+            self.append_as(&id, sid.as_str(), "session_ended", json!({"session_id": sid.as_str()}))?;
+        }
+        let cur_path = self.layout.current_session();
+        let points_here = read_opt(&*self.io, &cur_path)?
+            .is_some_and(|b| String::from_utf8_lossy(&b).trim() == sid.as_str());
+        if points_here {
+            match self.io.remove_file(&cur_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &cur_path, e)),
+            }
+            let root = self.layout.root();
+            self.io.sync_dir(root).ctx("sync directory", root)?;
+        }
+        Ok(record)
+    }
+
+    /// Every session matching `filter`, oldest first.
+    pub(crate) fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>> {
+        let dir = self.layout.sessions();
+        let entries = match self.io.read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            if e.kind != FileKind::File {
+                continue;
+            }
+            let Some(name) = e.name.strip_suffix(".json") else { continue };
+            let Ok(sid) = SessionId::new(name) else { continue };
+            let Ok(record) = self.read_session(&sid) else { continue };
+            if filter.milestone.as_deref().is_some_and(|m| m != record.milestone_id) {
+                continue;
+            }
+            let view = self.view(record);
+            if filter.status.as_deref().is_some_and(|s| s != view.effective_status) {
+                continue;
+            }
+            out.push(view);
+        }
+        out.sort_by(|a, b| {
+            (&a.record.created_at, &a.record.session_id).cmp(&(&b.record.created_at, &b.record.session_id))
+        });
+        Ok(out)
+    }
+
+    /// A session with its effective status.
+    pub(crate) fn view(&self, record: SessionRecord) -> SessionView {
+        let abandoned = (record.status == ACTIVE).then(|| self.session_gone(&record)).flatten();
+        SessionView {
+            effective_status: if abandoned.is_some() { ABANDONED.to_string() } else { record.status.clone() },
+            abandoned_because: abandoned,
+            record,
+        }
+    }
+
+    /// Why an active session's process is gone, if it is.
+    fn session_gone(&self, r: &SessionRecord) -> Option<String> {
+        if r.host.as_deref().is_some_and(|h| h != self.opts.actor.host) {
+            return None;
+        }
+        if let (Some(theirs), Some(ours)) = (&r.boot_id, process::boot_id()) {
+            if theirs != &ours {
+                return Some("started before the last reboot".into());
+            }
+        }
+        let pid = u32::try_from(r.pid).ok().filter(|p| *p > 0)?;
+        if process::alive(pid) == Alive::No {
+            return Some(format!("process {pid} is gone"));
+        }
+        match r.pid_start {
+            Some(start) if process::start_ticks(pid).is_some_and(|now| now != start) => {
+                Some(format!("pid {pid} now belongs to another process"))
+            }
+            Some(_) => None,
+            None => {
+                let created = time::parse_timestamp(&r.created_at)?.as_second().max(0) as u64;
+                let started = process::start_epoch_secs(pid)?;
+                (started > created + 2).then(|| format!("pid {pid} now belongs to another process"))
+            }
+        }
+    }
+}
+

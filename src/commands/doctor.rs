@@ -1,0 +1,66 @@
+//! `doctor [--repair]`.
+
+use std::io::IsTerminal;
+
+use clap::Args;
+
+use mstate_store::Store;
+
+use crate::context::Context;
+use crate::exit::{CliError, CliResult};
+use crate::output::{note, Out};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Repair what is safe to repair (each repair is logged as an event).
+    #[arg(long)]
+    pub repair: bool,
+}
+
+pub fn cmd_doctor(ctx: &Context, a: &DoctorArgs) -> CliResult {
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let report = ctx.store.doctor(a.repair, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    let mut out = Out::new();
+    if ctx.global.json {
+        out.json(&serde_json::json!({
+            "clean": report.clean(),
+            "checked": report.checked,
+            "findings": report.findings,
+        }))?;
+    } else {
+        for f in &report.findings {
+            let action = if f.repaired {
+                format!("repaired: {}", f.repair)
+            } else if a.repair || !f.repairable {
+                format!("not repaired: {}", f.repair)
+            } else {
+                format!("--repair would {}", f.repair)
+            };
+            out.line(&format!("{}: {} [{}] ({action})", f.path, f.problem, f.kind))?;
+        }
+        let left = report.findings.iter().filter(|f| !f.repaired).count();
+        if report.findings.is_empty() {
+            note(&format!("store is clean ({} entries checked)", report.checked));
+        } else {
+            note(&format!(
+                "{} findings, {} repaired, {left} left ({} entries checked)",
+                report.findings.len(),
+                report.findings.len() - left,
+                report.checked
+            ));
+        }
+    }
+    if report.clean() {
+        Ok(())
+    } else {
+        Err(CliError::Exit(crate::exit::FAILURE))
+    }
+}
