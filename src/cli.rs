@@ -42,11 +42,23 @@ pub struct GlobalArgs {
     pub json: bool,
 
     /// Wait at most SECS for a milestone's lock.
-    #[arg(long, value_name = "SECS", global = true, default_value = "30", env = "MSTATE_LOCK_TIMEOUT")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        global = true,
+        default_value = "30",
+        env = "MSTATE_LOCK_TIMEOUT"
+    )]
     pub lock_timeout: String,
 
     /// Backups kept per milestone (oldest removed first; checkpoints are kept).
-    #[arg(long, value_name = "N", global = true, default_value_t = 50, env = "MSTATE_MAX_BACKUPS")]
+    #[arg(
+        long,
+        value_name = "N",
+        global = true,
+        default_value_t = 50,
+        env = "MSTATE_MAX_BACKUPS"
+    )]
     pub max_backups: usize,
 }
 

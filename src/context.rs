@@ -34,7 +34,9 @@ impl Context {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
         let root = discover(&base, env_dir.as_deref());
-        let session = std::env::var("MSTATE_SESSION").ok().filter(|s| !s.is_empty());
+        let session = std::env::var("MSTATE_SESSION")
+            .ok()
+            .filter(|s| !s.is_empty());
         let opts = FsOptions {
             max_backups: global.max_backups,
             session,

@@ -39,14 +39,19 @@ pub fn cmd_backups(ctx: &Context, a: &BackupsArgs) -> CliResult {
     for b in &list {
         let rev = b.revision.map_or("-".into(), |r| format!("r{r}"));
         let valid = if b.valid { "" } else { "  INVALID" };
-        out.line(&format!("{}  {rev:>6}  {:>9}  {}{valid}", b.name, b.size, b.modified))?;
+        out.line(&format!(
+            "{}  {rev:>6}  {:>9}  {}{valid}",
+            b.name, b.size, b.modified
+        ))?;
     }
     Ok(())
 }
 
 pub fn cmd_recover(ctx: &Context, a: &RecoverArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
-    let r = ctx.store.recover(&id, a.from.as_deref(), &ctx.write_options(None)?)?;
+    let r = ctx
+        .store
+        .recover(&id, a.from.as_deref(), &ctx.write_options(None)?)?;
     let mut out = Out::new();
     if ctx.global.json {
         out.json(&r)?;

@@ -56,9 +56,12 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
         CheckpointCommand::Create(a) => {
             let id = milestone(&a.milestone)?;
             let name = a.name.as_deref().map(checkpoint_name).transpose()?;
-            let info = ctx
-                .store
-                .checkpoint_create(&id, name.as_ref(), a.force, &ctx.write_options(None)?)?;
+            let info = ctx.store.checkpoint_create(
+                &id,
+                name.as_ref(),
+                a.force,
+                &ctx.write_options(None)?,
+            )?;
             if ctx.global.json {
                 out.json(&info)?;
             } else {
@@ -76,16 +79,19 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                 for c in &list {
                     let rev = c.revision.map_or("-".into(), |r| format!("r{r}"));
                     let valid = if c.valid { "" } else { "  INVALID" };
-                    out.line(&format!("{}  {rev:>6}  {:>9}  {}{valid}", c.name, c.size, c.modified))?;
+                    out.line(&format!(
+                        "{}  {rev:>6}  {:>9}  {}{valid}",
+                        c.name, c.size, c.modified
+                    ))?;
                 }
             }
         }
         CheckpointCommand::Restore(a) => {
             let id = milestone(&a.milestone)?;
             let name = checkpoint_name(&a.name)?;
-            let r = ctx
-                .store
-                .checkpoint_restore(&id, &name, &ctx.write_options(a.expect_revision)?)?;
+            let r =
+                ctx.store
+                    .checkpoint_restore(&id, &name, &ctx.write_options(a.expect_revision)?)?;
             if ctx.global.json {
                 out.json(&r)?;
             } else {

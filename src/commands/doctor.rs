@@ -44,11 +44,17 @@ pub fn cmd_doctor(ctx: &Context, a: &DoctorArgs) -> CliResult {
             } else {
                 format!("--repair would {}", f.repair)
             };
-            out.line(&format!("{}: {} [{}] ({action})", f.path, f.problem, f.kind))?;
+            out.line(&format!(
+                "{}: {} [{}] ({action})",
+                f.path, f.problem, f.kind
+            ))?;
         }
         let left = report.findings.iter().filter(|f| !f.repaired).count();
         if report.findings.is_empty() {
-            note(&format!("store is clean ({} entries checked)", report.checked));
+            note(&format!(
+                "store is clean ({} entries checked)",
+                report.checked
+            ));
         } else {
             note(&format!(
                 "{} findings, {} repaired, {left} left ({} entries checked)",

@@ -219,7 +219,8 @@ impl EventWriter {
                     .map_err(|e| CliError::Other(e.to_string()))?;
                 let indented: Vec<String> = pretty.lines().map(|l| format!("  {l}")).collect();
                 let sep = if self.count == 0 { "" } else { ",\n" };
-                self.out.line(&format!("{sep}{}", indented.join("\n")).replacen(",\n", ",\n", 1))?
+                self.out
+                    .line(&format!("{sep}{}", indented.join("\n")).replacen(",\n", ",\n", 1))?
             }
         };
         self.count += 1;
@@ -238,9 +239,15 @@ impl EventWriter {
 pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let query = build_query(a)?;
-    let format = a.format.unwrap_or(if ctx.global.json { EventFormat::Json } else { EventFormat::Jsonl });
+    let format = a.format.unwrap_or(if ctx.global.json {
+        EventFormat::Json
+    } else {
+        EventFormat::Jsonl
+    });
     if a.follow && format == EventFormat::Json {
-        return Err(CliError::Invalid("--follow streams jsonl or text; --format json cannot be streamed".into()));
+        return Err(CliError::Invalid(
+            "--follow streams jsonl or text; --format json cannot be streamed".into(),
+        ));
     }
     let mut w = EventWriter {
         out: Out::new(),
@@ -251,7 +258,9 @@ pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
     // Output errors end the query; they are reported after it.
     let mut failed: Option<CliError> = None;
     let mut emit = |w: &mut EventWriter, line: &LogLine, flush: bool| -> bool {
-        let r = w.event(line).and_then(|ok| if ok && flush { w.out.flush() } else { Ok(ok) });
+        let r = w
+            .event(line)
+            .and_then(|ok| if ok && flush { w.out.flush() } else { Ok(ok) });
         match r {
             Ok(ok) => ok,
             Err(e) => {
@@ -262,13 +271,18 @@ pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
     };
     let report = if a.follow {
         let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        for sig in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
             signal_hook::flag::register(sig, Arc::clone(&stop))
                 .map_err(|e| CliError::Other(format!("cannot handle signals: {e}")))?;
         }
         let stop_fn = || stop.load(Ordering::Relaxed);
-        ctx.store
-            .follow(&id, &query, &stop_fn, &mut |line| Ok(emit(&mut w, line, true)))
+        ctx.store.follow(&id, &query, &stop_fn, &mut |line| {
+            Ok(emit(&mut w, line, true))
+        })
     } else {
         ctx.store
             .events(&id, &query, &mut |line| Ok(emit(&mut w, line, false)))
@@ -300,7 +314,11 @@ struct Span {
 
 pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
-    let format = a.format.unwrap_or(if ctx.global.json { TimelineFormat::Json } else { TimelineFormat::Text });
+    let format = a.format.unwrap_or(if ctx.global.json {
+        TimelineFormat::Json
+    } else {
+        TimelineFormat::Text
+    });
     let mut events: Vec<(String, u64, Value)> = Vec::new();
     let report = ctx.store.events(&id, &EventQuery::default(), &mut |line| {
         events.push((format_micros(line.timestamp), line.seq, decode(line.raw)));
@@ -311,7 +329,11 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
         require_known(ctx, &id)?;
     }
     events.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
-    let spans = if a.no_sessions { Vec::new() } else { session_spans(&events) };
+    let spans = if a.no_sessions {
+        Vec::new()
+    } else {
+        session_spans(&events)
+    };
     let mut out = Out::new();
     match format {
         TimelineFormat::Json => {

@@ -71,7 +71,13 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-fn request(ctx: &Context, op: &str, timeout: &Option<String>, ttl: &Option<String>, owner: u32) -> CliResult<LockRequest> {
+fn request(
+    ctx: &Context,
+    op: &str,
+    timeout: &Option<String>,
+    ttl: &Option<String>,
+    owner: u32,
+) -> CliResult<LockRequest> {
     let timeout = match timeout {
         Some(t) => parse_secs(t, "--timeout")?,
         None => ctx.lock_timeout()?,
@@ -125,15 +131,28 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
                             Liveness::Held => "held".to_string(),
                             Liveness::Stale(r) => format!("stale: {r}"),
                         };
-                        let mine = if s.held_by_caller { ", by this shell" } else { "" };
-                        out.line(&format!("{id}: locked by {} [{state}{mine}]", s.info.describe()))?;
+                        let mine = if s.held_by_caller {
+                            ", by this shell"
+                        } else {
+                            ""
+                        };
+                        out.line(&format!(
+                            "{id}: locked by {} [{state}{mine}]",
+                            s.info.describe()
+                        ))?;
                     }
                 }
             }
         }
         LockCommand::Run(a) => {
             let id = milestone(&a.milestone)?;
-            let req = request(ctx, &format!("lock run {}", a.command[0]), &a.timeout, &a.ttl, std::process::id())?;
+            let req = request(
+                ctx,
+                &format!("lock run {}", a.command[0]),
+                &a.timeout,
+                &a.ttl,
+                std::process::id(),
+            )?;
             drop(out);
             return run_locked(ctx, &id, &req, &a.command);
         }
@@ -142,15 +161,26 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
 }
 
 /// Run `command` holding the lock; exit with its status.
-fn run_locked(ctx: &Context, id: &mstate_store::MilestoneId, req: &LockRequest, command: &[String]) -> CliResult {
+fn run_locked(
+    ctx: &Context,
+    id: &mstate_store::MilestoneId,
+    req: &LockRequest,
+    command: &[String],
+) -> CliResult {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let guard = ctx.store.lock_scoped(id, req)?;
     let mut child = match Command::new(&command[0]).args(&command[1..]).spawn() {
         Ok(c) => c,
         Err(e) => {
             guard.release()?;
-            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
-            return Err(CliError::Other(format!("cannot run {:?}: {e}", command[0])).with_code(code));
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            return Err(
+                CliError::Other(format!("cannot run {:?}: {e}", command[0])).with_code(code)
+            );
         }
     };
     // Keep running through signals so the lock is released after the
@@ -173,7 +203,8 @@ fn run_locked(ctx: &Context, id: &mstate_store::MilestoneId, req: &LockRequest, 
     handle.close();
     let _ = forwarder.join();
     guard.release()?;
-    let status = status.map_err(|e| CliError::Other(format!("cannot wait for {:?}: {e}", command[0])))?;
+    let status =
+        status.map_err(|e| CliError::Other(format!("cannot wait for {:?}: {e}", command[0])))?;
     use std::os::unix::process::ExitStatusExt;
     let code = match (status.code(), status.signal()) {
         (Some(c), _) => c,

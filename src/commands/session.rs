@@ -123,7 +123,12 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
         }
         SessionCommand::List(a) => {
             let filter = SessionFilter {
-                milestone: a.milestone.as_deref().map(milestone).transpose()?.map(|m| m.to_string()),
+                milestone: a
+                    .milestone
+                    .as_deref()
+                    .map(milestone)
+                    .transpose()?
+                    .map(|m| m.to_string()),
                 status: a.status.clone(),
             };
             let list = ctx.store.sessions(&filter)?;
@@ -143,13 +148,18 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
                         r.pid,
                         r.user,
                         r.host.as_deref().unwrap_or("?"),
-                        r.ended_at.as_deref().map(|e| format!("ended {e}")).unwrap_or_default()
+                        r.ended_at
+                            .as_deref()
+                            .map(|e| format!("ended {e}"))
+                            .unwrap_or_default()
                     ))?;
                 }
             }
         }
         SessionCommand::Show(a) => {
-            let view = ctx.store.session_get(&SessionId::new(a.session.as_str())?)?;
+            let view = ctx
+                .store
+                .session_get(&SessionId::new(a.session.as_str())?)?;
             out.json(&view)?;
         }
     }

@@ -78,7 +78,9 @@ pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let bytes = json_input(a.state.as_deref())?;
     let state = parse_strict(&bytes, "state")?;
-    let saved = ctx.store.save(&id, &state, &ctx.write_options(a.expect_revision)?)?;
+    let saved = ctx
+        .store
+        .save(&id, &state, &ctx.write_options(a.expect_revision)?)?;
     let mut out = Out::new();
     if ctx.global.json {
         out.json(&saved)?;
@@ -146,7 +148,10 @@ pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
             )));
         };
         mstate_store::json::pointer_tokens(pointer)?;
-        sets.push((pointer.to_string(), parse_strict(value.as_bytes(), &format!("--set {pointer}"))?));
+        sets.push((
+            pointer.to_string(),
+            parse_strict(value.as_bytes(), &format!("--set {pointer}"))?,
+        ));
     }
     let mut edit = |state: &mut serde_json::Value| -> mstate_store::Result<()> {
         if let Some(m) = &merge {
@@ -180,7 +185,12 @@ pub fn cmd_list(ctx: &Context) -> CliResult {
         note("no milestones yet; create one with `mstate init <milestone>`");
         return Ok(());
     }
-    let width = list.iter().map(|m| m.milestone_id.len()).max().unwrap_or(9).max(9);
+    let width = list
+        .iter()
+        .map(|m| m.milestone_id.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
     out.line(&format!(
         "{:<width$}  {:<9}  {:>8}  {:<27}  LOCK",
         "MILESTONE", "STATUS", "REVISION", "UPDATED"

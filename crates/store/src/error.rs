@@ -101,7 +101,10 @@ pub enum Error {
     },
 
     /// A release was asked for a lock this process tree does not hold.
-    #[error("lock of milestone '{milestone}' is not held by this process{}; use --force to break it", holder_suffix(holder))]
+    #[error(
+        "lock of milestone '{milestone}' is not held by this process{}; use --force to break it",
+        holder_suffix(holder)
+    )]
     LockNotOwned {
         milestone: String,
         holder: Option<LockInfo>,

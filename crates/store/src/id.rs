@@ -192,8 +192,20 @@ mod tests {
     fn rejects_hostile_names() {
         let long = "a".repeat(MAX_NAME_LEN + 1);
         for s in [
-            "", "../x", "a/b", "a\\b", "a\0b", "a\nb", "-rf", ".hidden", "a..b", "a b",
-            "a\u{2215}b", "a\u{ff0e}b", "a\u{200d}b", "x'; touch /tmp/pwned; echo '",
+            "",
+            "../x",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "-rf",
+            ".hidden",
+            "a..b",
+            "a b",
+            "a\u{2215}b",
+            "a\u{ff0e}b",
+            "a\u{200d}b",
+            "x'; touch /tmp/pwned; echo '",
             long.as_str(),
         ] {
             assert!(MilestoneId::new(s).is_err(), "accepted {s:?}");

@@ -179,7 +179,10 @@ pub fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> Result<()> {
                 if idx > arr.len() {
                     return Err(Error::invalid(
                         "JSON pointer",
-                        format!("{pointer:?}: index {idx} is past the end of an array of {}", arr.len()),
+                        format!(
+                            "{pointer:?}: index {idx} is past the end of an array of {}",
+                            arr.len()
+                        ),
                     ));
                 }
                 if idx == arr.len() {
@@ -211,14 +214,12 @@ fn array_index(tok: &str, pointer: &str) -> Result<usize> {
     let ok = !tok.is_empty()
         && tok.bytes().all(|b| b.is_ascii_digit())
         && (tok == "0" || !tok.starts_with('0'));
-    ok.then(|| tok.parse().ok())
-        .flatten()
-        .ok_or_else(|| {
-            Error::invalid(
-                "JSON pointer",
-                format!("{pointer:?}: {tok:?} is not an array index"),
-            )
-        })
+    ok.then(|| tok.parse().ok()).flatten().ok_or_else(|| {
+        Error::invalid(
+            "JSON pointer",
+            format!("{pointer:?}: {tok:?} is not an array index"),
+        )
+    })
 }
 
 fn type_name(v: &Value) -> &'static str {

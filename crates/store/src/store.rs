@@ -15,9 +15,9 @@ use crate::error::Result;
 use crate::fs::log::LogLine;
 use crate::id::{CheckpointName, MilestoneId, SessionId};
 use crate::model::{
-    BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LockInfo, LockRequest, LockStatus,
-    MilestoneSummary, NewEvent, ReadReport, Recovery, Saved, SessionFilter, SessionRecord,
-    SessionStart, SessionView,
+    BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LockInfo, LockRequest,
+    LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved, SessionFilter,
+    SessionRecord, SessionStart, SessionView,
 };
 
 /// Default wait for a lock, in seconds (the seed's).
@@ -117,7 +117,12 @@ pub trait Store: Send + Sync {
     fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>>;
 
     /// Restore the newest valid backup, or the one named.
-    fn recover(&self, id: &MilestoneId, from: Option<&str>, opts: &WriteOptions) -> Result<Recovery>;
+    fn recover(
+        &self,
+        id: &MilestoneId,
+        from: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Recovery>;
 
     /// Save a named copy of the current state (named `manual-<stamp>` if no
     /// name is given); `force` replaces an existing checkpoint of that name.

@@ -53,7 +53,9 @@ fn is_stamp(s: &str) -> bool {
                 && all_digits(u, 6)
                 && r.strip_prefix('r')
                     .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                && rest.iter().all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+                && rest
+                    .iter()
+                    .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
         }
         _ => false,
     }
@@ -61,7 +63,10 @@ fn is_stamp(s: &str) -> bool {
 
 /// What `file` (a name in `backups/`) is to milestone `id`, if anything.
 pub fn classify(id: &str, file: &str) -> Option<Kind> {
-    let rest = file.strip_prefix(id)?.strip_prefix('-')?.strip_suffix(".json")?;
+    let rest = file
+        .strip_prefix(id)?
+        .strip_prefix('-')?
+        .strip_suffix(".json")?;
     if let Some(name) = rest.strip_prefix("checkpoint-") {
         return CheckpointName::new(name)
             .ok()
@@ -108,9 +113,7 @@ pub fn list(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Vec<Entry>
             meta,
         });
     }
-    out.sort_by(|a, b| {
-        (b.meta.modified, &b.file).cmp(&(a.meta.modified, &a.file))
-    });
+    out.sort_by(|a, b| (b.meta.modified, &b.file).cmp(&(a.meta.modified, &a.file)));
     Ok(out)
 }
 
@@ -120,7 +123,11 @@ pub fn parse_envelope(bytes: &[u8]) -> std::result::Result<Envelope, String> {
 }
 
 /// Read and parse a file in `backups/`.
-pub fn read_envelope(io: &dyn Io, layout: &Layout, file: &str) -> Result<std::result::Result<Envelope, String>> {
+pub fn read_envelope(
+    io: &dyn Io,
+    layout: &Layout,
+    file: &str,
+) -> Result<std::result::Result<Envelope, String>> {
     let path = layout.backups().join(file);
     let bytes = io.read(&path).ctx("read", &path)?;
     Ok(parse_envelope(&bytes))
@@ -128,7 +135,13 @@ pub fn read_envelope(io: &dyn Io, layout: &Layout, file: &str) -> Result<std::re
 
 /// Hard-link the outgoing state file as a new backup (no data copy: the
 /// state file is always replaced by rename, never written in place).
-pub fn link_backup(io: &dyn Io, layout: &Layout, id: &MilestoneId, state_file: &std::path::Path, rev: u64) -> Result<String> {
+pub fn link_backup(
+    io: &dyn Io,
+    layout: &Layout,
+    id: &MilestoneId,
+    state_file: &std::path::Path,
+    rev: u64,
+) -> Result<String> {
     for attempt in 0..100 {
         let name = backup_name(id, rev, attempt);
         let path = layout.backups().join(&name);
@@ -182,14 +195,23 @@ mod tests {
     #[test]
     fn classifies_exactly() {
         assert_eq!(classify("a", "a-20261124-120000.json"), Some(Kind::Backup));
-        assert_eq!(classify("a", "a-20261124-120000-123456-r7.json"), Some(Kind::Backup));
-        assert_eq!(classify("a", "a-20261124-120000-123456-r7-2.json"), Some(Kind::Backup));
+        assert_eq!(
+            classify("a", "a-20261124-120000-123456-r7.json"),
+            Some(Kind::Backup)
+        );
+        assert_eq!(
+            classify("a", "a-20261124-120000-123456-r7-2.json"),
+            Some(Kind::Backup)
+        );
         assert_eq!(
             classify("a", "a-checkpoint-pre-restore-1.json"),
             Some(Kind::Checkpoint("pre-restore-1".into()))
         );
         assert_eq!(classify("a", "a-b-20261124-120000.json"), None);
-        assert_eq!(classify("a-b", "a-b-20261124-120000.json"), Some(Kind::Backup));
+        assert_eq!(
+            classify("a-b", "a-b-20261124-120000.json"),
+            Some(Kind::Backup)
+        );
         assert_eq!(classify("a", "a-20261124-12000.json"), None);
         assert_eq!(classify("a", "a-20261124-120000.json.tmp.1"), None);
         assert_eq!(classify("a", "ab-20261124-120000.json"), None);

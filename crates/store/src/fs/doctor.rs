@@ -189,7 +189,13 @@ impl Doctor<'_> {
                     .strip_suffix(".json")
                     .and_then(|n| MilestoneId::new(n).ok())
                 else {
-                    self.finding("unknown_file", &path, "not a state file".into(), "leave it", None)?;
+                    self.finding(
+                        "unknown_file",
+                        &path,
+                        "not a state file".into(),
+                        "leave it",
+                        None,
+                    )?;
                     continue;
                 };
                 if !seen.insert(id.clone()) {
@@ -221,7 +227,11 @@ impl Doctor<'_> {
                                 &path,
                                 problem,
                                 "recover the newest valid backup (logs state_recovered)",
-                                Some(&mut || store.recover_state(&id, None, &WriteOptions::default()).map(|_| ())),
+                                Some(&mut || {
+                                    store
+                                        .recover_state(&id, None, &WriteOptions::default())
+                                        .map(|_| ())
+                                }),
                             )?;
                         } else {
                             self.finding(
@@ -248,7 +258,9 @@ impl Doctor<'_> {
                 continue;
             }
             let path = dir.join(&e.name);
-            let owner = known.iter().find(|id| backup::classify(id, &e.name).is_some());
+            let owner = known
+                .iter()
+                .find(|id| backup::classify(id, &e.name).is_some());
             let Some(id) = owner else {
                 self.finding(
                     "unknown_backup",
@@ -259,7 +271,9 @@ impl Doctor<'_> {
                 )?;
                 continue;
             };
-            if let Ok(Err(err)) = backup::read_envelope(&*self.store.io, &self.store.layout, &e.name) {
+            if let Ok(Err(err)) =
+                backup::read_envelope(&*self.store.io, &self.store.layout, &e.name)
+            {
                 let what = match backup::classify(id, &e.name) {
                     Some(Kind::Checkpoint(_)) => "checkpoint",
                     _ => "backup",
@@ -286,8 +300,18 @@ impl Doctor<'_> {
                 continue;
             }
             let path = dir.join(&e.name);
-            let Some(sid) = e.name.strip_suffix(".json").and_then(|n| SessionId::new(n).ok()) else {
-                self.finding("unknown_file", &path, "not a session file".into(), "leave it", None)?;
+            let Some(sid) = e
+                .name
+                .strip_suffix(".json")
+                .and_then(|n| SessionId::new(n).ok())
+            else {
+                self.finding(
+                    "unknown_file",
+                    &path,
+                    "not a session file".into(),
+                    "leave it",
+                    None,
+                )?;
                 continue;
             };
             ids.insert(sid.to_string());
@@ -346,7 +370,13 @@ impl Doctor<'_> {
                 .and_then(|n| n.strip_suffix(".jsonl"))
                 .and_then(|n| MilestoneId::new(n).ok())
             else {
-                self.finding("unknown_file", &path, "not an event log".into(), "leave it", None)?;
+                self.finding(
+                    "unknown_file",
+                    &path,
+                    "not an event log".into(),
+                    "leave it",
+                    None,
+                )?;
                 continue;
             };
             self.log(&id, &path)?;
@@ -359,30 +389,32 @@ impl Doctor<'_> {
         let mut last_seq: Option<u64> = None;
         let mut last_ts = None;
         let mut problems: Vec<String> = Vec::new();
-        let report = store.log_of(id).query(&EventQuery::default(), &mut |line| {
-            if let Some(prev) = last_seq {
-                if line.seq == prev && problems.len() < 20 {
-                    problems.push(format!("seq {} repeats", line.seq));
-                } else if line.seq > prev + 1 && problems.len() < 20 {
-                    problems.push(format!("seq jumps from {prev} to {}", line.seq));
-                } else if line.seq < prev && problems.len() < 20 {
-                    problems.push(format!("seq goes back from {prev} to {}", line.seq));
+        let report = store
+            .log_of(id)
+            .query(&EventQuery::default(), &mut |line| {
+                if let Some(prev) = last_seq {
+                    if line.seq == prev && problems.len() < 20 {
+                        problems.push(format!("seq {} repeats", line.seq));
+                    } else if line.seq > prev + 1 && problems.len() < 20 {
+                        problems.push(format!("seq jumps from {prev} to {}", line.seq));
+                    } else if line.seq < prev && problems.len() < 20 {
+                        problems.push(format!("seq goes back from {prev} to {}", line.seq));
+                    }
                 }
-            }
-            if let Some(prev) = last_ts {
-                if line.timestamp < prev && problems.len() < 20 {
-                    problems.push(format!(
-                        "timestamp goes back at seq {} ({} after {})",
-                        line.seq,
-                        time::format_micros(line.timestamp),
-                        time::format_micros(prev)
-                    ));
+                if let Some(prev) = last_ts {
+                    if line.timestamp < prev && problems.len() < 20 {
+                        problems.push(format!(
+                            "timestamp goes back at seq {} ({} after {})",
+                            line.seq,
+                            time::format_micros(line.timestamp),
+                            time::format_micros(prev)
+                        ));
+                    }
                 }
-            }
-            last_seq = Some(line.seq);
-            last_ts = Some(line.timestamp);
-            Ok(true)
-        })?;
+                last_seq = Some(line.seq);
+                last_ts = Some(line.timestamp);
+                Ok(true)
+            })?;
         for w in report.warnings {
             let torn = w.contains("torn");
             if torn {
@@ -403,7 +435,13 @@ impl Doctor<'_> {
             }
         }
         for p in problems {
-            self.finding("log_order", path, p, "leave it (nothing is lost; readers cope)", None)?;
+            self.finding(
+                "log_order",
+                path,
+                p,
+                "leave it (nothing is lost; readers cope)",
+                None,
+            )?;
         }
         Ok(())
     }
@@ -442,16 +480,25 @@ impl Doctor<'_> {
                 continue;
             };
             let locks = store.locks();
-            let Some(info) = locks.read(&id)? else { continue };
+            let Some(info) = locks.read(&id)? else {
+                continue;
+            };
             if let Liveness::Stale(reason) = locks.liveness(&id, &info)? {
                 self.finding(
                     "stale_lock",
                     &path,
-                    format!("lock of '{id}' held by {} is stale: {reason}", info.describe()),
+                    format!(
+                        "lock of '{id}' held by {} is stale: {reason}",
+                        info.describe()
+                    ),
                     "break it (logs lock_broken)",
                     Some(&mut || {
                         if store.locks().break_stale(&id, &info)? {
-                            store.emit(&id, "lock_broken", json!({"reason": reason, "holder": info, "by": "doctor"}))?;
+                            store.emit(
+                                &id,
+                                "lock_broken",
+                                json!({"reason": reason, "holder": info, "by": "doctor"}),
+                            )?;
                         }
                         Ok(())
                     }),
@@ -478,7 +525,8 @@ fn end_abandoned(store: &FsStore, record: &SessionRecord, reason: &str) -> Resul
     }
     r.status = COMPLETED.to_string();
     r.ended_at = Some(time::format_micros(time::now()));
-    let mut bytes = serde_json::to_vec_pretty(&r).map_err(|e| Error::io("encode", "session", e.into()))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&r).map_err(|e| Error::io("encode", "session", e.into()))?;
     bytes.push(b'\n');
     write_replace(&*store.io, &store.layout.session_file(&sid), &bytes)?;
     if let Ok(id) = MilestoneId::new(r.milestone_id.as_str()) {

@@ -20,7 +20,14 @@ use crate::id::{CheckpointName, MilestoneId, SessionId};
 use crate::model::Status;
 
 /// The directories every store has.
-pub const SUBDIRS: [&str; 6] = ["active", "completed", "sessions", "backups", "events", ".locks"];
+pub const SUBDIRS: [&str; 6] = [
+    "active",
+    "completed",
+    "sessions",
+    "backups",
+    "events",
+    ".locks",
+];
 
 /// Paths of one store.
 #[derive(Debug, Clone)]

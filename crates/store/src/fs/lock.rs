@@ -240,7 +240,8 @@ impl Locks<'_> {
             .parse::<jiff::Timestamp>()
             .map(time::format_seconds)
             .unwrap_or_else(|_| info.created.clone());
-        let json = serde_json::to_vec_pretty(info).map_err(|e| Error::io("encode", dir, e.into()))?;
+        let json =
+            serde_json::to_vec_pretty(info).map_err(|e| Error::io("encode", dir, e.into()))?;
         for (name, bytes) in [
             ("pid", format!("{}\n", info.pid).into_bytes()),
             ("acquired", format!("{acquired}\n").into_bytes()),
@@ -286,7 +287,11 @@ impl Locks<'_> {
         let read = |name: &str| -> Result<Option<Vec<u8>>> {
             match read_opt(self.io, &dir.join(name)) {
                 // The lock vanished while we read it: treat as missing file.
-                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => Ok(None),
+                Err(Error::Io { source, .. })
+                    if source.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+                {
+                    Ok(None)
+                }
                 other => other,
             }
         };
@@ -355,11 +360,16 @@ impl Locks<'_> {
         }
         if let (Some(theirs), Some(ours)) = (&info.boot_id, process::boot_id()) {
             if theirs != &ours {
-                return Ok(Liveness::Stale("it was taken before the last reboot".into()));
+                return Ok(Liveness::Stale(
+                    "it was taken before the last reboot".into(),
+                ));
             }
         }
         if process::alive(info.pid) == Alive::No {
-            return Ok(Liveness::Stale(format!("its holder, pid {}, is gone", info.pid)));
+            return Ok(Liveness::Stale(format!(
+                "its holder, pid {}, is gone",
+                info.pid
+            )));
         }
         if let Some(start) = info.pid_start {
             if process::start_ticks(info.pid).is_some_and(|now| now != start) {
@@ -368,7 +378,9 @@ impl Locks<'_> {
                     info.pid
                 )));
             }
-        } else if let (Some(created), Some(started)) = (created, process::start_epoch_secs(info.pid)) {
+        } else if let (Some(created), Some(started)) =
+            (created, process::start_epoch_secs(info.pid))
+        {
             let created = created.as_second().max(0) as u64;
             if started > created + SEED_START_SLACK_SECS {
                 return Ok(Liveness::Stale(format!(

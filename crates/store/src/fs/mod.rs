@@ -28,9 +28,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::{CheckpointName, EventType, MilestoneId, SessionId};
 use crate::io::{FileKind, Io, RealIo};
 use crate::model::{
-    Actor, BackupInfo, CheckpointInfo, Event, EventQuery, Loaded, LockInfo, LockRequest,
-    DoctorReport, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved, SessionFilter,
-    SessionRecord, SessionStart, SessionView, Status,
+    Actor, BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LockInfo,
+    LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
+    SessionFilter, SessionRecord, SessionStart, SessionView, Status,
 };
 use crate::store::{
     CleanupOptions, CleanupReport, Edit, HeldLock, Initialized, Restored, Store, WriteOptions,
@@ -134,8 +134,11 @@ impl FsStore {
                     return Err(Error::Corrupt {
                         what: "store layout".into(),
                         path: p,
-                        detail: format!("expected a directory, found a {:?}", m.kind).to_lowercase(),
-                        hint: Some("move it away; mstate never follows links out of the store".into()),
+                        detail: format!("expected a directory, found a {:?}", m.kind)
+                            .to_lowercase(),
+                        hint: Some(
+                            "move it away; mstate never follows links out of the store".into(),
+                        ),
                     })
                 }
                 Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
@@ -148,7 +151,7 @@ impl FsStore {
     /// Create the store directories that are missing, durably.
     pub(crate) fn ensure_layout(&self) -> Result<()> {
         let root = self.layout.root();
-        if !root.is_dir() {
+        if !matches!(self.io.metadata(root), Ok(m) if m.kind == FileKind::Dir) {
             let mut missing = Vec::new();
             let mut cur = Some(root);
             while let Some(p) = cur {
@@ -161,7 +164,11 @@ impl FsStore {
             for p in missing.iter().rev() {
                 ensure_dir(&*self.io, p)?;
                 if let Some(parent) = p.parent() {
-                    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                    let parent = if parent.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        parent
+                    };
                     self.io.sync_dir(parent).ctx("sync directory", parent)?;
                 }
             }
@@ -199,7 +206,13 @@ impl FsStore {
     }
 
     /// Append an event written by the store itself, for a given session.
-    pub(crate) fn append_as(&self, id: &MilestoneId, session: &str, event_type: &str, data: Value) -> Result<Event> {
+    pub(crate) fn append_as(
+        &self,
+        id: &MilestoneId,
+        session: &str,
+        event_type: &str,
+        data: Value,
+    ) -> Result<Event> {
         let event_type = EventType::new(event_type)?;
         self.log_of(id)
             .append(&self.opts.actor, session, &event_type, &data)
@@ -271,7 +284,12 @@ impl FsStore {
             .collect())
     }
 
-    fn summary(&self, id: &MilestoneId, status: Status, path: Option<&Path>) -> Result<MilestoneSummary> {
+    fn summary(
+        &self,
+        id: &MilestoneId,
+        status: Status,
+        path: Option<&Path>,
+    ) -> Result<MilestoneSummary> {
         let mut s = MilestoneSummary {
             milestone_id: id.to_string(),
             status,
@@ -379,7 +397,10 @@ impl Store for FsStore {
     fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>> {
         let entries = backup::list(&*self.io, &self.layout, id)?;
         let mut out = Vec::new();
-        for e in entries.into_iter().filter(|e| e.kind == backup::Kind::Backup) {
+        for e in entries
+            .into_iter()
+            .filter(|e| e.kind == backup::Kind::Backup)
+        {
             let parsed = backup::read_envelope(&*self.io, &self.layout, &e.file)?;
             out.push(BackupInfo {
                 size: e.meta.len,
@@ -392,7 +413,12 @@ impl Store for FsStore {
         Ok(out)
     }
 
-    fn recover(&self, id: &MilestoneId, from: Option<&str>, opts: &WriteOptions) -> Result<Recovery> {
+    fn recover(
+        &self,
+        id: &MilestoneId,
+        from: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Recovery> {
         self.recover_state(id, from, opts)
     }
 
@@ -451,7 +477,11 @@ impl Store for FsStore {
         }
         let dir = self.layout.backups();
         self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
-        self.emit(id, "checkpoint_deleted", json!({"checkpoint_name": name.as_str()}))?;
+        self.emit(
+            id,
+            "checkpoint_deleted",
+            json!({"checkpoint_name": name.as_str()}),
+        )?;
         Ok(())
     }
 

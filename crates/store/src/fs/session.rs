@@ -27,15 +27,19 @@ pub const COMPLETED: &str = "completed";
 pub const ABANDONED: &str = "abandoned";
 
 fn encode(record: &SessionRecord) -> Result<Vec<u8>> {
-    let mut b = serde_json::to_vec_pretty(record)
-        .map_err(|e| Error::io("encode", "session", e.into()))?;
+    let mut b =
+        serde_json::to_vec_pretty(record).map_err(|e| Error::io("encode", "session", e.into()))?;
     b.push(b'\n');
     Ok(b)
 }
 
 impl FsStore {
     /// Start a session of `id`.
-    pub(crate) fn start_session(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord> {
+    pub(crate) fn start_session(
+        &self,
+        id: &MilestoneId,
+        start: &SessionStart,
+    ) -> Result<SessionRecord> {
         self.ensure_layout()?;
         let now = time::now();
         let base = format!("session-{}-{}", time::seed_file_stamp(now), start.owner_pid);
@@ -51,12 +55,20 @@ impl FsStore {
             status: ACTIVE.to_string(),
             ended_at: None,
             host: Some(self.opts.actor.host.clone()),
-            pid_start: process::start_ticks(if own { self.opts.actor.pid } else { start.owner_pid }),
+            pid_start: process::start_ticks(if own {
+                self.opts.actor.pid
+            } else {
+                start.owner_pid
+            }),
             boot_id: process::boot_id(),
         };
         let mut created = None;
         for n in 1..1000u32 {
-            let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
             let sid = SessionId::new(name)?;
             record.session_id = sid.to_string();
             let path = self.layout.session_file(&sid);
@@ -70,7 +82,10 @@ impl FsStore {
             }
         }
         let Some(sid) = created else {
-            return Err(Error::invalid("session id", format!("no free id starting with {base}")));
+            return Err(Error::invalid(
+                "session id",
+                format!("no free id starting with {base}"),
+            ));
         };
         let dir = self.layout.sessions();
         self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
@@ -78,7 +93,12 @@ impl FsStore {
             let path = self.layout.current_session();
             write_replace(&*self.io, &path, format!("{sid}\n").as_bytes())?;
         }
-        self.append_as(id, sid.as_str(), "session_created", json!({"session_id": sid.as_str()}))?;
+        self.append_as(
+            id,
+            sid.as_str(),
+            "session_created",
+            json!({"session_id": sid.as_str()}),
+        )?;
         Ok(record)
     }
 
@@ -110,7 +130,10 @@ impl FsStore {
                     return Err(Error::NotFound {
                         kind: ObjectKind::Session,
                         name: cur,
-                        hint: Some("there is no current session; name one (`mstate session end <id>`)".into()),
+                        hint: Some(
+                            "there is no current session; name one (`mstate session end <id>`)"
+                                .into(),
+                        ),
                     });
                 }
                 SessionId::new(cur)?
@@ -123,7 +146,12 @@ impl FsStore {
             record.ended_at = Some(time::format_micros(time::now()));
             let path = self.layout.session_file(&sid);
             write_replace(&*self.io, &path, &encode(&record)?)?;
-            self.append_as(&id, sid.as_str(), "session_ended", json!({"session_id": sid.as_str()}))?;
+            self.append_as(
+                &id,
+                sid.as_str(),
+                "session_ended",
+                json!({"session_id": sid.as_str()}),
+            )?;
         }
         let cur_path = self.layout.current_session();
         let points_here = read_opt(&*self.io, &cur_path)?
@@ -153,29 +181,50 @@ impl FsStore {
             if e.kind != FileKind::File {
                 continue;
             }
-            let Some(name) = e.name.strip_suffix(".json") else { continue };
-            let Ok(sid) = SessionId::new(name) else { continue };
-            let Ok(record) = self.read_session(&sid) else { continue };
-            if filter.milestone.as_deref().is_some_and(|m| m != record.milestone_id) {
+            let Some(name) = e.name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(sid) = SessionId::new(name) else {
+                continue;
+            };
+            let Ok(record) = self.read_session(&sid) else {
+                continue;
+            };
+            if filter
+                .milestone
+                .as_deref()
+                .is_some_and(|m| m != record.milestone_id)
+            {
                 continue;
             }
             let view = self.view(record);
-            if filter.status.as_deref().is_some_and(|s| s != view.effective_status) {
+            if filter
+                .status
+                .as_deref()
+                .is_some_and(|s| s != view.effective_status)
+            {
                 continue;
             }
             out.push(view);
         }
         out.sort_by(|a, b| {
-            (&a.record.created_at, &a.record.session_id).cmp(&(&b.record.created_at, &b.record.session_id))
+            (&a.record.created_at, &a.record.session_id)
+                .cmp(&(&b.record.created_at, &b.record.session_id))
         });
         Ok(out)
     }
 
     /// A session with its effective status.
     pub(crate) fn view(&self, record: SessionRecord) -> SessionView {
-        let abandoned = (record.status == ACTIVE).then(|| self.session_gone(&record)).flatten();
+        let abandoned = (record.status == ACTIVE)
+            .then(|| self.session_gone(&record))
+            .flatten();
         SessionView {
-            effective_status: if abandoned.is_some() { ABANDONED.to_string() } else { record.status.clone() },
+            effective_status: if abandoned.is_some() {
+                ABANDONED.to_string()
+            } else {
+                record.status.clone()
+            },
             abandoned_because: abandoned,
             record,
         }
@@ -208,4 +257,3 @@ impl FsStore {
         }
     }
 }
-

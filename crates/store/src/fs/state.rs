@@ -166,7 +166,9 @@ impl FsStore {
         self.locked(id, operation, opts.lock_timeout, || {
             let current = self.current(id)?;
             let env = match &current {
-                Some(Current { envelope: Ok(env), .. }) => Some(env),
+                Some(Current {
+                    envelope: Ok(env), ..
+                }) => Some(env),
                 Some(Current {
                     envelope: Err(e),
                     path,
@@ -183,7 +185,9 @@ impl FsStore {
             };
             if let Some(expected) = opts.expect_revision {
                 let actual = match &current {
-                    Some(Current { envelope: Ok(env), .. }) => env.revision,
+                    Some(Current {
+                        envelope: Ok(env), ..
+                    }) => env.revision,
                     Some(_) => self.max_backup_revision(id)?,
                     None => 0,
                 };
@@ -196,7 +200,11 @@ impl FsStore {
                 }
             }
             let state = make(env)?;
-            let event = if operation == "save" { "state_saved" } else { "state_updated" };
+            let event = if operation == "save" {
+                "state_saved"
+            } else {
+                "state_updated"
+            };
             self.commit(id, current.as_ref(), state, event, Default::default(), 0)
         })
     }
@@ -233,7 +241,12 @@ impl FsStore {
     }
 
     /// Restore the newest valid backup (or `from`) as the next revision.
-    pub(crate) fn recover_state(&self, id: &MilestoneId, from: Option<&str>, opts: &WriteOptions) -> Result<Recovery> {
+    pub(crate) fn recover_state(
+        &self,
+        id: &MilestoneId,
+        from: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Recovery> {
         self.locked(id, "recover", opts.lock_timeout, || {
             let current = self.current(id)?;
             let candidates: Vec<String> = match from {
@@ -355,8 +368,18 @@ impl FsStore {
     }
 
     /// Move the state file between `active/` and `completed/`.
-    pub(crate) fn move_state(&self, id: &MilestoneId, from: Status, to: Status, opts: &WriteOptions) -> Result<()> {
-        let op = if to == Status::Completed { "complete" } else { "reopen" };
+    pub(crate) fn move_state(
+        &self,
+        id: &MilestoneId,
+        from: Status,
+        to: Status,
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        let op = if to == Status::Completed {
+            "complete"
+        } else {
+            "reopen"
+        };
         self.locked(id, op, opts.lock_timeout, || {
             let src = self.layout.state_file(id, from);
             let dst = self.layout.state_file(id, to);
@@ -375,7 +398,9 @@ impl FsStore {
                     return Err(Error::AlreadyExists {
                         kind: ObjectKind::Milestone,
                         name: format!("{}/{id}.json", to.as_str()),
-                        hint: Some("two copies of the state exist; remove the stale one by hand".into()),
+                        hint: Some(
+                            "two copies of the state exist; remove the stale one by hand".into(),
+                        ),
                     })
                 }
                 Err(e) => return Err(Error::io("move", &src, e)),
@@ -383,7 +408,11 @@ impl FsStore {
             for dir in [self.layout.status_dir(to), self.layout.status_dir(from)] {
                 self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
             }
-            let event = if to == Status::Completed { "milestone_completed" } else { "milestone_reopened" };
+            let event = if to == Status::Completed {
+                "milestone_completed"
+            } else {
+                "milestone_reopened"
+            };
             self.emit(id, event, json!({"state_file": seed_path(to, id)}))?;
             Ok(())
         })
@@ -421,7 +450,10 @@ impl FsStore {
         // A copy, not a link: the seed restores with `cp` into the state
         // file, which must not write through into a checkpoint.
         write_replace(&*self.io, &target, &bytes)?;
-        let file = format!(".milestones/state/backups/{}", backup::checkpoint_file(id, &name));
+        let file = format!(
+            ".milestones/state/backups/{}",
+            backup::checkpoint_file(id, &name)
+        );
         self.emit(
             id,
             "checkpoint_created",
@@ -460,15 +492,22 @@ impl FsStore {
             })?;
             let current = self.current(id)?;
             let pre_restore = match &current {
-                Some(Current { envelope: Ok(_), .. }) => {
-                    let pre = CheckpointName::new(format!("pre-restore-{}", time::file_stamp(time::now())))?;
+                Some(Current {
+                    envelope: Ok(_), ..
+                }) => {
+                    let pre = CheckpointName::new(format!(
+                        "pre-restore-{}",
+                        time::file_stamp(time::now())
+                    ))?;
                     Some(self.create_checkpoint(id, Some(&pre), false)?.name)
                 }
                 _ => None,
             };
             if let Some(expected) = opts.expect_revision {
                 let actual = match &current {
-                    Some(Current { envelope: Ok(e), .. }) => e.revision,
+                    Some(Current {
+                        envelope: Ok(e), ..
+                    }) => e.revision,
                     _ => 0,
                 };
                 if expected != actual {
@@ -488,7 +527,11 @@ impl FsStore {
 
     /// Remove events, backups (and with the option, checkpoints) and
     /// completed sessions of `id` older than the cutoff.
-    pub(crate) fn cleanup_milestone(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
+    pub(crate) fn cleanup_milestone(
+        &self,
+        id: &MilestoneId,
+        opts: &CleanupOptions,
+    ) -> Result<CleanupReport> {
         let mut report = CleanupReport {
             milestone_id: id.to_string(),
             dry_run: opts.dry_run,
@@ -524,7 +567,11 @@ impl FsStore {
             }
             let secs = time::now().duration_since(opts.cutoff).as_secs_f64();
             let days = secs / 86_400.0;
-            let days = if (days - days.round()).abs() < 1e-6 { json!(days.round() as i64) } else { json!(days) };
+            let days = if (days - days.round()).abs() < 1e-6 {
+                json!(days.round() as i64)
+            } else {
+                json!(days)
+            };
             self.emit(
                 id,
                 "state_cleaned",
@@ -541,7 +588,12 @@ impl FsStore {
     }
 
     /// Completed sessions of `id` last changed before `cutoff`.
-    fn cleanup_sessions(&self, id: &MilestoneId, cutoff: std::time::SystemTime, dry_run: bool) -> Result<Vec<String>> {
+    fn cleanup_sessions(
+        &self,
+        id: &MilestoneId,
+        cutoff: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
         let dir = self.layout.sessions();
         let entries = match self.io.read_dir(&dir) {
             Ok(e) => e,
@@ -554,12 +606,18 @@ impl FsStore {
                 continue;
             }
             let path = dir.join(&e.name);
-            let Ok(meta) = self.io.metadata(&path) else { continue };
+            let Ok(meta) = self.io.metadata(&path) else {
+                continue;
+            };
             if meta.modified >= cutoff {
                 continue;
             }
-            let Some(bytes) = read_opt(&*self.io, &path)? else { continue };
-            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            let Some(bytes) = read_opt(&*self.io, &path)? else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
             if v.get("milestone_id").and_then(Value::as_str) != Some(id.as_str())
                 || v.get("status").and_then(Value::as_str) != Some("completed")
             {

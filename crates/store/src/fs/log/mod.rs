@@ -38,20 +38,35 @@ pub struct EventLog<'a> {
 
 impl EventLog<'_> {
     /// Append one event durably and return it as stored.
-    pub fn append(&self, actor: &Actor, session_id: &str, event_type: &EventType, data: &Value) -> Result<Event> {
+    pub fn append(
+        &self,
+        actor: &Actor,
+        session_id: &str,
+        event_type: &EventType,
+        data: &Value,
+    ) -> Result<Event> {
         let _ = (actor, session_id, event_type, data);
         todo!()
     }
 
     /// Run `q`, handing each matching line to `sink` until it returns false.
-    pub fn query(&self, q: &EventQuery, sink: &mut dyn FnMut(&LogLine) -> Result<bool>) -> Result<ReadReport> {
+    pub fn query(
+        &self,
+        q: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
         let _ = (q, sink);
         todo!()
     }
 
     /// Like `query`, then keep handing new matching lines as they are
     /// appended, until `stop()` is true or `sink` returns false.
-    pub fn follow(&self, q: &EventQuery, stop: &dyn Fn() -> bool, sink: &mut dyn FnMut(&LogLine) -> Result<bool>) -> Result<ReadReport> {
+    pub fn follow(
+        &self,
+        q: &EventQuery,
+        stop: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
         let _ = (q, stop, sink);
         todo!()
     }

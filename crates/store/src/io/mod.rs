@@ -280,7 +280,9 @@ impl Io for RealIo {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let d = fs::OpenOptions::new()
             .read(true)
-            .custom_flags((rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW).bits() as i32)
+            .custom_flags(
+                (rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW).bits() as i32,
+            )
             .open(path)?;
         d.sync_all()
     }
@@ -353,3 +355,6 @@ impl Watch for PollWatch {
         Ok(())
     }
 }
+
+pub mod fault;
+pub mod sim;
