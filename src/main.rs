@@ -13,6 +13,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Past a file size limit (`ulimit -f`) the kernel sends SIGXFSZ, whose
+    // default action kills the process mid-write. Catching it turns the
+    // write into an EFBIG error that is reported and cleaned up.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let cli = cli::Cli::parse();
     let json = cli.global.json;
     match commands::run(cli) {

@@ -65,6 +65,12 @@ pub fn json_input(arg: Option<&str>) -> CliResult<Vec<u8>> {
     match arg {
         Some(s) if s != "-" => Ok(s.as_bytes().to_vec()),
         _ => {
+            use std::io::IsTerminal;
+            if arg.is_none() && std::io::stdin().is_terminal() {
+                return Err(CliError::Invalid(
+                    "no JSON given: pass it as an argument, or pipe it to standard input".into(),
+                ));
+            }
             let mut buf = Vec::new();
             std::io::stdin()
                 .lock()

@@ -567,10 +567,3 @@ impl FsStore {
         Ok(d.report)
     }
 }
-
-// PLACEHOLDER until the log module offers it: quarantine a torn tail now.
-impl crate::fs::log::EventLog<'_> {
-    pub fn repair(&self) -> Result<Option<String>> {
-        Ok(None)
-    }
-}
