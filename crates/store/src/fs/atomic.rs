@@ -44,7 +44,7 @@ pub fn write_replace(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
         Ok(())
     })();
     if result.is_err() {
-        let _ = io.remove_file(&tmp);
+        discard(io, &tmp);
         return result;
     }
     io.sync_dir(dir).ctx("sync directory", dir)
@@ -63,8 +63,20 @@ pub fn create_exclusive(io: &dyn Io, target: &Path, bytes: &[u8]) -> io::Result<
         drop(f);
         io.hard_link(&tmp, target)
     })();
-    let _ = io.remove_file(&tmp);
+    discard(io, &tmp);
     result
+}
+
+/// Remove a temporary file or directory that is no longer needed, trying
+/// twice: a transient failure should not leave garbage behind. Errors are
+/// not reported (the caller is already returning its own result); doctor
+/// removes what is left.
+pub fn discard(io: &dyn Io, path: &Path) {
+    for _ in 0..2 {
+        if remove_tree(io, path).is_ok() {
+            return;
+        }
+    }
 }
 
 /// Read a file, or `None` if it does not exist.

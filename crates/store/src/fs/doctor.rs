@@ -453,13 +453,16 @@ impl Doctor<'_> {
             self.report.checked += 1;
             let path = dir.join(&e.name);
             let io = &*store.io;
+            let trash = e.name.starts_with(".trash-");
             if let Some(rest) = e
                 .name
                 .strip_prefix(".tmp-")
                 .or_else(|| e.name.strip_prefix(".trash-"))
             {
+                // A lock being built belongs to its process while it lives;
+                // a released lock renamed to trash is garbage at once.
                 let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| process::alive(p) != Alive::No) {
+                if !trash && pid.is_some_and(|p| process::alive(p) != Alive::No) {
                     continue;
                 }
                 self.finding(

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::atomic::{nonce, read_opt, remove_tree};
+use crate::fs::atomic::{discard, nonce, read_opt, remove_tree};
 use crate::fs::layout::Layout;
 use crate::id::MilestoneId;
 use crate::io::{FileKind, Io, LockMode, PollWatch, Watch};
@@ -206,18 +206,18 @@ impl Locks<'_> {
         io.create_dir(&tmp).ctx("create lock", &tmp)?;
         let filled = self.fill(&tmp, info);
         if let Err(e) = filled {
-            let _ = remove_tree(io, &tmp);
+            discard(io, &tmp);
             return Err(e);
         }
         match io.rename_noreplace(&tmp, &target) {
             Ok(()) => Ok(true),
             Err(e) if is_exists(&e) => {
-                remove_tree(io, &tmp)?;
+                discard(io, &tmp);
                 Ok(false)
             }
             Err(e) if is_unsupported(&e) => {
                 // No RENAME_NOREPLACE here: fall back to the seed's mkdir.
-                remove_tree(io, &tmp)?;
+                discard(io, &tmp);
                 match io.create_dir(&target) {
                     Ok(()) => {
                         self.fill(&target, info)?;
@@ -228,7 +228,7 @@ impl Locks<'_> {
                 }
             }
             Err(e) => {
-                let _ = remove_tree(io, &tmp);
+                discard(io, &tmp);
                 Err(Error::io("take lock", &target, e))
             }
         }
@@ -342,11 +342,22 @@ impl Locks<'_> {
             }
             // A directory without pid: the seed between mkdir and echo, or
             // a crashed acquisition once it is old enough.
+            // After a power loss its files may be gone (they are not synced:
+            // a lock means nothing across a reboot), so one from before this
+            // boot is stale at once.
             let dir = self.layout.lock_dir(id);
-            let age = match self.io.metadata(&dir) {
-                Ok(m) => m.modified.elapsed().unwrap_or_default(),
+            let modified = match self.io.metadata(&dir) {
+                Ok(m) => m.modified,
                 Err(_) => return Ok(Liveness::Held),
             };
+            let booted =
+                process::boot_time_secs().map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s));
+            if booted.is_some_and(|b| modified < b) {
+                return Ok(Liveness::Stale(
+                    "it was taken before the last reboot".into(),
+                ));
+            }
+            let age = modified.elapsed().unwrap_or_default();
             return Ok(if age > INCOMPLETE_GRACE {
                 Liveness::Stale("the lock directory has no pid file".into())
             } else {
@@ -415,7 +426,12 @@ impl Locks<'_> {
         let dir = self.layout.lock_dir(id);
         let trash: PathBuf = self.layout.locks().join(format!(".trash-{}", nonce()));
         match self.io.rename(&dir, &trash) {
-            Ok(()) => remove_tree(self.io, &trash),
+            Ok(()) => {
+                // Released. The trash is garbage from now on: if deleting it
+                // fails, doctor sweeps it.
+                discard(self.io, &trash);
+                Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("release lock", &dir, e)),
         }

@@ -54,7 +54,7 @@ impl Fault {
 #[derive(Debug)]
 struct Counter {
     calls: AtomicU64,
-    fail_at: u64,
+    fail_at: AtomicU64,
     fault: Fault,
     hit: AtomicU64,
 }
@@ -63,7 +63,7 @@ impl Counter {
     /// Count a call; true if this one must fail.
     fn tick(&self) -> bool {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == self.fail_at {
+        if n == self.fail_at.load(Ordering::SeqCst) {
             self.hit.fetch_add(1, Ordering::SeqCst);
             true
         } else {
@@ -85,16 +85,17 @@ impl<I: Io> FaultIo<I> {
             inner,
             counter: Arc::new(Counter {
                 calls: AtomicU64::new(0),
-                fail_at,
+                fail_at: AtomicU64::new(fail_at),
                 fault,
                 hit: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Start counting again from zero (e.g. after opening a store).
-    pub fn reset(&self) {
+    /// Fail the `n`-th call from now on (e.g. once a store is opened).
+    pub fn arm(&self, n: u64) {
         self.counter.calls.store(0, Ordering::SeqCst);
+        self.counter.fail_at.store(n, Ordering::SeqCst);
     }
 
     /// Calls made so far.

@@ -12,7 +12,10 @@
 //! [`SimIo::crash_states`] then lists disks that a power loss at any point
 //! could leave: every durable change, plus a chosen subset of the volatile
 //! ones (none, all, each prefix, all but one, random picks), with the last
-//! kept unsynced write also torn in half or zero-filled. Tests reopen a
+//! kept unsynced write also torn in half or zero-filled. The one ordering
+//! kept is causal: a change to a directory entry keeps the earlier changes
+//! to the same entry (no filesystem persists a create without the rename
+//! that freed its name). Tests reopen a
 //! store on each and check its invariants. Everything is single-threaded
 //! and deterministic; `flock` is a no-op.
 
@@ -311,7 +314,9 @@ impl SimIo {
                 ops: Vec::new(),
                 calls: 0,
                 marks: vec![0],
-                clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+                // Before any real boot time: what a crash leaves looks like it
+                // predates the reboot that follows a power loss.
+                clock: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000),
             })),
         }
     }
@@ -350,9 +355,12 @@ impl SimIo {
         let s = self.lock();
         let n_ops = s.marks.get(call as usize).copied().unwrap_or(s.ops.len());
         let ops = &s.ops[..n_ops];
-        let pending: Vec<usize> = (0..ops.len())
-            .filter(|&i| !matches!(ops[i].1, Some(at) if at <= call))
-            .collect();
+        // Creating an inode is never lost on its own: without a name it is
+        // invisible, so it counts as durable.
+        let durable_at = |i: usize| {
+            matches!(ops[i].0, Op::NewInode { .. }) || matches!(ops[i].1, Some(at) if at <= call)
+        };
+        let pending: Vec<usize> = (0..ops.len()).filter(|&i| !durable_at(i)).collect();
         let mut choices: Vec<Vec<bool>> = Vec::new();
         let p = pending.len();
         choices.push(vec![false; p]);
@@ -376,6 +384,27 @@ impl SimIo {
                     .collect(),
             );
         }
+        // A change to a directory entry depends on the earlier changes to
+        // that same entry (a create can only follow the rename that freed
+        // the name): keeping it keeps them, in every filesystem that
+        // journals metadata in order.
+        for keep in choices.iter_mut() {
+            for j in (0..p).rev() {
+                if !keep[j] {
+                    continue;
+                }
+                let later = entry_keys(&ops[pending[j]].0);
+                for i in 0..j {
+                    if !keep[i]
+                        && entry_keys(&ops[pending[i]].0)
+                            .iter()
+                            .any(|k| later.contains(k))
+                    {
+                        keep[i] = true;
+                    }
+                }
+            }
+        }
         choices.sort();
         choices.dedup();
         let mut out = Vec::new();
@@ -395,9 +424,8 @@ impl SimIo {
                 }
                 let mut img = s.base.clone();
                 let mut kept = keep.iter();
-                for (i, (op, durable)) in ops.iter().enumerate() {
-                    let is_durable = matches!(durable, Some(at) if *at <= call);
-                    let keep_it = is_durable || kept.next().copied().unwrap_or(false);
+                for (i, (op, _)) in ops.iter().enumerate() {
+                    let keep_it = durable_at(i) || kept.next().copied().unwrap_or(false);
                     if !keep_it {
                         continue;
                     }
@@ -425,6 +453,26 @@ impl SimIo {
             }
         }
         out
+    }
+
+    /// The operations recorded by the first `call` calls, with the call at
+    /// which each became durable (for debugging tests).
+    pub fn debug_ops(&self, call: u64) -> Vec<String> {
+        let s = self.lock();
+        let n = s.marks.get(call as usize).copied().unwrap_or(s.ops.len());
+        s.ops[..n]
+            .iter()
+            .map(|(op, d)| {
+                let op = match op {
+                    Op::Write { ino, offset, data } => format!(
+                        "Write {{ ino: {ino}, offset: {offset}, len: {} }}",
+                        data.len()
+                    ),
+                    other => format!("{other:?}"),
+                };
+                format!("{op} durable_at={d:?}")
+            })
+            .collect()
     }
 
     /// Count a call; returns the number of this call (1-based).
@@ -466,6 +514,20 @@ impl SimIo {
         let ino = s.cur.next;
         Self::record(s, Op::NewInode { ino, dir });
         ino
+    }
+}
+
+/// The directory entries an operation changes.
+fn entry_keys(op: &Op) -> Vec<(Ino, &str)> {
+    match op {
+        Op::Link { dir, name, .. } | Op::Unlink { dir, name } => vec![(*dir, name.as_str())],
+        Op::Rename {
+            from,
+            from_name,
+            to,
+            to_name,
+        } => vec![(*from, from_name.as_str()), (*to, to_name.as_str())],
+        Op::NewInode { .. } | Op::Write { .. } | Op::SetLen { .. } => Vec::new(),
     }
 }
 

@@ -72,17 +72,59 @@ pub fn events_of(store: &FsStore) -> Vec<(u64, String)> {
     out
 }
 
+/// `seq` increases by one from the first visible event (retention may have
+/// removed the oldest).
 pub fn assert_contiguous(events: &[(u64, String)]) {
+    let first = events.first().map_or(1, |e| e.0);
     for (i, (seq, _)) in events.iter().enumerate() {
-        assert_eq!(*seq, i as u64 + 1, "seq not contiguous: {events:?}");
+        assert_eq!(*seq, first + i as u64, "seq not contiguous: {events:?}");
     }
+}
+
+/// Events written before the operation that must still be there after it:
+/// all of them, except the old ones retention is asked to remove.
+pub fn must_survive(events: &[(u64, String)]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .filter(|e| e.1 != OLD_EVENT)
+        .cloned()
+        .collect()
+}
+
+/// Event type of the old lines `old_setup` writes.
+pub const OLD_EVENT: &str = "old_event";
+
+/// Old lines in the seed's format (no seq, one-second timestamps), then
+/// the usual setup: retention has something to remove and something to keep.
+pub fn old_setup(s: &FsStore) {
+    let dir = Path::new(ROOT).join("events");
+    for p in [
+        Path::new("/p"),
+        Path::new("/p/.milestones"),
+        Path::new(ROOT),
+        dir.as_path(),
+    ] {
+        let _ = s.io().create_dir(p);
+    }
+    let mut f = s
+        .io()
+        .open_append(&dir.join("milestone-m.jsonl"), true)
+        .unwrap();
+    for day in 1..=3 {
+        let line = format!(
+            "{{\"timestamp\":\"2020-01-0{day}T00:00:00Z\",\"milestone_id\":\"m\",\"session_id\":\"no-session\",\"event_type\":\"{OLD_EVENT}\",\"data\":{{}},\"pid\":1,\"user\":\"u\"}}\n"
+        );
+        f.write_all(line.as_bytes()).unwrap();
+    }
+    f.sync().unwrap();
+    base_setup(s);
 }
 
 /// A mutating operation under test.
 pub struct Case {
     pub name: &'static str,
     pub setup: fn(&FsStore),
-    pub op: fn(&FsStore),
+    pub op: fn(&FsStore) -> mstate_store::Result<()>,
 }
 
 pub fn base_setup(s: &FsStore) {
@@ -120,14 +162,16 @@ pub fn cases() -> Vec<Case> {
             name: "init",
             setup: |_| {},
             op: |s| {
-                s.init(&id()).unwrap();
+                s.init(&id())?;
+                Ok(())
             },
         },
         Case {
             name: "save",
             setup: base_setup,
             op: |s| {
-                s.save(&id(), &json!({"v": 9}), &wo()).unwrap();
+                s.save(&id(), &json!({"v": 9}), &wo())?;
+                Ok(())
             },
         },
         Case {
@@ -141,14 +185,14 @@ pub fn cases() -> Vec<Case> {
                         Ok(())
                     },
                     &wo(),
-                )
-                .unwrap();
+                )?;
+                Ok(())
             },
         },
         Case {
             name: "complete",
             setup: base_setup,
-            op: |s| s.complete(&id(), &wo()).unwrap(),
+            op: |s| s.complete(&id(), &wo()),
         },
         Case {
             name: "reopen",
@@ -156,13 +200,14 @@ pub fn cases() -> Vec<Case> {
                 base_setup(s);
                 s.complete(&id(), &wo()).unwrap();
             },
-            op: |s| s.reopen(&id(), &wo()).unwrap(),
+            op: |s| s.reopen(&id(), &wo()),
         },
         Case {
             name: "recover",
             setup: corrupt_setup,
             op: |s| {
-                s.recover(&id(), None, &wo()).unwrap();
+                s.recover(&id(), None, &wo())?;
+                Ok(())
             },
         },
         Case {
@@ -174,8 +219,8 @@ pub fn cases() -> Vec<Case> {
                     Some(&CheckpointName::new("c2").unwrap()),
                     false,
                     &wo(),
-                )
-                .unwrap();
+                )?;
+                Ok(())
             },
         },
         Case {
@@ -185,17 +230,14 @@ pub fn cases() -> Vec<Case> {
                 s.save(&id(), &json!({"v": 5}), &wo()).unwrap();
             },
             op: |s| {
-                s.checkpoint_restore(&id(), &CheckpointName::new("c1").unwrap(), &wo())
-                    .unwrap();
+                s.checkpoint_restore(&id(), &CheckpointName::new("c1").unwrap(), &wo())?;
+                Ok(())
             },
         },
         Case {
             name: "checkpoint delete",
             setup: base_setup,
-            op: |s| {
-                s.checkpoint_delete(&id(), &CheckpointName::new("c1").unwrap())
-                    .unwrap()
-            },
+            op: |s| s.checkpoint_delete(&id(), &CheckpointName::new("c1").unwrap()),
         },
         Case {
             name: "lock acquire",
@@ -207,7 +249,8 @@ pub fn cases() -> Vec<Case> {
                     owner_pid: PID_BEFORE,
                     ttl: None,
                 };
-                s.lock_acquire(&id(), &req).unwrap();
+                s.lock_acquire(&id(), &req)?;
+                Ok(())
             },
         },
         Case {
@@ -223,7 +266,8 @@ pub fn cases() -> Vec<Case> {
                 s.lock_acquire(&id(), &req).unwrap();
             },
             op: |s| {
-                s.lock_release(&id(), true).unwrap();
+                s.lock_release(&id(), true)?;
+                Ok(())
             },
         },
         Case {
@@ -235,19 +279,21 @@ pub fn cases() -> Vec<Case> {
                     data: json!({"p": 1}),
                     session_id: None,
                 };
-                s.log(&id(), &ev).unwrap();
+                s.log(&id(), &ev)?;
+                Ok(())
             },
         },
         Case {
             name: "cleanup",
-            setup: base_setup,
+            setup: old_setup,
             op: |s| {
                 let opts = CleanupOptions {
-                    cutoff: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600),
+                    cutoff: jiff::Timestamp::now() - jiff::SignedDuration::from_secs(86_400),
                     include_checkpoints: false,
                     dry_run: false,
                 };
-                s.cleanup(&id(), &opts).unwrap();
+                s.cleanup(&id(), &opts)?;
+                Ok(())
             },
         },
         Case {
@@ -260,14 +306,16 @@ pub fn cases() -> Vec<Case> {
                     git_branch: "none".into(),
                     make_current: true,
                 };
-                s.session_start(&id(), &start).unwrap();
+                s.session_start(&id(), &start)?;
+                Ok(())
             },
         },
         Case {
             name: "session end",
             setup: session_setup,
             op: |s| {
-                s.session_end(None).unwrap();
+                s.session_end(None)?;
+                Ok(())
             },
         },
         Case {
@@ -284,7 +332,8 @@ pub fn cases() -> Vec<Case> {
                 t.write_all(b"{").unwrap();
             },
             op: |s| {
-                s.doctor(true, &mut |_, _| {}).unwrap();
+                s.doctor(true, &mut |_, _| {})?;
+                Ok(())
             },
         },
     ]
