@@ -1,311 +1,648 @@
 //! Reading the log: its files in order, lines forward and backward in
-//! bounded chunks, bisection by time, and the `seq` of any line.
+//! bounded chunks, the `seq` of any position, and bisection by time.
 //!
-//! A log is its sealed segments (oldest first) followed by the live file.
-//! Each file is read up to a length snapshot taken under a shared `flock`,
-//! so a line an appender is writing is never mistaken for a torn one.
-//! Memory stays bounded by the chunk size plus the longest line.
+//! A log is its sealed segments (oldest first) followed by the live file;
+//! each is a [`Part`]. A snapshot of the log is taken with a brief shared
+//! `flock` of the live file: appenders hold it exclusively while they
+//! write, and retention holds it exclusively while it renames segments, so
+//! a snapshot never ends inside a line being written nor sees a segment
+//! half-renamed. Everything after that reads open files up to the snapshot
+//! lengths, without locks. Memory stays bounded by the chunk size plus the
+//! longest line.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::layout::Layout;
 use crate::id::MilestoneId;
-use crate::io::{File, FileKind, Io, LockMode};
+use crate::io::{File, FileId, FileKind, Io, LockMode};
 
 use super::line;
 
-/// Bytes read per chunk.
+/// Bytes read per chunk when scanning.
 pub const CHUNK: usize = 1 << 20;
+/// Bytes read per chunk when looking at the end or a few lines.
+pub const SMALL_CHUNK: usize = 64 * 1024;
+/// Bisection stops when the interval is this small and scans the rest.
+const BISECT_SPAN: u64 = 64 * 1024;
+/// How often a snapshot is retried when files move under it.
+const SNAPSHOT_ATTEMPTS: usize = 100;
 
-/// One file of the log, opened with a length snapshot.
-pub struct Source {
+/// One file of the log, open, with a length snapshot.
+pub struct Part {
     pub path: PathBuf,
     pub file: Box<dyn File>,
+    pub id: FileId,
     /// Length at the snapshot.
     pub len: u64,
+    /// Where the first line starts: past the header of a rewritten
+    /// segment, else 0.
+    pub body: u64,
     /// End of the last complete line (bytes past it are a torn tail).
-    pub complete: u64,
+    pub end: u64,
+    /// For a segment, the `seq` before its first line (its header's
+    /// `first_seq`, or its name, minus one). `None` for the live file,
+    /// whose numbering continues from the part before it.
+    pub base: Option<u64>,
 }
 
-/// Sealed segments of `id`, oldest first.
-pub fn segment_paths(
-    io: &dyn Io,
-    layout: &Layout,
-    id: &MilestoneId,
-) -> Result<Vec<(u64, PathBuf)>> {
-    let dir = layout.segments_dir(id);
-    let entries = match io.read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", &dir, e)),
-    };
-    let mut out: Vec<(u64, PathBuf)> = entries
-        .into_iter()
-        .filter(|e| e.kind == FileKind::File)
-        .filter_map(|e| {
-            let n: u64 = e.name.strip_suffix(".jsonl")?.parse().ok()?;
-            Some((n, dir.join(&e.name)))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+impl Part {
+    /// Bytes of a torn tail (a last line without newline).
+    pub fn torn(&self) -> u64 {
+        self.len.saturating_sub(self.end)
+    }
 }
 
-/// Open every file of the log, oldest first, with length snapshots.
-/// `locked` says the caller holds the live file's exclusive lock already
-/// (taking the shared one on another descriptor would wait for ourselves).
-pub fn open_sources(
-    io: &dyn Io,
-    layout: &Layout,
-    id: &MilestoneId,
-    locked: bool,
-) -> Result<Vec<Source>> {
-    let mut out = Vec::new();
-    for (_, path) in segment_paths(io, layout, id)? {
-        if let Some(s) = open_source(io, path, false)? {
-            out.push(s);
+/// A position in a log: a line start in a part. `Pos::end(parts)` is past
+/// the last part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Pos {
+    pub part: usize,
+    pub off: u64,
+}
+
+impl Pos {
+    /// The start of the log.
+    pub fn start(parts: &[Part]) -> Pos {
+        Pos {
+            part: 0,
+            off: parts.first().map_or(0, |p| p.body),
         }
     }
-    if let Some(s) = open_source(io, layout.event_log(id), !locked)? {
-        out.push(s);
-    }
-    Ok(out)
-}
 
-fn open_source(io: &dyn Io, path: PathBuf, live: bool) -> Result<Option<Source>> {
-    let file = match io.open_read(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open", &path, e)),
-    };
-    let len = if live {
-        // A brief shared lock: appenders hold it exclusively while they
-        // write, so the snapshot never ends inside a line being written.
-        file.lock(LockMode::Shared).ctx("lock", &path)?;
-        let len = file.len();
-        let _ = file.unlock();
-        len.ctx("inspect", &path)?
-    } else {
-        file.len().ctx("inspect", &path)?
-    };
-    let complete = complete_end(&*file, len).ctx("read", &path)?;
-    Ok(Some(Source {
-        path,
-        file,
-        len,
-        complete,
-    }))
-}
-
-/// End of the last complete line of a file of length `len`.
-pub fn complete_end(file: &dyn File, len: u64) -> std::io::Result<u64> {
-    let mut end = len;
-    let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let n = (end - start) as usize;
-        read_exact_at(file, &mut buf[..n], start)?;
-        if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
-            return Ok(start + i as u64 + 1);
+    /// The end of the log.
+    pub fn end(parts: &[Part]) -> Pos {
+        Pos {
+            part: parts.len(),
+            off: 0,
         }
-        end = start;
     }
-    Ok(0)
 }
 
-/// Read exactly `buf.len()` bytes at `offset` (short only at end of file).
-pub fn read_exact_at(file: &dyn File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+/// Read into all of `buf` at `offset`; shorter only at end of file.
+pub fn read_full_at(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
     Ok(done)
 }
 
-/// Call `f(offset, line)` for every complete line in `[start, end)`, in
-/// order, until it returns false. `start` must be a line start. Returns
-/// the offset where reading stopped (the start of an incomplete last line,
-/// or `end`).
-pub fn forward(
-    file: &dyn File,
-    start: u64,
-    end: u64,
-    f: &mut dyn FnMut(u64, &[u8]) -> Result<bool>,
-) -> Result<u64> {
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut buf_off = start; // file offset of buf[0]
-    let mut pos = start; // next byte to read
-    loop {
-        if pos >= end {
-            // Whatever is left in buf is an incomplete line.
-            return Ok(buf_off);
-        }
-        let want = CHUNK.min((end - pos) as usize);
-        let old = buf.len();
-        buf.resize(old + want, 0);
-        let n = read_exact_at(file, &mut buf[old..], pos)
-            .map_err(|e| Error::io("read", "event log", e))?;
-        buf.truncate(old + n);
-        if n == 0 {
-            return Ok(buf_off);
-        }
-        pos += n as u64;
-        let mut line_start = 0;
-        for nl in memchr::memchr_iter(b'\n', &buf[old..]) {
-            let nl = old + nl;
-            if !f(buf_off + line_start as u64, &buf[line_start..nl])? {
-                return Ok(buf_off + nl as u64 + 1);
-            }
-            line_start = nl + 1;
-        }
-        buf.drain(..line_start);
-        buf_off += line_start as u64;
-    }
-}
-
-/// Call `f(offset, line)` for every complete line in `[start, end)`, newest
-/// first, until it returns false. `start` must be a line start and `end`
-/// the end of a line (just past its newline).
-pub fn backward(
-    file: &dyn File,
-    start: u64,
-    end: u64,
-    f: &mut dyn FnMut(u64, &[u8]) -> Result<bool>,
-) -> Result<()> {
-    // `pending` holds bytes [pos, line end) not yet handed out: the tail of
-    // a line whose start lies in an older chunk. It always ends with '\n'.
-    let mut pending: Vec<u8> = Vec::new();
-    let mut pos = end;
-    while pos > start {
-        let from = pos.saturating_sub(CHUNK as u64).max(start);
-        let n = (pos - from) as usize;
-        let mut data = vec![0u8; n];
-        let got =
-            read_exact_at(file, &mut data, from).map_err(|e| Error::io("read", "event log", e))?;
-        data.truncate(got);
-        data.extend_from_slice(&pending);
-        let mut e = data.len();
-        while e > 0 {
-            match memchr::memrchr(b'\n', &data[..e - 1]) {
-                Some(i) => {
-                    if !f(from + i as u64 + 1, &data[i + 1..e - 1])? {
-                        return Ok(());
-                    }
-                    e = i + 1;
-                }
-                None => break,
-            }
-        }
-        data.truncate(e);
-        pending = data;
-        pos = from;
-    }
-    if let Some((_, body)) = pending.split_last() {
-        f(start, body)?;
+/// Read exactly `buf.len()` bytes at `offset`: the file must not shrink
+/// under a reader (only torn bytes past a snapshot are ever cut).
+fn read_exact_at(file: &dyn File, buf: &mut [u8], offset: u64, path: &Path) -> Result<()> {
+    let n = read_full_at(file, buf, offset).ctx("read", path)?;
+    if n < buf.len() {
+        return Err(Error::io(
+            "read",
+            path,
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file ended at {} while reading", offset + n as u64),
+            ),
+        ));
     }
     Ok(())
 }
 
-/// The first line of `[0, end)` whose timestamp is at or after `since`,
-/// found by bisection (the log is time-ordered); returns a line start from
-/// which a forward scan finds every such line.
-pub fn bisect(file: &dyn File, end: u64, since: Timestamp) -> Result<u64> {
-    let mut lo = 0u64; // a line start with time < since, or 0
-    let mut hi = end; // every line starting at or after hi has time >= since
-    let mut buf = vec![0u8; 16 * 1024];
-    while hi - lo > 8 * 1024 {
-        let mid = lo + (hi - lo) / 2;
-        // The next line start after mid.
-        let Some((ls, ts)) = line_after(file, mid, hi, &mut buf)? else {
-            hi = mid;
+/// End of the last complete line in `[from, len)`, or `from` if none.
+pub fn complete_end(file: &dyn File, from: u64, len: u64, path: &Path) -> Result<u64> {
+    let mut buf = vec![0u8; SMALL_CHUNK.min(len.saturating_sub(from) as usize)];
+    let mut end = len;
+    while end > from {
+        let start = end.saturating_sub(buf.len() as u64).max(from);
+        let chunk = &mut buf[..(end - start) as usize];
+        read_exact_at(file, chunk, start, path)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
+}
+
+/// Complete lines of a file range, oldest first.
+pub struct Lines<'a> {
+    file: &'a dyn File,
+    path: &'a Path,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_off: u64,
+    /// Start of the next line in `buf`.
+    i: usize,
+    /// Bytes of `buf` holding file data.
+    filled: usize,
+    end: u64,
+    chunk: usize,
+}
+
+impl<'a> Lines<'a> {
+    /// Lines of `[start, end)`; `start` must be a line start.
+    pub fn new(file: &'a dyn File, path: &'a Path, start: u64, end: u64, chunk: usize) -> Self {
+        Lines {
+            file,
+            path,
+            buf: Vec::new(),
+            buf_off: start,
+            i: 0,
+            filled: 0,
+            end: end.max(start),
+            chunk,
+        }
+    }
+
+    /// The next complete line (without its newline) and its offset. A last
+    /// line without newline is not returned; [`Lines::pos`] is its start.
+    pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
+        loop {
+            let found = memchr::memchr(b'\n', &self.buf[self.i..self.filled]);
+            if let Some(k) = found {
+                let s = self.i;
+                self.i += k + 1;
+                return Ok(Some((self.buf_off + s as u64, &self.buf[s..s + k])));
+            }
+            let at = self.buf_off + self.filled as u64;
+            if at >= self.end {
+                return Ok(None);
+            }
+            if self.i > 0 {
+                self.buf.copy_within(self.i..self.filled, 0);
+                self.filled -= self.i;
+                self.buf_off += self.i as u64;
+                self.i = 0;
+            }
+            let want = (self.end - at).min(self.chunk as u64) as usize;
+            if self.buf.len() < self.filled + want {
+                // Grows past the chunk only for a line longer than it.
+                let cap = (self.filled + want).max(self.buf.len() * 2);
+                self.buf.resize(cap.min(self.filled + (self.end - at) as usize), 0);
+            }
+            let room = (self.buf.len() - self.filled).min((self.end - at) as usize);
+            let n = read_full_at(self.file, &mut self.buf[self.filled..self.filled + room], at)
+                .ctx("read", self.path)?;
+            if n == 0 {
+                // The file is shorter than expected: what is left is
+                // unfinished.
+                self.end = at;
+                return Ok(None);
+            }
+            self.filled += n;
+        }
+    }
+
+    /// Offset just past the last line returned.
+    pub fn pos(&self) -> u64 {
+        self.buf_off + self.i as u64
+    }
+}
+
+/// Complete lines of a file range, newest first.
+pub struct RevLines<'a> {
+    file: &'a dyn File,
+    path: &'a Path,
+    /// File bytes `[buf_off, buf_off + j)` not handed out yet.
+    buf: Vec<u8>,
+    buf_off: u64,
+    j: usize,
+    start: u64,
+    chunk: usize,
+}
+
+impl<'a> RevLines<'a> {
+    /// Lines of `[start, end)`, newest first: `start` must be a line start
+    /// and `end` a line end (just past a newline).
+    pub fn new(file: &'a dyn File, path: &'a Path, start: u64, end: u64, chunk: usize) -> Self {
+        RevLines {
+            file,
+            path,
+            buf: Vec::new(),
+            buf_off: end.max(start),
+            j: 0,
+            start,
+            chunk,
+        }
+    }
+
+    /// The previous line (without its newline) and its offset.
+    pub fn prev_line(&mut self) -> Result<Option<(u64, &[u8])>> {
+        loop {
+            if self.j == 0 {
+                if self.buf_off <= self.start {
+                    return Ok(None);
+                }
+                self.load()?;
+                continue;
+            }
+            let body_end = if self.buf[self.j - 1] == b'\n' {
+                self.j - 1
+            } else {
+                self.j
+            };
+            let found = memchr::memrchr(b'\n', &self.buf[..body_end]);
+            match found {
+                Some(p) => {
+                    let s = p + 1;
+                    self.j = s;
+                    return Ok(Some((self.buf_off + s as u64, &self.buf[s..body_end])));
+                }
+                None if self.buf_off <= self.start => {
+                    self.j = 0;
+                    return Ok(Some((self.buf_off, &self.buf[..body_end])));
+                }
+                None => self.load()?,
+            }
+        }
+    }
+
+    /// Prepend the chunk before `buf_off` to what is left of the buffer.
+    fn load(&mut self) -> Result<()> {
+        let from = self
+            .buf_off
+            .saturating_sub(self.chunk as u64)
+            .max(self.start);
+        let n = (self.buf_off - from) as usize;
+        let mut fresh = vec![0u8; n + self.j];
+        read_exact_at(self.file, &mut fresh[..n], from, self.path)?;
+        fresh[n..].copy_from_slice(&self.buf[..self.j]);
+        self.buf = fresh;
+        self.buf_off = from;
+        self.j = self.buf.len();
+        Ok(())
+    }
+}
+
+/// Call `f(part, offset, line)` for every complete line from `from` to
+/// `to`, oldest first, until it returns false. Returns false if stopped.
+pub fn forward(
+    parts: &[Part],
+    from: Pos,
+    to: Pos,
+    chunk: usize,
+    f: &mut dyn FnMut(usize, u64, &[u8]) -> Result<bool>,
+) -> Result<bool> {
+    for (i, p) in parts.iter().enumerate().take(to.part.saturating_add(1)) {
+        if i < from.part {
+            continue;
+        }
+        let start = if i == from.part { from.off } else { p.body };
+        let stop = if i == to.part { to.off } else { p.end };
+        let mut lines = Lines::new(&*p.file, &p.path, start.max(p.body), stop.min(p.end), chunk);
+        while let Some((off, raw)) = lines.next_line()? {
+            if !f(i, off, raw)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Call `f(part, offset, line)` for every complete line from `to` back to
+/// `from`, newest first, until it returns false. Returns false if stopped.
+pub fn backward(
+    parts: &[Part],
+    from: Pos,
+    to: Pos,
+    chunk: usize,
+    f: &mut dyn FnMut(usize, u64, &[u8]) -> Result<bool>,
+) -> Result<bool> {
+    let last = to.part.min(parts.len().saturating_sub(1));
+    for i in (from.part..=last).rev() {
+        let Some(p) = parts.get(i) else { continue };
+        let start = if i == from.part { from.off } else { p.body };
+        let stop = if i == to.part { to.off } else { p.end };
+        let mut lines = RevLines::new(&*p.file, &p.path, start.max(p.body), stop.min(p.end), chunk);
+        while let Some((off, raw)) = lines.prev_line()? {
+            if !f(i, off, raw)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// What walking back from a position found.
+#[derive(Debug, Default)]
+pub struct Back {
+    /// The nearest explicit `seq` behind the position, if reached.
+    pub explicit: Option<u64>,
+    /// Records between that line (or the part's start) and the position.
+    pub count: u64,
+    /// The newest readable timestamp among the lines walked.
+    pub timestamp: Option<Timestamp>,
+}
+
+/// Walk back from `off` (a line end) to `start` in a file, stopping at the
+/// nearest line with an explicit `seq`, counting the records without one.
+pub fn walk_back(file: &dyn File, path: &Path, start: u64, off: u64) -> Result<Back> {
+    let mut back = Back::default();
+    let mut lines = RevLines::new(file, path, start, off, SMALL_CHUNK);
+    while let Some((_, raw)) = lines.prev_line()? {
+        let Some(rec) = line::record(raw) else {
             continue;
         };
-        match ts {
-            Some(t) if t >= since => hi = ls,
-            _ => lo = ls,
+        if back.timestamp.is_none() {
+            back.timestamp = line::timestamp_of(rec.payload);
         }
+        if let Some(seq) = line::explicit_seq(rec.payload) {
+            back.explicit = Some(seq);
+            return Ok(back);
+        }
+        back.count += 1;
     }
-    Ok(lo)
+    Ok(back)
 }
 
-/// The first line starting after `at` (and before `limit`), with its time.
-fn line_after(
-    file: &dyn File,
-    at: u64,
-    limit: u64,
-    buf: &mut Vec<u8>,
-) -> Result<Option<(u64, Option<Timestamp>)>> {
-    let mut pos = at;
-    // Find the newline ending the line that contains `at`.
-    let ls = loop {
-        if pos >= limit {
-            return Ok(None);
-        }
-        let n = read_exact_at(file, buf, pos).map_err(|e| Error::io("read", "event log", e))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
-            break pos + i as u64 + 1;
-        }
-        pos += n as u64;
-    };
-    if ls >= limit {
-        return Ok(None);
+/// The `seq` of the last record before `off` in part `i`: the nearest
+/// explicit one plus the records after it, else the part's base (a
+/// segment) or the part before (the live file); 0 at the log's start.
+pub fn seq_before(parts: &[Part], i: usize, off: u64) -> Result<u64> {
+    let mut count = 0u64;
+    let mut i = i.min(parts.len());
+    let mut off = off;
+    if i == parts.len() {
+        let Some(last) = i.checked_sub(1) else {
+            return Ok(0);
+        };
+        i = last;
+        off = parts[last].end;
     }
-    // Read that line (a prefix is enough for the timestamp).
-    let n = read_exact_at(file, buf, ls).map_err(|e| Error::io("read", "event log", e))?;
-    let line = &buf[..n];
-    let line = match memchr::memchr(b'\n', line) {
-        Some(i) => &line[..i],
-        None => line,
-    };
-    Ok(Some((ls, line::timestamp(line))))
+    loop {
+        let p = &parts[i];
+        let back = walk_back(&*p.file, &p.path, p.body, off.min(p.end))?;
+        count = count.saturating_add(back.count);
+        if let Some(seq) = back.explicit {
+            return Ok(seq.saturating_add(count));
+        }
+        if let Some(base) = p.base {
+            return Ok(base.saturating_add(count));
+        }
+        let Some(prev) = i.checked_sub(1) else {
+            return Ok(count);
+        };
+        i = prev;
+        off = parts[i].end;
+    }
 }
 
-/// The last complete line of `[0, end)`, if any.
-pub fn last_line(file: &dyn File, end: u64) -> Result<Option<(u64, Vec<u8>)>> {
-    let mut out = None;
-    backward(file, 0, end, &mut |off, l| {
-        out = Some((off, l.to_vec()));
-        Ok(false)
-    })?;
+/// Sealed segments of `id` as (name, path), oldest first. Other files in
+/// the directory (its lock, temporary files) are not segments.
+pub fn list_segments(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = layout.segments_dir(id);
+    let entries = match io.read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .into_iter()
+        .filter(|e| e.kind == FileKind::File)
+        .filter_map(|e| {
+            let digits = e.name.strip_suffix(".jsonl")?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some((digits.parse().ok()?, dir.join(&e.name)))
+        })
+        .collect();
+    out.sort();
     Ok(out)
 }
 
-/// The seq of the line before `(source, offset)`: the nearest explicit
-/// `seq` behind it plus the lines in between; 0 when nothing is before.
-pub fn seq_before(sources: &[Source], source: usize, offset: u64) -> Result<u64> {
-    let mut count = 0u64;
-    let mut found = None;
-    let mut idx = source;
-    let mut end = offset;
-    loop {
-        if let Some(s) = sources.get(idx) {
-            backward(&*s.file, 0, end.min(s.complete), &mut |_, l| {
-                if let Some(seq) = line::seq(l) {
-                    found = Some(seq + count);
-                    return Ok(false);
-                }
-                count += 1;
-                Ok(true)
-            })?;
-        }
-        if let Some(f) = found {
-            return Ok(f);
-        }
-        if idx == 0 {
-            return Ok(count);
-        }
-        idx -= 1;
-        end = sources[idx].complete;
+/// Open a segment; `None` if it vanished.
+pub fn open_segment(io: &dyn Io, name: u64, path: PathBuf) -> Result<Option<Part>> {
+    let file = match io.open_read(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let len = file.len().ctx("inspect", &path)?;
+    let id = file.id().ctx("inspect", &path)?;
+    segment_part(file, path, id, len, name).map(Some)
+}
+
+/// A segment [`Part`] of an open file of length `len`.
+pub fn segment_part(file: Box<dyn File>, path: PathBuf, id: FileId, len: u64, name: u64) -> Result<Part> {
+    let (body, first_seq) = read_header(&*file, len, &path)?.unwrap_or((0, name));
+    let end = complete_end(&*file, body, len, &path)?;
+    Ok(Part {
+        path,
+        file,
+        id,
+        len,
+        body,
+        end,
+        base: Some(first_seq.saturating_sub(1)),
+    })
+}
+
+/// The header of a rewritten segment: (end of the header line, first seq).
+fn read_header(file: &dyn File, len: u64, path: &Path) -> Result<Option<(u64, u64)>> {
+    let mut buf = vec![0u8; 256.min(len as usize)];
+    read_exact_at(file, &mut buf, 0, path)?;
+    if !buf.starts_with(line::HEADER_PREFIX) {
+        return Ok(None);
     }
+    let Some(nl) = memchr::memchr(b'\n', &buf) else {
+        return Ok(None);
+    };
+    Ok(line::parse_segment_header(&buf[..nl]).map(|seq| (nl as u64 + 1, seq)))
+}
+
+/// The live file as a [`Part`], given its length snapshot.
+pub fn live_part(file: Box<dyn File>, path: PathBuf, id: FileId, len: u64) -> Result<Part> {
+    let end = complete_end(&*file, 0, len, &path)?;
+    Ok(Part {
+        path,
+        file,
+        id,
+        len,
+        body: 0,
+        end,
+        base: None,
+    })
+}
+
+/// Open every part of the log, oldest first, as one consistent snapshot.
+pub fn snapshot(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Vec<Part>> {
+    let live_path = layout.event_log(id);
+    for _ in 0..SNAPSHOT_ATTEMPTS {
+        let live = match io.open_read(&live_path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open", &live_path, e)),
+        };
+        let listed = match &live {
+            Some(f) => {
+                f.lock(LockMode::Shared).ctx("lock", &live_path)?;
+                let listed = list_under_lock(io, layout, id, &**f, &live_path);
+                let _ = f.unlock();
+                listed?
+            }
+            None => open_segments(io, layout, id)?.map(|s| (s, None, 0)),
+        };
+        let Some((segments, live_id, live_len)) = listed else {
+            continue;
+        };
+        let mut parts = Vec::with_capacity(segments.len() + 1);
+        for (name, path, file, sid, len) in segments {
+            // A seal interrupted by a crash links the live file as a
+            // segment too: it is read once, as the live file.
+            if Some(sid) != live_id {
+                parts.push(segment_part(file, path, sid, len, name)?);
+            }
+        }
+        if let (Some(f), Some(lid)) = (live, live_id) {
+            parts.push(live_part(f, live_path.clone(), lid, live_len)?);
+        }
+        return Ok(parts);
+    }
+    Err(Error::io(
+        "read",
+        &live_path,
+        io::Error::other("the log kept changing while it was opened; retry"),
+    ))
+}
+
+type OpenSegment = (u64, PathBuf, Box<dyn File>, FileId, u64);
+
+/// Under the shared lock of the live file: check it is still the live file,
+/// take its length, and open the segments. `None` means retry.
+fn list_under_lock(
+    io: &dyn Io,
+    layout: &Layout,
+    id: &MilestoneId,
+    live: &dyn File,
+    live_path: &Path,
+) -> Result<Option<(Vec<OpenSegment>, Option<FileId>, u64)>> {
+    let fid = live.id().ctx("inspect", live_path)?;
+    match io.metadata(live_path) {
+        Ok(m) if m.id == fid => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("inspect", live_path, e)),
+    }
+    let len = live.len().ctx("inspect", live_path)?;
+    Ok(open_segments(io, layout, id)?.map(|s| (s, Some(fid), len)))
+}
+
+/// Open every segment with its length; `None` if one vanished meanwhile.
+fn open_segments(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Option<Vec<OpenSegment>>> {
+    let mut out = Vec::new();
+    for (name, path) in list_segments(io, layout, id)? {
+        let file = match io.open_read(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        let len = file.len().ctx("inspect", &path)?;
+        let fid = file.id().ctx("inspect", &path)?;
+        out.push((name, path, file, fid, len));
+    }
+    Ok(Some(out))
+}
+
+/// Bytes of line content in the log before `pos`, counting each part from
+/// its body: positions on one scale for bisection.
+fn virt(parts: &[Part], pos: Pos) -> u64 {
+    let mut v = 0;
+    for (i, p) in parts.iter().enumerate() {
+        if i == pos.part {
+            return v + pos.off.clamp(p.body, p.end) - p.body;
+        }
+        v += p.end - p.body;
+    }
+    v
+}
+
+/// The position of virtual offset `v`.
+fn unvirt(parts: &[Part], mut v: u64) -> Pos {
+    for (i, p) in parts.iter().enumerate() {
+        let size = p.end - p.body;
+        if v < size {
+            return Pos {
+                part: i,
+                off: p.body + v,
+            };
+        }
+        v -= size;
+    }
+    Pos::end(parts)
+}
+
+/// The first line start at or after virtual offset `v` (at most `limit`).
+fn line_start_from(parts: &[Part], v: u64, limit: u64) -> Result<u64> {
+    let pos = unvirt(parts, v);
+    let Some(p) = parts.get(pos.part) else {
+        return Ok(limit);
+    };
+    if pos.off == p.body {
+        return Ok(v);
+    }
+    // The line containing `pos` ends at the first newline at or after it.
+    let mut buf = vec![0u8; 4096];
+    let mut at = pos.off - 1;
+    let stop = p.end.min(pos.off - 1 + (limit - v) + 1);
+    while at < stop {
+        let n = (buf.len() as u64).min(stop - at) as usize;
+        read_exact_at(&*p.file, &mut buf[..n], at, &p.path)?;
+        if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+            let ls = at + i as u64 + 1;
+            return Ok((v + (ls - pos.off)).min(limit));
+        }
+        at += n as u64;
+    }
+    Ok(limit)
+}
+
+/// Bisect the log between `from` and `to` for the boundary of `pred`,
+/// which the log's time order makes false on older lines and true on newer
+/// ones. Returns `(lo, hi)`: `lo` is `from` or the start of a line where
+/// `pred` is false, `hi` is `to` or a line start from which the first
+/// line with a readable timestamp makes `pred` true. Lines without a
+/// readable timestamp are stepped over.
+pub fn bisect(parts: &[Part], from: Pos, to: Pos, pred: &dyn Fn(Timestamp) -> bool) -> Result<(Pos, Pos)> {
+    let mut lo = virt(parts, from);
+    let mut hi = virt(parts, to).max(lo);
+    while hi - lo > BISECT_SPAN {
+        let mid = lo + (hi - lo) / 2;
+        let mut ls = line_start_from(parts, mid, hi)?;
+        if ls >= hi {
+            ls = line_start_from(parts, lo + 1, hi)?;
+            if ls >= hi {
+                break;
+            }
+        }
+        let probe_from = unvirt(parts, ls);
+        let probe_to = unvirt(parts, hi);
+        let mut verdict = None;
+        forward(parts, probe_from, probe_to, 16 * 1024, &mut |i, off, raw| {
+            // Only a valid line is evidence of the time order.
+            let Some(rec) = line::record(raw).filter(|r| line::object_text(r.payload).is_some())
+            else {
+                return Ok(true);
+            };
+            match line::timestamp_of(rec.payload) {
+                Some(t) => {
+                    verdict = Some((pred(t), Pos { part: i, off }));
+                    Ok(false)
+                }
+                None => Ok(true),
+            }
+        })?;
+        match verdict {
+            Some((false, at)) => lo = virt(parts, at),
+            Some((true, _)) | None => hi = ls,
+        }
+    }
+    let lo_pos = if lo == virt(parts, from) { from } else { unvirt(parts, lo) };
+    let hi_pos = if hi == virt(parts, to) { to } else { unvirt(parts, hi) };
+    Ok((lo_pos, hi_pos))
 }
