@@ -24,12 +24,18 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = run(dir, args);
-    assert!(out.status.success(), "mstate {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mstate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn lines(s: &str) -> Vec<Value> {
-    s.lines().map(|l| serde_json::from_str(l).expect("line parses")).collect()
+    s.lines()
+        .map(|l| serde_json::from_str(l).expect("line parses"))
+        .collect()
 }
 
 fn log_path(dir: &Path, m: &str) -> std::path::PathBuf {
@@ -38,7 +44,13 @@ fn log_path(dir: &Path, m: &str) -> std::path::PathBuf {
 
 fn types(evs: &[Value]) -> Vec<String> {
     evs.iter()
-        .map(|e| e.get("event_type").or_else(|| e.get("event")).and_then(Value::as_str).unwrap_or("?").to_string())
+        .map(|e| {
+            e.get("event_type")
+                .or_else(|| e.get("event"))
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string()
+        })
         .collect()
 }
 
@@ -51,7 +63,20 @@ fn log_appends_the_seed_fields_plus_seq_and_host() {
     assert_eq!(evs.len(), 1);
     let e = &evs[0];
     let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["timestamp", "milestone_id", "session_id", "event_type", "data", "pid", "user", "seq", "host"]);
+    assert_eq!(
+        keys,
+        [
+            "timestamp",
+            "milestone_id",
+            "session_id",
+            "event_type",
+            "data",
+            "pid",
+            "user",
+            "seq",
+            "host"
+        ]
+    );
     assert_eq!(e["data"], json!({"percentage": 50}));
     assert_eq!(e["seq"], json!(1));
     assert_eq!(e["session_id"], json!("no-session"));
@@ -60,7 +85,9 @@ fn log_appends_the_seed_fields_plus_seq_and_host() {
     assert_eq!(ts.len(), "2026-11-24T12:00:00.000000Z".len(), "{ts}");
     assert!(ts.ends_with('Z'));
     // The seed greps for this exact text.
-    assert!(std::fs::read_to_string(log_path(d, "m")).unwrap().contains(r#""event_type":"task.done""#));
+    assert!(std::fs::read_to_string(log_path(d, "m"))
+        .unwrap()
+        .contains(r#""event_type":"task.done""#));
 }
 
 #[test]
@@ -90,7 +117,16 @@ fn invalid_data_and_hostile_types_are_refused_and_nothing_is_written() {
 fn raw_fallback_keeps_invalid_data_as_a_string() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let out = run(d, &["log", "m", "progress", "{\"percentage\": }", "--raw-fallback"]);
+    let out = run(
+        d,
+        &[
+            "log",
+            "m",
+            "progress",
+            "{\"percentage\": }",
+            "--raw-fallback",
+        ],
+    );
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
     let evs = lines(&ok(d, &["events", "m"]));
@@ -121,7 +157,10 @@ fn eight_processes_append_a_thousand_each_with_unique_contiguous_seq() {
     assert_eq!(evs.len(), 8000);
     let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=8000).collect::<Vec<_>>());
-    let mut stamps: Vec<&str> = evs.iter().map(|e| e["timestamp"].as_str().unwrap()).collect();
+    let mut stamps: Vec<&str> = evs
+        .iter()
+        .map(|e| e["timestamp"].as_str().unwrap())
+        .collect();
     let sorted = {
         let mut s = stamps.clone();
         s.sort();
@@ -139,11 +178,19 @@ fn torn_tails_are_skipped_then_quarantined_and_counts_stay_exact() {
         for i in 0..3 {
             ok(d, &["log", "m", "e", &json!({"i": i}).to_string()]);
         }
-        std::fs::OpenOptions::new().append(true).open(log_path(d, "m")).unwrap().write_all(torn).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log_path(d, "m"))
+            .unwrap()
+            .write_all(torn)
+            .unwrap();
         let out = run(d, &["events", "m"]);
         assert!(out.status.success());
         assert_eq!(lines(&String::from_utf8(out.stdout).unwrap()).len(), 3);
-        assert!(String::from_utf8_lossy(&out.stderr).contains("torn"), "no warning");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("torn"),
+            "no warning"
+        );
         let doctor = run(d, &["doctor"]);
         assert_eq!(doctor.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&doctor.stdout).contains("torn_tail"));
@@ -151,8 +198,15 @@ fn torn_tails_are_skipped_then_quarantined_and_counts_stay_exact() {
         let text = std::fs::read_to_string(log_path(d, "m")).unwrap();
         let evs = lines(&text);
         assert_eq!(evs.len(), 4);
-        assert_eq!(evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4]);
-        let q: Vec<_> = std::fs::read_dir(d.join(".milestones/state/events/quarantine")).unwrap().collect();
+        assert_eq!(
+            evs.iter()
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        let q: Vec<_> = std::fs::read_dir(d.join(".milestones/state/events/quarantine"))
+            .unwrap()
+            .collect();
         assert_eq!(q.len(), 1);
         let out = run(d, &["events", "m"]);
         assert!(out.stderr.is_empty());
@@ -179,9 +233,20 @@ fn the_seeds_lines_read_as_they_are_and_seq_continues_after_them() {
     let t = seed_store();
     let d = t.path();
     let evs = lines(&ok(d, &["events", "m", "--format", "jsonl"]));
-    assert_eq!(types(&evs), ["state_initialized", "session_created", "progress", "session_ended"]);
+    assert_eq!(
+        types(&evs),
+        [
+            "state_initialized",
+            "session_created",
+            "progress",
+            "session_ended"
+        ]
+    );
     let text = ok(d, &["events", "m", "--format", "text"]);
-    assert!(text.starts_with("2026-11-20T10:00:00Z [state_initialized] {}"), "{text}");
+    assert!(
+        text.starts_with("2026-11-20T10:00:00Z [state_initialized] {}"),
+        "{text}"
+    );
     let tl = ok(d, &["timeline", "m"]);
     assert!(tl.contains("[state_initialized]"));
     assert!(tl.contains("session-20261120-100001-42"));
@@ -201,23 +266,64 @@ fn filters_and_formats() {
         types(&lines(&ok(d, &a)))
     };
     assert_eq!(all(&["--type", "progress"]), ["progress"]);
-    assert_eq!(all(&["--type", "progress", "--type", "session_ended"]), ["progress", "session_ended"]);
+    assert_eq!(
+        all(&["--type", "progress", "--type", "session_ended"]),
+        ["progress", "session_ended"]
+    );
     assert_eq!(all(&["--type", "state_initialized"]), ["state_initialized"]);
-    assert_eq!(all(&["--since", "2026-11-20T10:00:30Z"]), ["progress", "session_ended"]);
-    assert_eq!(all(&["--until", "2026-11-20T10:00:05Z"]), ["state_initialized", "session_created"]);
-    assert_eq!(all(&["--since", "2026-11-20T10:00:05Z", "--until", "2026-11-20T10:01:00Z"]), ["session_created", "progress"]);
+    assert_eq!(
+        all(&["--since", "2026-11-20T10:00:30Z"]),
+        ["progress", "session_ended"]
+    );
+    assert_eq!(
+        all(&["--until", "2026-11-20T10:00:05Z"]),
+        ["state_initialized", "session_created"]
+    );
+    assert_eq!(
+        all(&[
+            "--since",
+            "2026-11-20T10:00:05Z",
+            "--until",
+            "2026-11-20T10:01:00Z"
+        ]),
+        ["session_created", "progress"]
+    );
     assert_eq!(all(&["--since", "2026-11-21"]), Vec::<String>::new());
     assert_eq!(all(&["--since", "2026-11-20"]).len(), 4);
     assert_eq!(all(&["--since", "3650d"]).len(), 4);
     assert_eq!(all(&["--session", "session-20261120-100001-42"]).len(), 3);
-    assert_eq!(all(&["--limit", "2"]), ["state_initialized", "session_created"]);
+    assert_eq!(
+        all(&["--limit", "2"]),
+        ["state_initialized", "session_created"]
+    );
     assert_eq!(all(&["--tail", "2"]), ["progress", "session_ended"]);
-    assert_eq!(all(&["--reverse"]), ["session_ended", "progress", "session_created", "state_initialized"]);
+    assert_eq!(
+        all(&["--reverse"]),
+        [
+            "session_ended",
+            "progress",
+            "session_created",
+            "state_initialized"
+        ]
+    );
     assert_eq!(all(&["--reverse", "--limit", "1"]), ["session_ended"]);
-    assert_eq!(all(&["--tail", "2", "--reverse"]), ["session_ended", "progress"]);
-    assert_eq!(all(&["--tail", "1", "--type", "session_created"]), ["session_created"]);
-    let json: Value = serde_json::from_str(&ok(d, &["events", "m", "--format", "json", "--type", "progress"])).unwrap();
-    assert_eq!(json, json!([{"timestamp":"2026-11-20T10:01:00Z","milestone_id":"m","session_id":"session-20261120-100001-42","event_type":"progress","data":{"percentage": 50},"pid":42,"user":"dev"}]));
+    assert_eq!(
+        all(&["--tail", "2", "--reverse"]),
+        ["session_ended", "progress"]
+    );
+    assert_eq!(
+        all(&["--tail", "1", "--type", "session_created"]),
+        ["session_created"]
+    );
+    let json: Value = serde_json::from_str(&ok(
+        d,
+        &["events", "m", "--format", "json", "--type", "progress"],
+    ))
+    .unwrap();
+    assert_eq!(
+        json,
+        json!([{"timestamp":"2026-11-20T10:01:00Z","milestone_id":"m","session_id":"session-20261120-100001-42","event_type":"progress","data":{"percentage": 50},"pid":42,"user":"dev"}])
+    );
     let json: Value = serde_json::from_str(&ok(d, &["--json", "events", "m"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 4);
     let md = ok(d, &["timeline", "m", "--format", "markdown"]);
@@ -236,9 +342,15 @@ fn bad_time_arguments_are_invalid_input() {
         let arg = format!("--since={bad}");
         let out = run(d, &["events", "m", &arg]);
         assert_eq!(out.status.code(), Some(6), "{bad:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("RFC 3339"),
+            "{bad:?}"
+        );
     }
-    assert_eq!(run(d, &["events", "m", "--limit", "x"]).status.code(), Some(2));
+    assert_eq!(
+        run(d, &["events", "m", "--limit", "x"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -348,10 +460,18 @@ fn cleanup_racing_appends_loses_no_recent_event() {
     let ticks: std::collections::BTreeSet<(u64, u64)> = evs
         .iter()
         .filter(|e| e["event_type"] == "tick")
-        .map(|e| (e["data"]["w"].as_u64().unwrap(), e["data"]["i"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["data"]["w"].as_u64().unwrap(),
+                e["data"]["i"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(ticks.len(), 600, "events lost with {cleanups} cleanups");
-    assert!(!evs.iter().any(|e| e["event_type"] == "old"), "the old event was kept");
+    assert!(
+        !evs.iter().any(|e| e["event_type"] == "old"),
+        "the old event was kept"
+    );
     let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     let first = seqs[0];
     assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>());
@@ -368,11 +488,23 @@ fn cleanup_dry_run_changes_nothing_and_checkpoints_stay() {
     ok(d, &["checkpoint", "create", "m", "keep"]);
     let before = std::fs::read(log_path(d, "m")).unwrap();
     let out = ok(d, &["cleanup", "m", "--retention-days", "0", "--dry-run"]);
-    assert!(out.contains("would remove 7 events, 1 backups, 0 checkpoints"), "{out}");
+    assert!(
+        out.contains("would remove 7 events, 1 backups, 0 checkpoints"),
+        "{out}"
+    );
     assert_eq!(std::fs::read(log_path(d, "m")).unwrap(), before);
     ok(d, &["cleanup", "m", "--retention-days", "0"]);
     assert!(ok(d, &["checkpoint", "list", "m"]).contains("keep"));
     assert!(ok(d, &["backups", "m"]).is_empty());
-    ok(d, &["cleanup", "--all", "--retention-days", "0", "--include-checkpoints"]);
+    ok(
+        d,
+        &[
+            "cleanup",
+            "--all",
+            "--retention-days",
+            "0",
+            "--include-checkpoints",
+        ],
+    );
     assert!(!ok(d, &["checkpoint", "list", "m"]).contains("keep"));
 }

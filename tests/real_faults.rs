@@ -24,6 +24,25 @@ fn mstate(dir: &Path, args: &[&str]) -> Output {
         .expect("run mstate")
 }
 
+fn mstate_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mstate");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
 /// A tmpfs of `size` mounted on a temp dir, unmounted on drop.
 struct Mount {
     dir: tempfile::TempDir,
@@ -117,7 +136,7 @@ fn a_full_disk_fails_cleanly_and_changes_nothing() {
         .status
         .success());
     let big = json!({"blob": "x".repeat(400 * 1024)}).to_string();
-    let out = mstate(&dir, &["save", "m", &big]);
+    let out = mstate_stdin(&dir, &["save", "m", "-"], big.as_bytes());
     assert_eq!(
         out.status.code(),
         Some(1),

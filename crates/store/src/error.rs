@@ -97,7 +97,7 @@ pub enum Error {
     LockTimeout {
         milestone: String,
         waited: Duration,
-        holder: Option<LockInfo>,
+        holder: Option<Box<LockInfo>>,
     },
 
     /// A release was asked for a lock this process tree does not hold.
@@ -107,7 +107,7 @@ pub enum Error {
     )]
     LockNotOwned {
         milestone: String,
-        holder: Option<LockInfo>,
+        holder: Option<Box<LockInfo>>,
     },
 
     /// JSON input did not parse.
@@ -140,7 +140,7 @@ fn hint_suffix(hint: &Option<String>) -> String {
     }
 }
 
-fn holder_suffix(holder: &Option<LockInfo>) -> String {
+fn holder_suffix(holder: &Option<Box<LockInfo>>) -> String {
     match holder {
         Some(info) => format!(" by {}", info.describe()),
         None => String::new(),

@@ -553,19 +553,19 @@ impl FsStore {
         };
         let usable = d.layout()?;
         let known: BTreeSet<MilestoneId> = self.milestone_ids()?.into_iter().collect();
-        let steps: [(&str, &mut dyn FnMut(&mut Doctor) -> Result<()>); 5] = [
-            ("active", &mut |d| d.states(&known)),
-            ("backups", &mut |d| d.backups(&known)),
-            ("sessions", &mut |d| d.sessions()),
-            ("events", &mut |d| d.events()),
-            (".locks", &mut |d| d.locks()),
-        ];
-        let total = steps.len() as u64;
-        for (i, (dir, step)) in steps.into_iter().enumerate() {
+        // Each check runs only when its directory is usable.
+        const STEPS: [&str; 5] = ["active", "backups", "sessions", "events", ".locks"];
+        for (i, dir) in STEPS.into_iter().enumerate() {
             if usable.contains(dir) {
-                step(&mut d)?;
+                match dir {
+                    "active" => d.states(&known)?,
+                    "backups" => d.backups(&known)?,
+                    "sessions" => d.sessions()?,
+                    "events" => d.events()?,
+                    _ => d.locks()?,
+                }
             }
-            progress(i as u64 + 1, total);
+            progress(i as u64 + 1, STEPS.len() as u64);
         }
         Ok(d.report)
     }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::atomic::{discard, nonce, read_opt, remove_tree};
+use crate::fs::atomic::{discard, nonce, read_opt};
 use crate::fs::layout::Layout;
 use crate::id::MilestoneId;
 use crate::io::{FileKind, Io, LockMode, PollWatch, Watch};
@@ -109,7 +109,7 @@ impl Locks<'_> {
                 return Err(Error::LockTimeout {
                     milestone: id.to_string(),
                     waited: now - start,
-                    holder: Some(current),
+                    holder: Some(Box::new(current)),
                 });
             }
             match watch.as_mut() {
@@ -155,7 +155,7 @@ impl Locks<'_> {
         if !force && !own {
             return Err(Error::LockNotOwned {
                 milestone: id.to_string(),
-                holder: Some(cur),
+                holder: Some(Box::new(cur)),
             });
         }
         self.remove(id)?;

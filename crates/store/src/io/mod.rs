@@ -59,6 +59,7 @@ pub enum LockMode {
 }
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)] // a file's emptiness is never asked
 pub trait File: Send + fmt::Debug {
     /// Read up to `buf.len()` bytes at `offset`; 0 means end of file.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
