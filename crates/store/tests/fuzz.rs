@@ -107,12 +107,11 @@ proptest! {
 
     #[test]
     fn pointers_never_panic(p in "(/[a-z0-9~\\-]{0,4}){0,5}", v in any_json_value()) {
-        let mut doc = v.clone();
-        if pointer_tokens(&p).is_ok() {
-            if set_pointer(&mut doc, &p, json!(42)).is_ok() {
-                // What was set reads back through serde_json's pointer.
-                prop_assert_eq!(doc.pointer(&p).cloned(), if p.ends_with("/-") { doc.pointer(&p).cloned() } else { Some(json!(42)) });
-            }
+        let mut doc = v;
+        let appends = p.split('/').any(|t| t == "-");
+        if pointer_tokens(&p).is_ok() && set_pointer(&mut doc, &p, json!(42)).is_ok() && !appends {
+            // What was set reads back through serde_json's own pointer.
+            prop_assert_eq!(doc.pointer(&p).cloned(), Some(json!(42)));
         }
     }
 

@@ -170,7 +170,7 @@ impl Follower<'_, '_> {
                     break;
                 }
             }
-            let Some((text, ts)) = query::accept_at(&self.filter, &mut self.warn, path, off, rec)
+            let Some((text, ts)) = query::accept(&self.filter, &mut self.warn, path, off, rec)
             else {
                 continue;
             };

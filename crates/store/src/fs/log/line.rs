@@ -117,7 +117,7 @@ pub fn record(raw: &[u8]) -> Option<Record<'_>> {
     for &b in raw {
         match b {
             0 => nuls += 1,
-            b' ' | b'\t' | b'\r' | b'\x0b' | b'\x0c' => {}
+            b if b.is_ascii_whitespace() => {}
             _ => break,
         }
         start += 1;
@@ -549,7 +549,8 @@ mod tests {
 
     #[test]
     fn seq_is_read_only_at_top_level() {
-        let nested = br#"{"timestamp":"2026-11-24T12:00:00Z","event_type":"x","data":{"seq":3,"host":"h"}}"#;
+        let nested =
+            br#"{"timestamp":"2026-11-24T12:00:00Z","event_type":"x","data":{"seq":3,"host":"h"}}"#;
         assert_eq!(explicit_seq(nested), None);
         let odd = br#"{"seq":5,"timestamp":"2026-11-24T12:00:00Z","event_type":"x"}"#;
         assert_eq!(explicit_seq(odd), Some(5));

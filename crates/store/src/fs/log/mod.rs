@@ -41,8 +41,19 @@
 //! file starts with a header line `{"mstate_segment":{"first_seq":N}}` that
 //! carries the `seq` its first remaining line has, so nothing is renumbered;
 //! when it drops all of the newest segment, a header-only file remains so
-//! numbering goes on after it. Only retention (under `segments/<id>/.lock`)
-//! writes segments.
+//! numbering goes on after it. Only retention and doctor's repair, under
+//! `segments/<id>/.lock`, write segments.
+//!
+//! ## Limits
+//!
+//! - The seed's own appends (`echo >>`) take no lock: a seed line landing
+//!   between an mstate append's read of the tail and its write shares its
+//!   `seq` (doctor reports the repeat). Nothing is lost or interleaved.
+//! - A corrupt line takes a `seq` like any other, so the shown numbers skip
+//!   where one was.
+//! - Lines further out of time order than [`ORDER_SLACK`] may be missed by
+//!   `since`/`until` and outlive retention.
+//! - A query holds one open file per segment; retention keeps them few.
 
 mod append;
 mod follow;
@@ -93,8 +104,11 @@ pub const ORDER_SLACK: SignedDuration = SignedDuration::from_secs(5);
 
 /// The event log of one milestone in a filesystem store.
 pub struct EventLog<'a> {
+    /// Every filesystem effect goes through this.
     pub io: &'a dyn Io,
+    /// Where the store's files are.
     pub layout: &'a Layout,
+    /// The milestone whose log this is.
     pub id: &'a MilestoneId,
 }
 

@@ -146,19 +146,9 @@ impl Filter {
     }
 }
 
-/// Judge a record, noting damage in `warn`; the text and time to show.
+/// Judge a record of the file at `path`, noting damage in `warn`; the
+/// text and time to show, if it is shown.
 pub(super) fn accept<'a>(
-    filter: &Filter,
-    warn: &mut Warnings,
-    part: &Part,
-    off: u64,
-    rec: Record<'a>,
-) -> Option<(&'a str, Timestamp)> {
-    accept_at(filter, warn, &part.path, off, rec)
-}
-
-/// [`accept`] for a file given by path.
-pub(super) fn accept_at<'a>(
     filter: &Filter,
     warn: &mut Warnings,
     path: &std::path::Path,
@@ -325,7 +315,7 @@ fn forward(
         };
         let seq = line::explicit_seq(rec.payload).unwrap_or(cur.saturating_add(1));
         cur = seq;
-        match accept(filter, warn, &parts[i], off, rec) {
+        match accept(filter, warn, &parts[i].path, off, rec) {
             Some((text, ts)) => on_match(text, ts, seq),
             None => Ok(true),
         }
@@ -373,7 +363,7 @@ fn backward(
             Some(_) => None,
             None => Some(seq.saturating_sub(1)),
         };
-        match accept(filter, warn, &parts[i], off, rec) {
+        match accept(filter, warn, &parts[i].path, off, rec) {
             Some((text, ts)) => on_match(text, ts, seq),
             None => Ok(true),
         }

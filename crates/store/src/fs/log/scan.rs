@@ -33,8 +33,11 @@ const SNAPSHOT_ATTEMPTS: usize = 100;
 
 /// One file of the log, open, with a length snapshot.
 pub struct Part {
+    /// Where the file was opened.
     pub path: PathBuf,
+    /// The open file (read through it even if the path changes).
     pub file: Box<dyn File>,
+    /// Its device and inode.
     pub id: FileId,
     /// Length at the snapshot.
     pub len: u64,
@@ -60,7 +63,9 @@ impl Part {
 /// the last part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
+    /// Index of the part.
     pub part: usize,
+    /// Byte offset in the part.
     pub off: u64,
 }
 
@@ -183,11 +188,16 @@ impl<'a> Lines<'a> {
             if self.buf.len() < self.filled + want {
                 // Grows past the chunk only for a line longer than it.
                 let cap = (self.filled + want).max(self.buf.len() * 2);
-                self.buf.resize(cap.min(self.filled + (self.end - at) as usize), 0);
+                self.buf
+                    .resize(cap.min(self.filled + (self.end - at) as usize), 0);
             }
             let room = (self.buf.len() - self.filled).min((self.end - at) as usize);
-            let n = read_full_at(self.file, &mut self.buf[self.filled..self.filled + room], at)
-                .ctx("read", self.path)?;
+            let n = read_full_at(
+                self.file,
+                &mut self.buf[self.filled..self.filled + room],
+                at,
+            )
+            .ctx("read", self.path)?;
             if n == 0 {
                 // The file is shorter than expected: what is left is
                 // unfinished.
@@ -279,6 +289,9 @@ impl<'a> RevLines<'a> {
     }
 }
 
+/// A visitor of lines: `(part index, offset, line)`, returns whether to go on.
+pub type LineFn<'a> = dyn FnMut(usize, u64, &[u8]) -> Result<bool> + 'a;
+
 /// Call `f(part, offset, line)` for every complete line from `from` to
 /// `to`, oldest first, until it returns false. Returns false if stopped.
 pub fn forward(
@@ -286,7 +299,7 @@ pub fn forward(
     from: Pos,
     to: Pos,
     chunk: usize,
-    f: &mut dyn FnMut(usize, u64, &[u8]) -> Result<bool>,
+    f: &mut LineFn<'_>,
 ) -> Result<bool> {
     for (i, p) in parts.iter().enumerate().take(to.part.saturating_add(1)) {
         if i < from.part {
@@ -311,7 +324,7 @@ pub fn backward(
     from: Pos,
     to: Pos,
     chunk: usize,
-    f: &mut dyn FnMut(usize, u64, &[u8]) -> Result<bool>,
+    f: &mut LineFn<'_>,
 ) -> Result<bool> {
     let last = to.part.min(parts.len().saturating_sub(1));
     for i in (from.part..=last).rev() {
@@ -392,9 +405,39 @@ pub fn seq_before(parts: &[Part], i: usize, off: u64) -> Result<u64> {
     }
 }
 
+/// Whether the segment directory of `id` exists. It and its parent must
+/// be real directories: a link planted there could lead reads and writes
+/// out of the store.
+pub fn segments_dir_exists(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<bool> {
+    let dir = layout.segments_dir(id);
+    for p in [dir.parent().unwrap_or(&dir), &dir] {
+        match io.metadata(p) {
+            Ok(m) if m.kind == FileKind::Dir => {}
+            Ok(m) => {
+                return Err(Error::Corrupt {
+                    what: "store layout".into(),
+                    path: p.to_path_buf(),
+                    detail: format!("expected a directory, found {:?}", m.kind).to_lowercase(),
+                    hint: Some("move it away; mstate never follows links out of the store".into()),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("inspect", p, e)),
+        }
+    }
+    Ok(true)
+}
+
 /// Sealed segments of `id` as (name, path), oldest first. Other files in
 /// the directory (its lock, temporary files) are not segments.
-pub fn list_segments(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Vec<(u64, PathBuf)>> {
+pub fn list_segments(
+    io: &dyn Io,
+    layout: &Layout,
+    id: &MilestoneId,
+) -> Result<Vec<(u64, PathBuf)>> {
+    if !segments_dir_exists(io, layout, id)? {
+        return Ok(Vec::new());
+    }
     let dir = layout.segments_dir(id);
     let entries = match io.read_dir(&dir) {
         Ok(e) => e,
@@ -429,7 +472,13 @@ pub fn open_segment(io: &dyn Io, name: u64, path: PathBuf) -> Result<Option<Part
 }
 
 /// A segment [`Part`] of an open file of length `len`.
-pub fn segment_part(file: Box<dyn File>, path: PathBuf, id: FileId, len: u64, name: u64) -> Result<Part> {
+pub fn segment_part(
+    file: Box<dyn File>,
+    path: PathBuf,
+    id: FileId,
+    len: u64,
+    name: u64,
+) -> Result<Part> {
     let (body, first_seq) = read_header(&*file, len, &path)?.unwrap_or((0, name));
     let end = complete_end(&*file, body, len, &path)?;
     Ok(Part {
@@ -513,6 +562,9 @@ pub fn snapshot(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Vec<Pa
 
 type OpenSegment = (u64, PathBuf, Box<dyn File>, FileId, u64);
 
+/// What a snapshot lists: the segments, and the live file's id and length.
+type Listing = (Vec<OpenSegment>, Option<FileId>, u64);
+
 /// Under the shared lock of the live file: check it is still the live file,
 /// take its length, and open the segments. `None` means retry.
 fn list_under_lock(
@@ -521,7 +573,7 @@ fn list_under_lock(
     id: &MilestoneId,
     live: &dyn File,
     live_path: &Path,
-) -> Result<Option<(Vec<OpenSegment>, Option<FileId>, u64)>> {
+) -> Result<Option<Listing>> {
     let fid = live.id().ctx("inspect", live_path)?;
     match io.metadata(live_path) {
         Ok(m) if m.id == fid => {}
@@ -534,7 +586,11 @@ fn list_under_lock(
 }
 
 /// Open every segment with its length; `None` if one vanished meanwhile.
-fn open_segments(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Option<Vec<OpenSegment>>> {
+fn open_segments(
+    io: &dyn Io,
+    layout: &Layout,
+    id: &MilestoneId,
+) -> Result<Option<Vec<OpenSegment>>> {
     let mut out = Vec::new();
     for (name, path) in list_segments(io, layout, id)? {
         let file = match io.open_read(&path) {
@@ -608,7 +664,12 @@ fn line_start_from(parts: &[Part], v: u64, limit: u64) -> Result<u64> {
 /// `pred` is false, `hi` is `to` or a line start from which the first
 /// line with a readable timestamp makes `pred` true. Lines without a
 /// readable timestamp are stepped over.
-pub fn bisect(parts: &[Part], from: Pos, to: Pos, pred: &dyn Fn(Timestamp) -> bool) -> Result<(Pos, Pos)> {
+pub fn bisect(
+    parts: &[Part],
+    from: Pos,
+    to: Pos,
+    pred: &dyn Fn(Timestamp) -> bool,
+) -> Result<(Pos, Pos)> {
     let mut lo = virt(parts, from);
     let mut hi = virt(parts, to).max(lo);
     while hi - lo > BISECT_SPAN {
@@ -623,26 +684,41 @@ pub fn bisect(parts: &[Part], from: Pos, to: Pos, pred: &dyn Fn(Timestamp) -> bo
         let probe_from = unvirt(parts, ls);
         let probe_to = unvirt(parts, hi);
         let mut verdict = None;
-        forward(parts, probe_from, probe_to, 16 * 1024, &mut |i, off, raw| {
-            // Only a valid line is evidence of the time order.
-            let Some(rec) = line::record(raw).filter(|r| line::object_text(r.payload).is_some())
-            else {
-                return Ok(true);
-            };
-            match line::timestamp_of(rec.payload) {
-                Some(t) => {
-                    verdict = Some((pred(t), Pos { part: i, off }));
-                    Ok(false)
+        forward(
+            parts,
+            probe_from,
+            probe_to,
+            16 * 1024,
+            &mut |i, off, raw| {
+                // Only a valid line is evidence of the time order.
+                let Some(rec) =
+                    line::record(raw).filter(|r| line::object_text(r.payload).is_some())
+                else {
+                    return Ok(true);
+                };
+                match line::timestamp_of(rec.payload) {
+                    Some(t) => {
+                        verdict = Some((pred(t), Pos { part: i, off }));
+                        Ok(false)
+                    }
+                    None => Ok(true),
                 }
-                None => Ok(true),
-            }
-        })?;
+            },
+        )?;
         match verdict {
             Some((false, at)) => lo = virt(parts, at),
             Some((true, _)) | None => hi = ls,
         }
     }
-    let lo_pos = if lo == virt(parts, from) { from } else { unvirt(parts, lo) };
-    let hi_pos = if hi == virt(parts, to) { to } else { unvirt(parts, hi) };
+    let lo_pos = if lo == virt(parts, from) {
+        from
+    } else {
+        unvirt(parts, lo)
+    };
+    let hi_pos = if hi == virt(parts, to) {
+        to
+    } else {
+        unvirt(parts, hi)
+    };
     Ok((lo_pos, hi_pos))
 }

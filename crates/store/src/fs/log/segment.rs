@@ -30,12 +30,12 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::atomic::{self, ensure_dir, temp_path};
+use crate::fs::atomic::{ensure_dir, temp_path};
 use crate::io::{File, LockMode};
 
 use super::line;
 use super::scan::{self, Part, Pos, CHUNK, SMALL_CHUNK};
-use super::{EventLog, LogCleanup};
+use super::{EventLog, LogCleanup, ORDER_SLACK};
 
 /// Most separate old runs dropped from one segment; past that, old lines
 /// stay (retention keeps more, never less).
@@ -65,8 +65,7 @@ impl EventLog<'_> {
             return self.plan_cleanup(cutoff);
         }
         let mut report = LogCleanup::default();
-        let segdir = self.layout.segments_dir(self.id);
-        if !atomic::exists(self.io, &segdir)? {
+        if !scan::segments_dir_exists(self.io, self.layout, self.id)? {
             if !self.live_holds_older(cutoff)? {
                 return Ok(report);
             }
@@ -95,9 +94,7 @@ impl EventLog<'_> {
         let mut report = LogCleanup::default();
         let mut parts = scan::snapshot(self.io, self.layout, self.id)?;
         let live_seals = match parts.last() {
-            Some(p) if p.base.is_none() => {
-                first_timestamp(p, p.body)?.is_some_and(|t| t < cutoff)
-            }
+            Some(p) if p.base.is_none() => first_timestamp(p, p.body)?.is_some_and(|t| t < cutoff),
             _ => false,
         };
         if !live_seals && parts.last().is_some_and(|p| p.base.is_none()) {
@@ -110,6 +107,9 @@ impl EventLog<'_> {
                 parts[k].base = Some(base);
             }
             let p = &parts[k];
+            if !may_hold_older(p, cutoff)? {
+                continue;
+            }
             let plan = plan_trim(p, k + 1 == n, cutoff)?;
             if plan.dropped > 0 || (plan.records == 0 && k + 1 < n) {
                 report.events_removed += plan.dropped;
@@ -225,7 +225,7 @@ impl EventLog<'_> {
             return Ok(None);
         };
         if let Some(cutoff) = cutoff {
-            if !first_timestamp(&part, 0)?.is_some_and(|t| t < cutoff) {
+            if first_timestamp(&part, 0)?.is_none_or(|t| t >= cutoff) {
                 return Ok(None);
             }
         }
@@ -267,7 +267,16 @@ impl EventLog<'_> {
     }
 
     /// Drop what is older than `cutoff` from one segment.
-    fn trim(&self, part: &Part, newest: bool, cutoff: Timestamp, report: &mut LogCleanup) -> Result<()> {
+    fn trim(
+        &self,
+        part: &Part,
+        newest: bool,
+        cutoff: Timestamp,
+        report: &mut LogCleanup,
+    ) -> Result<()> {
+        if !may_hold_older(part, cutoff)? {
+            return Ok(());
+        }
         let plan = plan_trim(part, newest, cutoff)?;
         let empty_leftover = plan.records == 0 && !newest;
         if plan.dropped == 0 && !empty_leftover {
@@ -328,7 +337,8 @@ impl EventLog<'_> {
             out.sync().ctx("sync", &tmp)
         })();
         drop(out);
-        let placed = written.and_then(|()| self.io.rename(&tmp, &part.path).ctx("replace", &part.path));
+        let placed =
+            written.and_then(|()| self.io.rename(&tmp, &part.path).ctx("replace", &part.path));
         if placed.is_err() {
             let _ = self.io.remove_file(&tmp);
         }
@@ -347,8 +357,7 @@ impl EventLog<'_> {
 
     /// Move torn tails of segments to the quarantine (doctor's repair).
     pub(super) fn repair_segments(&self) -> Result<Vec<PathBuf>> {
-        let segdir = self.layout.segments_dir(self.id);
-        if !atomic::exists(self.io, &segdir)? {
+        if !scan::segments_dir_exists(self.io, self.layout, self.id)? {
             return Ok(Vec::new());
         }
         let lock = self.cleanup_lock()?;
@@ -381,7 +390,10 @@ fn first_record(part: &Part) -> Result<Option<(u64, Option<u64>)>> {
     let mut found = None;
     scan::forward(
         std::slice::from_ref(part),
-        Pos { part: 0, off: part.body },
+        Pos {
+            part: 0,
+            off: part.body,
+        },
         Pos { part: 1, off: 0 },
         SMALL_CHUNK,
         &mut |_, off, raw| match line::record(raw) {
@@ -393,6 +405,15 @@ fn first_record(part: &Part) -> Result<Option<(u64, Option<u64>)>> {
         },
     )?;
     Ok(found)
+}
+
+/// Whether a part may hold a line older than `cutoff`: not if its first
+/// line is newer by more than the order slack (then reading it all is
+/// saved; a line further out of order than that stays, which keeps more,
+/// never less).
+fn may_hold_older(part: &Part, cutoff: Timestamp) -> Result<bool> {
+    let edge = cutoff.checked_add(ORDER_SLACK).unwrap_or(cutoff);
+    Ok(first_timestamp(part, part.body)?.is_none_or(|t| t < edge))
 }
 
 /// The first readable timestamp of a part from `from` on.
@@ -426,7 +447,10 @@ fn plan_trim(part: &Part, newest: bool, cutoff: Timestamp) -> Result<Plan> {
     let mut run_dropped = 0u64;
     scan::forward(
         std::slice::from_ref(part),
-        Pos { part: 0, off: part.body },
+        Pos {
+            part: 0,
+            off: part.body,
+        },
         Pos { part: 1, off: 0 },
         CHUNK,
         &mut |_, off, raw| {
