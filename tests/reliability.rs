@@ -179,7 +179,7 @@ fn increments() -> (usize, usize) {
     if full() {
         (16, 500)
     } else {
-        (8, 25)
+        (8, 50)
     }
 }
 
