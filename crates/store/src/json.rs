@@ -160,7 +160,12 @@ pub fn set_pointer(doc: &mut Value, pointer: &str, value: Value) -> Result<()> {
     for (i, tok) in tokens.iter().enumerate() {
         let last = i + 1 == tokens.len();
         if cur.is_null() {
-            *cur = Value::Object(Default::default());
+            // A missing container: an array when appended to, else an object.
+            *cur = if tok == "-" {
+                Value::Array(Vec::new())
+            } else {
+                Value::Object(Default::default())
+            };
         }
         cur = match cur {
             Value::Object(map) => {
@@ -272,6 +277,9 @@ mod tests {
         set_pointer(&mut v, "/a/0", json!(9)).unwrap();
         set_pointer(&mut v, "/a/-", json!(4)).unwrap();
         set_pointer(&mut v, "/k~1x~0y", json!(true)).unwrap();
+        set_pointer(&mut v, "/new/-", json!(1)).unwrap();
+        assert_eq!(v["new"], json!([1]));
+        v.as_object_mut().unwrap().remove("new");
         assert_eq!(v, json!({"a": [9, 2, 4], "b": {"c": 3}, "k/x~y": true}));
         assert!(set_pointer(&mut v, "/a/7", json!(0)).is_err());
         assert!(set_pointer(&mut v, "/a/01", json!(0)).is_err());
