@@ -110,7 +110,9 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
             let released = ctx.store.lock_release(&id, a.force)?;
             if ctx.global.json {
                 out.json(&json!({"milestone_id": id, "released": released}))?;
-            } else if released.is_some() {
+            } else if released.is_some() || a.force {
+                // Forced release of an unlocked milestone succeeds quietly,
+                // like the seed's `rm -rf` (EXIT traps call it regardless).
                 out.line(&format!("State lock released for milestone: {id}"))?;
             } else {
                 note(&format!("milestone '{id}' was not locked"));
