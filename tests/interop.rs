@@ -1,0 +1,258 @@
+//! The seed's own functions (verbatim, `tests/fixtures/seed_original.sh`)
+//! and mstate on one directory at the same time: each reads what the other
+//! writes, and their locks exclude each other both ways.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mstate")
+}
+
+fn seed_functions() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_original.sh"),
+    )
+    .unwrap()
+}
+
+/// Run bash with the seed's functions loaded.
+fn seed(dir: &Path, script: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("{}\n{script}", seed_functions()))
+        .current_dir(dir)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap()
+}
+
+fn seed_ok(dir: &Path, script: &str) -> String {
+    let out = seed(dir, script);
+    assert!(
+        out.status.success(),
+        "seed {script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ms(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MSTATE_DIR")
+        .env_remove("MSTATE_SESSION")
+        .output()
+        .unwrap()
+}
+
+fn ms_ok(dir: &Path, args: &[&str]) -> String {
+    let out = ms(dir, args);
+    assert!(
+        out.status.success(),
+        "mstate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap()
+}
+
+#[test]
+fn state_and_backups_both_ways() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    seed_ok(
+        d,
+        r#"init_milestone_state m; save_milestone_state m '{"by": "seed", "n": 1}'"#,
+    );
+    let env = json(&ms_ok(d, &["load", "m", "--envelope"]));
+    assert_eq!(env["revision"], 0);
+    assert_eq!(env["state"]["by"], "seed");
+    assert_eq!(
+        ms_ok(d, &["save", "m", r#"{"by": "mstate", "n": 2}"#]).trim(),
+        "1"
+    );
+    // The seed loads what mstate saved (its python reads the envelope).
+    let out = seed_ok(d, "load_milestone_state m");
+    assert_eq!(json(&out)["by"], "mstate");
+    // The seed saves over mstate's file; mstate sees it.
+    seed_ok(
+        d,
+        r#"save_milestone_state m '{"by": "seed again", "n": 3}'"#,
+    );
+    assert_eq!(json(&ms_ok(d, &["load", "m"]))["n"], 3);
+    // Both kinds of backup are listed; mstate's recovery reads the seed's.
+    let backups: Vec<Value> = serde_json::from_str(&ms_ok(d, &["--json", "backups", "m"])).unwrap();
+    assert!(backups.len() >= 2, "{backups:?}");
+    std::fs::write(d.join(".milestones/state/active/m.json"), b"{broken").unwrap();
+    assert_eq!(json(&ms_ok(d, &["load", "m"]))["n"], 2);
+    // The seed recovers from mstate's backups.
+    std::fs::write(d.join(".milestones/state/active/m.json"), b"{broken").unwrap();
+    let out = seed_ok(d, "recover_milestone_state m");
+    assert!(out.contains("State recovered successfully"), "{out}");
+    assert!(json(&ms_ok(d, &["load", "m"])).get("n").is_some());
+}
+
+#[test]
+fn checkpoints_both_ways() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    seed_ok(
+        d,
+        r#"init_milestone_state m; save_milestone_state m '{"v": 1}'; create_state_checkpoint m from-seed"#,
+    );
+    assert!(ms_ok(d, &["checkpoint", "list", "m"]).contains("from-seed"));
+    ms_ok(d, &["save", "m", r#"{"v": 2}"#]);
+    ms_ok(d, &["checkpoint", "create", "m", "from-mstate"]);
+    ms_ok(d, &["save", "m", r#"{"v": 3}"#]);
+    ms_ok(d, &["checkpoint", "restore", "m", "from-seed"]);
+    assert_eq!(json(&ms_ok(d, &["load", "m"]))["v"], 1);
+    seed_ok(d, "restore_from_checkpoint m from-mstate");
+    assert_eq!(json(&ms_ok(d, &["load", "m"]))["v"], 2);
+    // mstate's checkpoint is a copy: the seed's in-place `cp` did not
+    // change any other checkpoint.
+    let list: Vec<Value> =
+        serde_json::from_str(&ms_ok(d, &["--json", "checkpoint", "list", "m"])).unwrap();
+    let from_seed = list.iter().find(|c| c["name"] == "from-seed").unwrap();
+    assert_eq!(from_seed["valid"], true);
+    ms_ok(d, &["checkpoint", "restore", "m", "from-seed"]);
+    assert_eq!(json(&ms_ok(d, &["load", "m"]))["v"], 1);
+}
+
+#[test]
+fn events_both_ways() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    seed_ok(
+        d,
+        r#"init_milestone_state m; log_milestone_event m progress '{"percentage": 10}'"#,
+    );
+    ms_ok(d, &["log", "m", "progress", r#"{"percentage": 20}"#]);
+    seed_ok(d, r#"log_milestone_event m progress '{"percentage": 30}'"#);
+    ms_ok(d, &["log", "m", "progress", r#"{"percentage": 40}"#]);
+    let evs: Vec<Value> = ms_ok(d, &["events", "m"]).lines().map(json).collect();
+    assert_eq!(evs.len(), 5);
+    assert_eq!(evs[0]["event"], "state_initialized");
+    // seq continues across the seed's lines: ours are 3 and 5.
+    assert_eq!(evs[2]["seq"], 3);
+    assert_eq!(evs[4]["seq"], 5);
+    let pct: Vec<i64> = evs
+        .iter()
+        .filter_map(|e| e["data"]["percentage"].as_i64())
+        .collect();
+    assert_eq!(pct, [10, 20, 30, 40]);
+    assert!(ms_ok(d, &["timeline", "m"]).contains("[state_initialized]"));
+    // The seed's query finds mstate's lines.
+    let out = seed_ok(d, "query_milestone_events m progress");
+    assert!(
+        out.contains(r#""percentage":20"#) && out.contains(r#""percentage":40"#),
+        "{out}"
+    );
+    // The seed's json timeline parses mstate's lines.
+    let tl = json(&seed_ok(d, "generate_event_timeline m json"));
+    assert_eq!(tl.as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn sessions_both_ways() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let sid = seed_ok(d, "create_milestone_session m").trim().to_string();
+    assert_eq!(ms_ok(d, &["session", "current"]).trim(), sid);
+    let list: Vec<Value> = serde_json::from_str(&ms_ok(d, &["--json", "session", "list"])).unwrap();
+    assert_eq!(list[0]["session_id"], Value::String(sid.clone()));
+    // Its shell has exited: the seed's session is abandoned.
+    assert_eq!(list[0]["effective_status"], "abandoned");
+    ms_ok(d, &["session", "end"]);
+    let ours = ms_ok(d, &["session", "start", "m"]).trim().to_string();
+    assert_eq!(seed_ok(d, "get_current_session_id").trim(), ours);
+    let out = seed_ok(d, "end_milestone_session");
+    assert!(out.contains(&format!("Session ended: {ours}")), "{out}");
+    let s: Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join(format!(".milestones/state/sessions/{ours}.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s["status"], "completed");
+}
+
+/// A bash process that took the seed's lock and waits for a line on stdin.
+struct SeedHolder {
+    child: Child,
+    stdin: ChildStdin,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl SeedHolder {
+    fn start(dir: &Path) -> SeedHolder {
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{}\nacquire_state_lock m 5 && read _ && release_state_lock m",
+                seed_functions()
+            ))
+            .current_dir(dir)
+            .env("TZ", "UTC")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("State lock acquired"), "{line}");
+        SeedHolder {
+            child,
+            stdin,
+            _stdout: stdout,
+        }
+    }
+
+    fn release(mut self) {
+        writeln!(self.stdin).unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn locks_exclude_each_other_both_ways() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    seed_ok(d, "init_milestone_state m");
+    // The seed holds it: mstate waits, then gives up with exit 5.
+    let holder = SeedHolder::start(d);
+    let out = ms(d, &["save", "m", "{}", "--lock-timeout", "0.5"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seed script"));
+    holder.release();
+    ms_ok(d, &["save", "m", "{}", "--lock-timeout", "5"]);
+    // mstate holds it for a live process: the seed cannot take it.
+    let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
+    ms_ok(
+        d,
+        &[
+            "lock",
+            "acquire",
+            "m",
+            "--owner-pid",
+            &owner.id().to_string(),
+        ],
+    );
+    let out = seed(d, "acquire_state_lock m 1");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ERROR: Could not acquire state lock"));
+    ms_ok(d, &["lock", "release", "m", "--force"]);
+    let out = seed(d, "acquire_state_lock m 1 && release_state_lock m");
+    assert!(out.status.success());
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+}
