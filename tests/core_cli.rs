@@ -3,43 +3,15 @@
 //! (`tests/fixtures/seed/`): state, backups, checkpoints, locks, discovery,
 //! and every exit code.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mstate")
-}
-
-fn cmd(dir: &Path) -> Command {
-    let mut c = Command::new(bin());
-    c.current_dir(dir)
-        .env_remove("MSTATE_DIR")
-        .env_remove("MSTATE_SESSION")
-        .env_remove("MSTATE_LOCK_TIMEOUT")
-        .env_remove("MSTATE_MAX_BACKUPS");
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    cmd(dir).args(args).output().expect("run mstate")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(
-        out.status.success(),
-        "mstate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn code(dir: &Path, args: &[&str]) -> i32 {
-    run(dir, args).status.code().unwrap_or(-1)
-}
 
 fn stderr(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(run(dir, args).stderr).unwrap()

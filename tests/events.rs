@@ -2,35 +2,15 @@
 //! torn tails, the seed's lines, every filter and format, follow, TIME
 //! arguments, retention racing appends.
 
+mod common;
+
+use common::*;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mstate")
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MSTATE_DIR")
-        .env_remove("MSTATE_SESSION")
-        .output()
-        .expect("run mstate")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(
-        out.status.success(),
-        "mstate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn lines(s: &str) -> Vec<Value> {
     s.lines()

@@ -2,38 +2,15 @@
 //! changes nothing in the store, never panics, and never writes outside the
 //! store.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mstate")
-}
-
-fn run_with(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MSTATE_DIR")
-        .env_remove("MSTATE_SESSION")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // A large input may be refused before it is all read.
-    let _ = input.write_all(stdin);
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    run_with(dir, args, b"")
-}
 
 /// Every file below `dir` with its bytes.
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -133,7 +110,7 @@ fn hostile_json_is_refused_and_changes_nothing() {
                     ],
                 )
             } else {
-                run_with(d, &args, input)
+                run_stdin(d, &args, input)
             };
             assert_refused(&out, 6, &format!("{what} via {}", args[0]));
         }

@@ -2,15 +2,15 @@
 //! and mstate on one directory at the same time: each reads what the other
 //! writes, and their locks exclude each other both ways.
 
+mod common;
+
+use common::*;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 
 use serde_json::Value;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mstate")
-}
 
 fn seed_functions() -> String {
     std::fs::read_to_string(
@@ -41,26 +41,6 @@ fn seed_ok(dir: &Path, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn ms(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MSTATE_DIR")
-        .env_remove("MSTATE_SESSION")
-        .output()
-        .unwrap()
-}
-
-fn ms_ok(dir: &Path, args: &[&str]) -> String {
-    let out = ms(dir, args);
-    assert!(
-        out.status.success(),
-        "mstate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap()
 }
@@ -73,11 +53,11 @@ fn state_and_backups_both_ways() {
         d,
         r#"init_milestone_state m; save_milestone_state m '{"by": "seed", "n": 1}'"#,
     );
-    let env = json(&ms_ok(d, &["load", "m", "--envelope"]));
+    let env = json(&ok(d, &["load", "m", "--envelope"]));
     assert_eq!(env["revision"], 0);
     assert_eq!(env["state"]["by"], "seed");
     assert_eq!(
-        ms_ok(d, &["save", "m", r#"{"by": "mstate", "n": 2}"#]).trim(),
+        ok(d, &["save", "m", r#"{"by": "mstate", "n": 2}"#]).trim(),
         "1"
     );
     // The seed loads what mstate saved (its python reads the envelope).
@@ -88,17 +68,17 @@ fn state_and_backups_both_ways() {
         d,
         r#"save_milestone_state m '{"by": "seed again", "n": 3}'"#,
     );
-    assert_eq!(json(&ms_ok(d, &["load", "m"]))["n"], 3);
+    assert_eq!(json(&ok(d, &["load", "m"]))["n"], 3);
     // Both kinds of backup are listed; mstate's recovery reads the seed's.
-    let backups: Vec<Value> = serde_json::from_str(&ms_ok(d, &["--json", "backups", "m"])).unwrap();
+    let backups: Vec<Value> = serde_json::from_str(&ok(d, &["--json", "backups", "m"])).unwrap();
     assert!(backups.len() >= 2, "{backups:?}");
     std::fs::write(d.join(".milestones/state/active/m.json"), b"{broken").unwrap();
-    assert_eq!(json(&ms_ok(d, &["load", "m"]))["n"], 2);
+    assert_eq!(json(&ok(d, &["load", "m"]))["n"], 2);
     // The seed recovers from mstate's backups.
     std::fs::write(d.join(".milestones/state/active/m.json"), b"{broken").unwrap();
     let out = seed_ok(d, "recover_milestone_state m");
     assert!(out.contains("State recovered successfully"), "{out}");
-    assert!(json(&ms_ok(d, &["load", "m"])).get("n").is_some());
+    assert!(json(&ok(d, &["load", "m"])).get("n").is_some());
 }
 
 #[test]
@@ -109,22 +89,22 @@ fn checkpoints_both_ways() {
         d,
         r#"init_milestone_state m; save_milestone_state m '{"v": 1}'; create_state_checkpoint m from-seed"#,
     );
-    assert!(ms_ok(d, &["checkpoint", "list", "m"]).contains("from-seed"));
-    ms_ok(d, &["save", "m", r#"{"v": 2}"#]);
-    ms_ok(d, &["checkpoint", "create", "m", "from-mstate"]);
-    ms_ok(d, &["save", "m", r#"{"v": 3}"#]);
-    ms_ok(d, &["checkpoint", "restore", "m", "from-seed"]);
-    assert_eq!(json(&ms_ok(d, &["load", "m"]))["v"], 1);
+    assert!(ok(d, &["checkpoint", "list", "m"]).contains("from-seed"));
+    ok(d, &["save", "m", r#"{"v": 2}"#]);
+    ok(d, &["checkpoint", "create", "m", "from-mstate"]);
+    ok(d, &["save", "m", r#"{"v": 3}"#]);
+    ok(d, &["checkpoint", "restore", "m", "from-seed"]);
+    assert_eq!(json(&ok(d, &["load", "m"]))["v"], 1);
     seed_ok(d, "restore_from_checkpoint m from-mstate");
-    assert_eq!(json(&ms_ok(d, &["load", "m"]))["v"], 2);
+    assert_eq!(json(&ok(d, &["load", "m"]))["v"], 2);
     // mstate's checkpoint is a copy: the seed's in-place `cp` did not
     // change any other checkpoint.
     let list: Vec<Value> =
-        serde_json::from_str(&ms_ok(d, &["--json", "checkpoint", "list", "m"])).unwrap();
+        serde_json::from_str(&ok(d, &["--json", "checkpoint", "list", "m"])).unwrap();
     let from_seed = list.iter().find(|c| c["name"] == "from-seed").unwrap();
     assert_eq!(from_seed["valid"], true);
-    ms_ok(d, &["checkpoint", "restore", "m", "from-seed"]);
-    assert_eq!(json(&ms_ok(d, &["load", "m"]))["v"], 1);
+    ok(d, &["checkpoint", "restore", "m", "from-seed"]);
+    assert_eq!(json(&ok(d, &["load", "m"]))["v"], 1);
 }
 
 #[test]
@@ -135,10 +115,10 @@ fn events_both_ways() {
         d,
         r#"init_milestone_state m; log_milestone_event m progress '{"percentage": 10}'"#,
     );
-    ms_ok(d, &["log", "m", "progress", r#"{"percentage": 20}"#]);
+    ok(d, &["log", "m", "progress", r#"{"percentage": 20}"#]);
     seed_ok(d, r#"log_milestone_event m progress '{"percentage": 30}'"#);
-    ms_ok(d, &["log", "m", "progress", r#"{"percentage": 40}"#]);
-    let evs: Vec<Value> = ms_ok(d, &["events", "m"]).lines().map(json).collect();
+    ok(d, &["log", "m", "progress", r#"{"percentage": 40}"#]);
+    let evs: Vec<Value> = ok(d, &["events", "m"]).lines().map(json).collect();
     assert_eq!(evs.len(), 5);
     assert_eq!(evs[0]["event"], "state_initialized");
     // seq continues across the seed's lines: ours are 3 and 5.
@@ -149,7 +129,7 @@ fn events_both_ways() {
         .filter_map(|e| e["data"]["percentage"].as_i64())
         .collect();
     assert_eq!(pct, [10, 20, 30, 40]);
-    assert!(ms_ok(d, &["timeline", "m"]).contains("[state_initialized]"));
+    assert!(ok(d, &["timeline", "m"]).contains("[state_initialized]"));
     // The seed's query finds mstate's lines.
     let out = seed_ok(d, "query_milestone_events m progress");
     assert!(
@@ -166,13 +146,13 @@ fn sessions_both_ways() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     let sid = seed_ok(d, "create_milestone_session m").trim().to_string();
-    assert_eq!(ms_ok(d, &["session", "current"]).trim(), sid);
-    let list: Vec<Value> = serde_json::from_str(&ms_ok(d, &["--json", "session", "list"])).unwrap();
+    assert_eq!(ok(d, &["session", "current"]).trim(), sid);
+    let list: Vec<Value> = serde_json::from_str(&ok(d, &["--json", "session", "list"])).unwrap();
     assert_eq!(list[0]["session_id"], Value::String(sid.clone()));
     // Its shell has exited: the seed's session is abandoned.
     assert_eq!(list[0]["effective_status"], "abandoned");
-    ms_ok(d, &["session", "end"]);
-    let ours = ms_ok(d, &["session", "start", "m"]).trim().to_string();
+    ok(d, &["session", "end"]);
+    let ours = ok(d, &["session", "start", "m"]).trim().to_string();
     assert_eq!(seed_ok(d, "get_current_session_id").trim(), ours);
     let out = seed_ok(d, "end_milestone_session");
     assert!(out.contains(&format!("Session ended: {ours}")), "{out}");
@@ -230,14 +210,14 @@ fn locks_exclude_each_other_both_ways() {
     seed_ok(d, "init_milestone_state m");
     // The seed holds it: mstate waits, then gives up with exit 5.
     let holder = SeedHolder::start(d);
-    let out = ms(d, &["save", "m", "{}", "--lock-timeout", "0.5"]);
+    let out = run(d, &["save", "m", "{}", "--lock-timeout", "0.5"]);
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("seed script"));
     holder.release();
-    ms_ok(d, &["save", "m", "{}", "--lock-timeout", "5"]);
+    ok(d, &["save", "m", "{}", "--lock-timeout", "5"]);
     // mstate holds it for a live process: the seed cannot take it.
     let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
-    ms_ok(
+    ok(
         d,
         &[
             "lock",
@@ -250,7 +230,7 @@ fn locks_exclude_each_other_both_ways() {
     let out = seed(d, "acquire_state_lock m 1");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ERROR: Could not acquire state lock"));
-    ms_ok(d, &["lock", "release", "m", "--force"]);
+    ok(d, &["lock", "release", "m", "--force"]);
     let out = seed(d, "acquire_state_lock m 1 && release_state_lock m");
     assert!(out.status.success());
     owner.kill().unwrap();

@@ -5,43 +5,14 @@
 //! Full disk and read-only need a small tmpfs mounted for the test, which
 //! takes root; without it those tests print a note and pass.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::{json, Value};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mstate")
-}
-
-fn mstate(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MSTATE_DIR")
-        .env_remove("MSTATE_SESSION")
-        .output()
-        .expect("run mstate")
-}
-
-fn mstate_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run mstate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
-}
 
 /// A tmpfs of `size` mounted on a temp dir, unmounted on drop.
 struct Mount {
@@ -99,7 +70,7 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn assert_intact(dir: &Path, expected: &Value) {
-    let out = mstate(dir, &["load", "m"]);
+    let out = run(dir, &["load", "m"]);
     assert!(
         out.status.success(),
         "load: {}",
@@ -117,7 +88,7 @@ fn assert_intact(dir: &Path, expected: &Value) {
         "partial files left: {:?}",
         temp_files(dir)
     );
-    let events = mstate(dir, &["events", "m"]);
+    let events = run(dir, &["events", "m"]);
     assert!(events.status.success());
     for line in String::from_utf8_lossy(&events.stdout).lines() {
         serde_json::from_str::<Value>(line).expect("event parses");
@@ -130,13 +101,13 @@ fn a_full_disk_fails_cleanly_and_changes_nothing() {
         return;
     };
     let dir = mount.path();
-    assert!(mstate(&dir, &["init", "m"]).status.success());
+    assert!(run(&dir, &["init", "m"]).status.success());
     let small = json!({"small": true});
-    assert!(mstate(&dir, &["save", "m", &small.to_string()])
+    assert!(run(&dir, &["save", "m", &small.to_string()])
         .status
         .success());
     let big = json!({"blob": "x".repeat(400 * 1024)}).to_string();
-    let out = mstate_stdin(&dir, &["save", "m", "-"], big.as_bytes());
+    let out = run_stdin(&dir, &["save", "m", "-"], big.as_bytes());
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -147,7 +118,7 @@ fn a_full_disk_fails_cleanly_and_changes_nothing() {
     assert!(err.contains("No space left on device"), "{err}");
     assert_intact(&dir, &small);
     // Once space is there again, writes work.
-    assert!(mstate(&dir, &["save", "m", r#"{"after": 1}"#])
+    assert!(run(&dir, &["save", "m", r#"{"after": 1}"#])
         .status
         .success());
 }
@@ -158,9 +129,9 @@ fn a_read_only_store_fails_cleanly_and_still_reads() {
         return;
     };
     let dir = mount.path();
-    assert!(mstate(&dir, &["init", "m"]).status.success());
+    assert!(run(&dir, &["init", "m"]).status.success());
     let state = json!({"v": 1});
-    assert!(mstate(&dir, &["save", "m", &state.to_string()])
+    assert!(run(&dir, &["save", "m", &state.to_string()])
         .status
         .success());
     mount.remount_ro();
@@ -169,7 +140,7 @@ fn a_read_only_store_fails_cleanly_and_still_reads() {
         vec!["log", "m", "x"],
         vec!["checkpoint", "create", "m", "c"],
     ] {
-        let out = mstate(&dir, &args);
+        let out = run(&dir, &args);
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -185,9 +156,9 @@ fn a_read_only_store_fails_cleanly_and_still_reads() {
 fn a_file_size_limit_fails_cleanly_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    assert!(mstate(dir, &["init", "m"]).status.success());
+    assert!(run(dir, &["init", "m"]).status.success());
     let state = json!({"v": 1});
-    assert!(mstate(dir, &["save", "m", &state.to_string()])
+    assert!(run(dir, &["save", "m", &state.to_string()])
         .status
         .success());
     let big = json!({"blob": "y".repeat(64 * 1024)}).to_string();

@@ -13,39 +13,19 @@
 //! runs the sizes RELIABILITY.md reports (16 x 500 increments, 16 x 2,000
 //! appends, 500 kills). `MSTATE_RELIABILITY_REPORT=path` appends figures.
 
+mod common;
+
+use common::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mstate")
-}
-
 fn full() -> bool {
     std::env::var("MSTATE_STRESS").is_ok_and(|v| v == "full")
-}
-
-fn mstate(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MSTATE_DIR")
-        .env_remove("MSTATE_SESSION")
-        .output()
-        .expect("run mstate")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = mstate(dir, args);
-    assert!(
-        out.status.success(),
-        "mstate {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn report(figure: Value) {
@@ -128,7 +108,7 @@ fn writers_killed_at_random_moments_lose_nothing_acknowledged() {
         }
         // The state loads without recovery, and is the acknowledged one or
         // the one in flight.
-        let out = mstate(dir, &["load", "m"]);
+        let out = run(dir, &["load", "m"]);
         assert!(out.status.success(), "load failed after kill {i}");
         assert!(
             out.stderr.is_empty(),
@@ -166,7 +146,7 @@ fn writers_killed_at_random_moments_lose_nothing_acknowledged() {
             );
         }
     }
-    let out = mstate(dir, &["doctor", "--repair"]);
+    let out = run(dir, &["doctor", "--repair"]);
     let doctor = String::from_utf8_lossy(&out.stdout).into_owned();
     ok(dir, &["doctor"]);
     report(
@@ -238,8 +218,7 @@ fn read_modify_write_with_expect_revision_retries_is_exact() {
                             let next =
                                 json!({"count": env["state"]["count"].as_u64().unwrap() + 1})
                                     .to_string();
-                            let out =
-                                mstate(&dir, &["save", "m", &next, "--expect-revision", &rev]);
+                            let out = run(&dir, &["save", "m", &next, "--expect-revision", &rev]);
                             match out.status.code() {
                                 Some(0) => break,
                                 Some(4) => conflicts += 1,

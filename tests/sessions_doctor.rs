@@ -1,39 +1,13 @@
 //! Sessions and doctor through the real binary.
 
+mod common;
+
+use common::*;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mstate")
-}
-
-fn run_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin());
-    c.args(args)
-        .current_dir(dir)
-        .env_remove("MSTATE_DIR")
-        .env_remove("MSTATE_SESSION");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run mstate")
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    run_env(dir, args, &[])
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(
-        out.status.success(),
-        "mstate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn json(dir: &Path, args: &[&str]) -> Value {
     let mut a = vec!["--json"];

@@ -1,0 +1,71 @@
+//! Shared by the integration tests: run the real `mstate` binary in a
+//! directory, with the environment variables that would change its
+//! behaviour removed.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mstate")
+}
+
+/// A command for the binary, started in `dir`, with a clean environment.
+pub fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir)
+        .env_remove("MSTATE_DIR")
+        .env_remove("MSTATE_SESSION")
+        .env_remove("MSTATE_LOCK_TIMEOUT")
+        .env_remove("MSTATE_MAX_BACKUPS");
+    c
+}
+
+/// Run `mstate ARGS` in `dir`.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir).args(args).output().expect("run mstate")
+}
+
+/// Run `mstate ARGS` in `dir` with extra environment variables.
+pub fn run_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = cmd(dir);
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run mstate")
+}
+
+/// Run `mstate ARGS` in `dir` with `input` on standard input (a write the
+/// binary refuses to read in full is not an error).
+pub fn run_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = cmd(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mstate");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("wait for mstate")
+}
+
+/// Run `mstate ARGS`, assert success, return stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(
+        out.status.success(),
+        "mstate {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
+
+/// The exit code of `mstate ARGS`.
+pub fn code(dir: &Path, args: &[&str]) -> i32 {
+    run(dir, args).status.code().unwrap_or(-1)
+}
