@@ -219,8 +219,7 @@ impl EventWriter {
                     .map_err(|e| CliError::Other(e.to_string()))?;
                 let indented: Vec<String> = pretty.lines().map(|l| format!("  {l}")).collect();
                 let sep = if self.count == 0 { "" } else { ",\n" };
-                self.out
-                    .line(&format!("{sep}{}", indented.join("\n")).replacen(",\n", ",\n", 1))?
+                self.out.line(&format!("{sep}{}", indented.join("\n")))?
             }
         };
         self.count += 1;

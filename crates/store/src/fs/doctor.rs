@@ -174,7 +174,7 @@ impl Doctor<'_> {
         Ok(usable)
     }
 
-    fn states(&mut self, known: &BTreeSet<MilestoneId>) -> Result<()> {
+    fn states(&mut self) -> Result<()> {
         let mut seen: BTreeSet<MilestoneId> = BTreeSet::new();
         for status in [Status::Active, Status::Completed] {
             let dir = self.store.layout.status_dir(status);
@@ -246,7 +246,6 @@ impl Doctor<'_> {
                 }
             }
         }
-        let _ = known;
         Ok(())
     }
 
@@ -558,7 +557,7 @@ impl FsStore {
         for (i, dir) in STEPS.into_iter().enumerate() {
             if usable.contains(dir) {
                 match dir {
-                    "active" => d.states(&known)?,
+                    "active" => d.states()?,
                     "backups" => d.backups(&known)?,
                     "sessions" => d.sessions()?,
                     "events" => d.events()?,
