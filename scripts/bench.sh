@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# mstate benchmarks: builds the release binaries, then runs every part of
+# `mstate-bench all` (per-operation comparison with the I/O floor and
+# SQLite, peak RSS, whole CLI processes, system calls, callgrind
+# instruction counts, contention, durable append rate, event queries at
+# 1K / 1M / 10M events) and prints markdown tables, also written to
+# target/bench-results.md.
+#
+#   bash scripts/bench.sh           # full run (generates ~2.5 GB of logs once
+#                                   # under target/bench-data/; ~10-15 min)
+#   bash scripts/bench.sh --quick   # smoke run: tiny sizes, few samples
+#
+# Exits non-zero if any part fails to run (a store check failing counts).
+# It never judges timings: budget verdicts are printed, not enforced.
+# strace and valgrind are optional: without them those parts say so and
+# are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=()
+case "${1:-}" in
+  --quick) quick=(--quick) ;;
+  "") ;;
+  *) echo "usage: bash scripts/bench.sh [--quick]" >&2; exit 2 ;;
+esac
+
+echo "== building release binaries" >&2
+cargo build --release --locked --quiet -p mstate -p mstate-bench
+
+target_dir="${CARGO_TARGET_DIR:-target}"
+bin="$target_dir/release"
+
+for tool in strace valgrind; do
+  command -v "$tool" >/dev/null 2>&1 \
+    || echo "note: $tool not installed; its part is skipped (apt-get install -y $tool)" >&2
+done
+
+echo "== running mstate-bench all ${quick[*]:-}" >&2
+"$bin/mstate-bench" all "${quick[@]}" \
+  --mstate "$bin/mstate" --cat "$bin/mstate-bench-cat" \
+  --out "$target_dir/bench-results.md"
+echo >&2
+echo "== results written to $target_dir/bench-results.md" >&2
