@@ -201,23 +201,39 @@ pub struct LockRequest {
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub pid: u32,
-    pub user: String,
+    /// Resolved on first use: looking a user up goes through NSS (files,
+    /// nscd), which read-only commands have no need to pay for.
+    user: std::sync::OnceLock<String>,
     pub host: String,
 }
 
 impl Actor {
     /// The current process.
     pub fn current() -> Self {
-        let user = whoami::fallible::username().unwrap_or_else(|_| "unknown".to_string());
         let host = rustix::system::uname()
             .nodename()
             .to_string_lossy()
             .into_owned();
         Actor {
             pid: std::process::id(),
-            user,
+            user: std::sync::OnceLock::new(),
             host,
         }
+    }
+
+    /// A given identity.
+    pub fn new(pid: u32, user: impl Into<String>, host: impl Into<String>) -> Self {
+        Actor {
+            pid,
+            user: std::sync::OnceLock::from(user.into()),
+            host: host.into(),
+        }
+    }
+
+    /// The user's name (`whoami`), looked up once.
+    pub fn user(&self) -> &str {
+        self.user
+            .get_or_init(|| whoami::fallible::username().unwrap_or_else(|_| "unknown".to_string()))
     }
 }
 

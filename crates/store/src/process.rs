@@ -47,6 +47,19 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
+/// Start time of this process in clock ticks since boot, read once.
+pub fn own_start_ticks() -> Option<u64> {
+    static OWN: OnceLock<(u32, Option<u64>)> = OnceLock::new();
+    let me = std::process::id();
+    let (pid, ticks) = *OWN.get_or_init(|| (me, start_ticks(me)));
+    // A forked child inherits the cache but is another process.
+    if pid == me {
+        ticks
+    } else {
+        start_ticks(me)
+    }
+}
+
 /// Parent of `pid`.
 pub fn parent(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()

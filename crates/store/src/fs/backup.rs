@@ -122,6 +122,38 @@ pub fn parse_envelope(bytes: &[u8]) -> std::result::Result<Envelope, String> {
     serde_json::from_slice::<Envelope>(bytes).map_err(|e| e.to_string())
 }
 
+/// The fields of a stored envelope other than the state, whose JSON is
+/// checked but not built: a save needs the revision of the file it
+/// replaces, not its content (parsing a large state into a `Value` takes
+/// several times longer than checking it, and about ten times its size).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Head {
+    pub timestamp: String,
+    pub milestone_id: String,
+    pub version: String,
+    #[serde(default)]
+    pub revision: u64,
+    #[allow(dead_code)] // required, so a file without a state is invalid
+    state: serde::de::IgnoredAny,
+}
+
+/// Parse a stored envelope's [`Head`]; fails exactly when
+/// [`parse_envelope`] would.
+pub fn parse_head(bytes: &[u8]) -> std::result::Result<Head, String> {
+    serde_json::from_slice::<Head>(bytes).map_err(|e| e.to_string())
+}
+
+/// Read a file in `backups/` and parse its [`Head`].
+pub fn read_head(
+    io: &dyn Io,
+    layout: &Layout,
+    file: &str,
+) -> Result<std::result::Result<Head, String>> {
+    let path = layout.backups().join(file);
+    let bytes = io.read(&path).ctx("read", &path)?;
+    Ok(parse_head(&bytes))
+}
+
 /// Read and parse a file in `backups/`.
 pub fn read_envelope(
     io: &dyn Io,
@@ -159,21 +191,67 @@ pub fn link_backup(
 }
 
 /// Remove the oldest backups of `id` beyond `max`; checkpoints are kept.
+///
+/// Runs after every save, so it reads names only while the bound is not
+/// exceeded. Over it, backups are ordered by the time in their name where
+/// mstate wrote it (UTC, microseconds, revision) and by modification time
+/// for the seed's names (local time, seconds), which are stat'ed.
 pub fn prune(io: &dyn Io, layout: &Layout, id: &MilestoneId, max: usize) -> Result<Vec<String>> {
-    let backups: Vec<Entry> = list(io, layout, id)?
+    let dir = layout.backups();
+    let names = match io.read_dir(&dir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let backups: Vec<String> = names
         .into_iter()
-        .filter(|e| e.kind == Kind::Backup)
+        .filter(|e| e.kind == FileKind::File)
+        .filter(|e| classify(id, &e.name) == Some(Kind::Backup))
+        .map(|e| e.name)
         .collect();
+    if backups.len() <= max {
+        return Ok(Vec::new());
+    }
+    let mut keyed = Vec::with_capacity(backups.len());
+    for name in backups {
+        let key = match stamp_in_name(id, &name) {
+            Some(key) => key,
+            None => match io.metadata(&dir.join(&name)) {
+                Ok(m) => (m.modified, 0),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("inspect", dir.join(&name), e)),
+            },
+        };
+        keyed.push((key, name));
+    }
+    keyed.sort_by(|a, b| b.cmp(a));
     let mut removed = Vec::new();
-    for e in backups.into_iter().skip(max) {
-        let path = layout.backups().join(&e.file);
+    for (_, name) in keyed.into_iter().skip(max) {
+        let path = dir.join(&name);
         match io.remove_file(&path) {
-            Ok(()) => removed.push(e.file),
+            Ok(()) => removed.push(name),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(Error::io("remove", &path, err)),
         }
     }
     Ok(removed)
+}
+
+/// The time and revision in the name of a backup mstate wrote
+/// (`<id>-YYYYmmdd-HHMMSS-uuuuuu-r<rev>[-n].json`, UTC).
+fn stamp_in_name(id: &MilestoneId, name: &str) -> Option<(SystemTime, u64)> {
+    let rest = name.strip_prefix(id.as_str())?.strip_prefix('-')?;
+    let rest = rest.strip_suffix(".json")?;
+    let mut parts = rest.split('-');
+    let (date, clock, micros, rev) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let rev: u64 = rev.strip_prefix('r')?.parse().ok()?;
+    let micros: i32 = micros.parse().ok()?;
+    let civil = jiff::civil::DateTime::strptime("%Y%m%d-%H%M%S", format!("{date}-{clock}")).ok()?;
+    let ts = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    let ts = ts
+        .checked_add(jiff::SignedDuration::from_micros(i64::from(micros)))
+        .ok()?;
+    Some((SystemTime::from(ts), rev))
 }
 
 /// The file name of checkpoint `name` of `id`.
@@ -215,5 +293,17 @@ mod tests {
         assert_eq!(classify("a", "a-20261124-12000.json"), None);
         assert_eq!(classify("a", "a-20261124-120000.json.tmp.1"), None);
         assert_eq!(classify("a", "ab-20261124-120000.json"), None);
+    }
+
+    #[test]
+    fn reads_the_time_in_our_backup_names_only() {
+        let id = MilestoneId::new("a").unwrap();
+        let (t, rev) = stamp_in_name(&id, "a-20261124-120000-000005-r7.json").unwrap();
+        assert_eq!(rev, 7);
+        let expected: jiff::Timestamp = "2026-11-24T12:00:00.000005Z".parse().unwrap();
+        assert_eq!(t, SystemTime::from(expected));
+        assert!(stamp_in_name(&id, "a-20261124-120000-000005-r7-2.json").is_some());
+        // The seed's names are local time: ordered by modification time.
+        assert_eq!(stamp_in_name(&id, "a-20261124-120000.json"), None);
     }
 }

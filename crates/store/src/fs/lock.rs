@@ -19,8 +19,10 @@
 //!   `lock acquire`, or `lock run`) uses the held lock instead of waiting
 //!   for itself.
 
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
@@ -66,29 +68,95 @@ pub struct Broken {
     pub reason: String,
 }
 
+/// Change watches on the locks directory kept by a store for its
+/// lifetime. Closing an inotify instance waits for the kernel to tear its
+/// watch down (milliseconds); a waiter that just took the lock must not pay
+/// that while holding it, so watches are reused, never closed mid-operation.
+#[derive(Default)]
+pub struct WatchPool(Mutex<Vec<Box<dyn Watch>>>);
+
+impl WatchPool {
+    fn take(&self) -> Option<Box<dyn Watch>> {
+        self.0.lock().ok()?.pop()
+    }
+
+    fn put(&self, watch: Box<dyn Watch>) {
+        if let Ok(mut pool) = self.0.lock() {
+            pool.push(watch);
+        }
+    }
+}
+
+impl fmt::Debug for WatchPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.lock().map(|p| p.len()).unwrap_or(0);
+        write!(f, "WatchPool({n})")
+    }
+}
+
+/// A filled temporary lock directory waiting to be renamed into place.
+pub struct Pending {
+    tmp: PathBuf,
+    info: LockInfo,
+    filled: Instant,
+}
+
+/// A waiter's filled temporary lock directory older than this is filled
+/// again, so the lock's `acquired` time stays close to the truth.
+const REFILL: Duration = Duration::from_millis(500);
+
+/// The names the lock directory holds, as written by [`Locks::fill`].
+const LOCK_FILES: [&str; 3] = ["pid", "acquired", "info.json"];
+
 /// The lock operations of one filesystem store.
 pub struct Locks<'a> {
     pub io: &'a dyn Io,
     pub layout: &'a Layout,
     pub actor: &'a Actor,
+    pub watches: &'a WatchPool,
 }
 
 impl Locks<'_> {
     /// Take the lock of `id` for `req.owner_pid`, waiting at most
     /// `req.timeout`. Stale locks met on the way are broken and returned.
     pub fn acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<(Acquired, Vec<Broken>)> {
+        let mut watch = None;
+        let mut pending = None;
+        let result = self.acquire_with(id, req, &mut watch, &mut pending);
+        if let Some(p) = pending {
+            discard(self.io, &p.tmp);
+        }
+        if let Some(w) = watch {
+            self.watches.put(w);
+        }
+        result
+    }
+
+    fn acquire_with(
+        &self,
+        id: &MilestoneId,
+        req: &LockRequest,
+        watch: &mut Option<Box<dyn Watch>>,
+        pending: &mut Option<Pending>,
+    ) -> Result<(Acquired, Vec<Broken>)> {
         let start = Instant::now();
         let deadline = start + req.timeout;
         let mut broken = Vec::new();
-        let mut watch: Option<Box<dyn Watch>> = None;
         let mut ancestry: Option<Vec<(u32, Option<u64>)>> = None;
         let locks_dir = self.layout.locks();
+        let lock_name = format!("{id}.lock");
+        // Create only when the lock looks free: a waiter that retried the
+        // whole creation on every wake-up would churn the directory the
+        // holder is syncing.
+        let mut attempt = true;
         loop {
-            let info = self.new_info(id, req);
-            if self.try_create(id, &info)? {
-                return Ok((Acquired::Fresh(info), broken));
+            if attempt {
+                if let Some(info) = self.try_create(id, req, pending)? {
+                    return Ok((Acquired::Fresh(info), broken));
+                }
             }
             let Some(current) = self.read(id)? else {
+                attempt = true;
                 continue; // released between our attempt and our look
             };
             let anc = ancestry.get_or_insert_with(|| process::ancestry(self.actor.pid));
@@ -102,8 +170,10 @@ impl Locks<'_> {
                         reason,
                     });
                 }
+                attempt = true;
                 continue;
             }
+            attempt = false;
             let now = Instant::now();
             if now >= deadline {
                 return Err(Error::LockTimeout {
@@ -114,18 +184,18 @@ impl Locks<'_> {
             }
             match watch.as_mut() {
                 None => {
-                    // Set the watch up, then try again at once so a release
+                    // Set the watch up, then look again at once so a release
                     // between our look and the watch is not missed.
-                    watch = Some(
+                    *watch = Some(self.watches.take().unwrap_or_else(|| {
                         self.io
                             .watch(&locks_dir)
-                            .unwrap_or_else(|_| Box::new(PollWatch)),
-                    );
+                            .unwrap_or_else(|_| Box::new(PollWatch))
+                    }));
                 }
                 Some(w) => {
                     let wait = (deadline - now).min(RECHECK);
-                    if w.wait(wait).is_err() {
-                        watch = Some(Box::new(PollWatch));
+                    if w.wait_removed(wait, &lock_name).is_err() {
+                        *watch = Some(Box::new(PollWatch));
                     }
                 }
             }
@@ -183,10 +253,12 @@ impl Locks<'_> {
             id: nonce(),
             milestone_id: id.to_string(),
             operation: req.operation.clone(),
-            who: format!("{}@{}", self.actor.user, self.actor.host),
+            who: format!("{}@{}", self.actor.user(), self.actor.host),
             pid: req.owner_pid,
             created: time::format_micros(time::now()),
-            pid_start: if own {
+            pid_start: if own && self.actor.pid == std::process::id() {
+                process::own_start_ticks()
+            } else if own {
                 process::start_ticks(self.actor.pid)
             } else {
                 process::start_ticks(req.owner_pid)
@@ -198,37 +270,60 @@ impl Locks<'_> {
         }
     }
 
-    /// Try once to create the lock directory, complete with its files.
-    fn try_create(&self, id: &MilestoneId, info: &LockInfo) -> Result<bool> {
+    /// Try once to put a complete lock directory in place. The filled
+    /// temporary directory is kept in `pending` across failed attempts, so
+    /// a waiter retrying after each release costs one `renameat2`, not a
+    /// directory of files created and removed (metadata the holder's syncs
+    /// would have to commit); it is refilled when older than [`REFILL`] so
+    /// the lock says when it was really taken.
+    fn try_create(
+        &self,
+        id: &MilestoneId,
+        req: &LockRequest,
+        pending: &mut Option<Pending>,
+    ) -> Result<Option<LockInfo>> {
         let io = self.io;
-        let target = self.layout.lock_dir(id);
-        let tmp = self.layout.locks().join(format!(".tmp-{}", info.id));
-        io.create_dir(&tmp).ctx("create lock", &tmp)?;
-        let filled = self.fill(&tmp, info);
-        if let Err(e) = filled {
-            discard(io, &tmp);
-            return Err(e);
+        if let Some(p) = pending.take_if(|p| p.filled.elapsed() > REFILL) {
+            discard(io, &p.tmp);
         }
-        match io.rename_noreplace(&tmp, &target) {
-            Ok(()) => Ok(true),
+        let p = match pending.take() {
+            Some(p) => p,
+            None => {
+                let info = self.new_info(id, req);
+                let tmp = self.layout.locks().join(format!(".tmp-{}", info.id));
+                io.create_dir(&tmp).ctx("create lock", &tmp)?;
+                if let Err(e) = self.fill(&tmp, &info) {
+                    discard(io, &tmp);
+                    return Err(e);
+                }
+                Pending {
+                    tmp,
+                    info,
+                    filled: Instant::now(),
+                }
+            }
+        };
+        let target = self.layout.lock_dir(id);
+        match io.rename_noreplace(&p.tmp, &target) {
+            Ok(()) => Ok(Some(p.info)),
             Err(e) if is_exists(&e) => {
-                discard(io, &tmp);
-                Ok(false)
+                *pending = Some(p);
+                Ok(None)
             }
             Err(e) if is_unsupported(&e) => {
                 // No RENAME_NOREPLACE here: fall back to the seed's mkdir.
-                discard(io, &tmp);
+                discard(io, &p.tmp);
                 match io.create_dir(&target) {
                     Ok(()) => {
-                        self.fill(&target, info)?;
-                        Ok(true)
+                        self.fill(&target, &p.info)?;
+                        Ok(Some(p.info))
                     }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
                     Err(e) => Err(Error::io("create lock", &target, e)),
                 }
             }
             Err(e) => {
-                discard(io, &tmp);
+                discard(io, &p.tmp);
                 Err(Error::io("take lock", &target, e))
             }
         }
@@ -242,11 +337,12 @@ impl Locks<'_> {
             .unwrap_or_else(|_| info.created.clone());
         let json =
             serde_json::to_vec_pretty(info).map_err(|e| Error::io("encode", dir, e.into()))?;
-        for (name, bytes) in [
-            ("pid", format!("{}\n", info.pid).into_bytes()),
-            ("acquired", format!("{acquired}\n").into_bytes()),
-            ("info.json", json),
-        ] {
+        let contents = [
+            format!("{}\n", info.pid).into_bytes(),
+            format!("{acquired}\n").into_bytes(),
+            json,
+        ];
+        for (name, bytes) in LOCK_FILES.into_iter().zip(contents) {
             let p = dir.join(name);
             let mut f = self.io.create_new(&p).ctx("create", &p)?;
             f.write_all(&bytes).ctx("write", &p)?;
@@ -427,9 +523,15 @@ impl Locks<'_> {
         let trash: PathBuf = self.layout.locks().join(format!(".trash-{}", nonce()));
         match self.io.rename(&dir, &trash) {
             Ok(()) => {
-                // Released. The trash is garbage from now on: if deleting it
-                // fails, doctor sweeps it.
-                discard(self.io, &trash);
+                // Released. The trash is garbage from now on: remove the
+                // names a lock holds, and anything else the slow way; if
+                // that fails too, doctor sweeps it.
+                for name in LOCK_FILES {
+                    let _ = self.io.remove_file(&trash.join(name));
+                }
+                if self.io.remove_dir(&trash).is_err() {
+                    discard(self.io, &trash);
+                }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

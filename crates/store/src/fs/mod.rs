@@ -18,8 +18,10 @@ pub mod log;
 mod session;
 mod state;
 
+use std::borrow::Cow;
 use std::io as stdio;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -38,7 +40,7 @@ use crate::store::{
 
 use self::atomic::{ensure_dir, read_opt};
 use self::layout::{Layout, SUBDIRS};
-use self::lock::{Acquired, Locks};
+use self::lock::{Acquired, Locks, WatchPool};
 use self::log::{EventLog, LogLine};
 
 /// The store directory's path below a project directory.
@@ -74,6 +76,13 @@ pub struct FsStore {
     io: Arc<dyn Io>,
     layout: Layout,
     opts: FsOptions,
+    /// Lock waiters' change watches, reused for the store's lifetime.
+    watches: WatchPool,
+    /// Set once every layout directory was seen to exist, so writes do not
+    /// re-check them each time. (A directory removed behind a live store's
+    /// back makes its next write fail with "not found"; it is not
+    /// recreated silently.)
+    layout_ready: AtomicBool,
 }
 
 /// Find the store for a process started in `cwd`: `env_dir` (the
@@ -104,6 +113,8 @@ impl FsStore {
             io,
             layout: Layout::new(root),
             opts,
+            watches: WatchPool::default(),
+            layout_ready: AtomicBool::new(false),
         };
         store.check_layout()?;
         Ok(store)
@@ -126,6 +137,7 @@ impl FsStore {
 
     /// Refuse a store whose layout directories were replaced by links or files.
     fn check_layout(&self) -> Result<()> {
+        let mut all = true;
         for sub in SUBDIRS {
             let p = self.layout.dir(sub);
             match self.io.metadata(&p) {
@@ -141,15 +153,21 @@ impl FsStore {
                         ),
                     })
                 }
-                Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == stdio::ErrorKind::NotFound => all = false,
                 Err(e) => return Err(Error::io("inspect", &p, e)),
             }
+        }
+        if all {
+            self.layout_ready.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
 
     /// Create the store directories that are missing, durably.
     pub(crate) fn ensure_layout(&self) -> Result<()> {
+        if self.layout_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let root = self.layout.root();
         if !matches!(self.io.metadata(root), Ok(m) if m.kind == FileKind::Dir) {
             let mut missing = Vec::new();
@@ -180,6 +198,7 @@ impl FsStore {
         if created {
             self.io.sync_dir(root).ctx("sync directory", root)?;
         }
+        self.layout_ready.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -188,6 +207,7 @@ impl FsStore {
             io: &*self.io,
             layout: &self.layout,
             actor: &self.opts.actor,
+            watches: &self.watches,
         }
     }
 
@@ -300,7 +320,7 @@ impl FsStore {
         };
         if let Some(path) = path {
             match read_opt(&*self.io, path)? {
-                Some(bytes) => match backup::parse_envelope(&bytes) {
+                Some(bytes) => match backup::parse_head(&bytes) {
                     Ok(env) => {
                         s.revision = Some(env.revision);
                         s.updated = Some(env.timestamp);
@@ -343,7 +363,7 @@ impl Store for FsStore {
     }
 
     fn save(&self, id: &MilestoneId, state: &Value, opts: &WriteOptions) -> Result<Saved> {
-        self.write_state(id, "save", opts, &mut |_| Ok(state.clone()))
+        self.write_state(id, "save", opts, &mut |_| Ok(Cow::Borrowed(state)))
     }
 
     fn load(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Loaded> {
@@ -359,9 +379,9 @@ impl Store for FsStore {
                     hint: Some(format!("create it with `mstate save {id}`")),
                 });
             };
-            let mut value = current.state.clone();
+            let mut value = current.state;
             edit(&mut value)?;
-            Ok(value)
+            Ok(Cow::Owned(value))
         })
     }
 
@@ -401,7 +421,7 @@ impl Store for FsStore {
             .into_iter()
             .filter(|e| e.kind == backup::Kind::Backup)
         {
-            let parsed = backup::read_envelope(&*self.io, &self.layout, &e.file)?;
+            let parsed = backup::read_head(&*self.io, &self.layout, &e.file)?;
             out.push(BackupInfo {
                 size: e.meta.len,
                 modified: backup::mtime_string(e.meta.modified),
@@ -441,7 +461,7 @@ impl Store for FsStore {
             let backup::Kind::Checkpoint(name) = e.kind else {
                 continue;
             };
-            let parsed = backup::read_envelope(&*self.io, &self.layout, &e.file)?;
+            let parsed = backup::read_head(&*self.io, &self.layout, &e.file)?;
             out.push(CheckpointInfo {
                 name,
                 size: e.meta.len,

@@ -49,7 +49,7 @@ impl FsStore {
             milestone_id: id.to_string(),
             created_at: time::format_micros(now),
             pid: i64::from(start.owner_pid),
-            user: self.opts.actor.user.clone(),
+            user: self.opts.actor.user().to_string(),
             working_directory: start.working_directory.clone(),
             git_branch: start.git_branch.clone(),
             status: ACTIVE.to_string(),

@@ -6,6 +6,7 @@
 //! fsync the directory, log the event, release. The revision grows by one
 //! per write, whatever the write is (save, update, recover, restore).
 
+use std::borrow::Cow;
 use std::io as stdio;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +25,33 @@ use crate::time;
 pub(crate) struct Current {
     pub status: Status,
     pub path: PathBuf,
-    pub envelope: std::result::Result<Envelope, String>,
+    /// Its revision, or why it does not parse.
+    pub revision: std::result::Result<u64, String>,
+    /// Its whole envelope, when asked for (see [`FsStore::current`]).
+    pub envelope: Option<Envelope>,
+}
+
+impl Current {
+    fn corrupt_error(&self, id: &MilestoneId) -> Option<Error> {
+        let detail = self.revision.as_ref().err()?;
+        Some(Error::Corrupt {
+            what: format!("state of milestone '{id}'"),
+            path: self.path.clone(),
+            detail: detail.clone(),
+            hint: Some(format!("run `mstate recover {id}`")),
+        })
+    }
+}
+
+/// An envelope to encode, borrowing its state: a save writes the caller's
+/// state without copying it.
+#[derive(serde::Serialize)]
+struct EnvelopeRef<'a> {
+    timestamp: &'a str,
+    milestone_id: &'a str,
+    version: &'a str,
+    revision: u64,
+    state: &'a Value,
 }
 
 /// The seed's way of naming a state file in event data.
@@ -42,7 +69,7 @@ fn not_found(id: &MilestoneId) -> Error {
     }
 }
 
-fn encode(envelope: &Envelope, path: &Path) -> Result<Vec<u8>> {
+fn encode(envelope: &EnvelopeRef<'_>, path: &Path) -> Result<Vec<u8>> {
     let mut bytes =
         serde_json::to_vec_pretty(envelope).map_err(|e| Error::io("encode", path, e.into()))?;
     bytes.push(b'\n');
@@ -50,15 +77,25 @@ fn encode(envelope: &Envelope, path: &Path) -> Result<Vec<u8>> {
 }
 
 impl FsStore {
-    /// Read the state file of `id`, if it has one.
-    pub(crate) fn current(&self, id: &MilestoneId) -> Result<Option<Current>> {
+    /// Read the state file of `id`, if it has one: its revision, and with
+    /// `full` its whole envelope.
+    pub(crate) fn current(&self, id: &MilestoneId, full: bool) -> Result<Option<Current>> {
         for status in [Status::Active, Status::Completed] {
             let path = self.layout.state_file(id, status);
             if let Some(bytes) = read_opt(&*self.io, &path)? {
+                let (revision, envelope) = if full {
+                    match backup::parse_envelope(&bytes) {
+                        Ok(env) => (Ok(env.revision), Some(env)),
+                        Err(e) => (Err(e), None),
+                    }
+                } else {
+                    (backup::parse_head(&bytes).map(|h| h.revision), None)
+                };
                 return Ok(Some(Current {
                     status,
-                    envelope: backup::parse_envelope(&bytes),
                     path,
+                    revision,
+                    envelope,
                 }));
             }
         }
@@ -69,8 +106,8 @@ impl FsStore {
     fn max_backup_revision(&self, id: &MilestoneId) -> Result<u64> {
         let mut max = 0;
         for e in backup::list(&*self.io, &self.layout, id)? {
-            if let Ok(env) = backup::read_envelope(&*self.io, &self.layout, &e.file)? {
-                max = max.max(env.revision);
+            if let Ok(head) = backup::read_head(&*self.io, &self.layout, &e.file)? {
+                max = max.max(head.revision);
             }
         }
         Ok(max)
@@ -95,7 +132,7 @@ impl FsStore {
         &self,
         id: &MilestoneId,
         current: Option<&Current>,
-        state: Value,
+        state: &Value,
         event: &str,
         mut data: serde_json::Map<String, Value>,
         floor_revision: u64,
@@ -106,21 +143,21 @@ impl FsStore {
         let mut prev = 0;
         match current {
             Some(Current {
-                envelope: Ok(env),
+                revision: Ok(revision),
                 path,
                 ..
             }) => {
-                prev = env.revision;
+                prev = *revision;
                 backup_name = Some(backup::link_backup(
                     &*self.io,
                     &self.layout,
                     id,
                     path,
-                    env.revision,
+                    *revision,
                 )?);
             }
             Some(Current {
-                envelope: Err(_),
+                revision: Err(_),
                 path,
                 ..
             }) => {
@@ -131,14 +168,17 @@ impl FsStore {
             None => {}
         }
         let revision = prev.max(floor_revision) + 1;
-        let envelope = Envelope {
-            timestamp: time::format_micros(time::now()),
-            milestone_id: id.to_string(),
-            version: ENVELOPE_VERSION.to_string(),
+        let timestamp = time::format_micros(time::now());
+        let envelope = EnvelopeRef {
+            timestamp: &timestamp,
+            milestone_id: id.as_str(),
+            version: ENVELOPE_VERSION,
             revision,
             state,
         };
-        write_replace(&*self.io, &target, &encode(&envelope, &target)?)?;
+        let bytes = encode(&envelope, &target)?;
+        write_replace(&*self.io, &target, &bytes)?;
+        drop(bytes);
         if backup_name.is_some() {
             backup::prune(&*self.io, &self.layout, id, self.opts.max_backups)?;
         }
@@ -150,44 +190,33 @@ impl FsStore {
         Ok(Saved {
             milestone_id: id.to_string(),
             revision,
-            timestamp: envelope.timestamp,
+            timestamp,
             backup: backup_name,
         })
     }
 
-    /// Save or update: compute the new state from the current envelope.
-    pub(crate) fn write_state(
+    /// Save or update: compute the new state from the current envelope
+    /// (`None` for a save, which needs only the current revision).
+    pub(crate) fn write_state<'s>(
         &self,
         id: &MilestoneId,
         operation: &str,
         opts: &WriteOptions,
-        make: &mut dyn FnMut(Option<&Envelope>) -> Result<Value>,
+        make: &mut dyn FnMut(Option<Envelope>) -> Result<Cow<'s, Value>>,
     ) -> Result<Saved> {
+        let save = operation == "save";
         self.locked(id, operation, opts.lock_timeout, || {
-            let current = self.current(id)?;
-            let env = match &current {
-                Some(Current {
-                    envelope: Ok(env), ..
-                }) => Some(env),
-                Some(Current {
-                    envelope: Err(e),
-                    path,
-                    ..
-                }) if operation != "save" => {
-                    return Err(Error::Corrupt {
-                        what: format!("state of milestone '{id}'"),
-                        path: path.clone(),
-                        detail: e.clone(),
-                        hint: Some(format!("run `mstate recover {id}`")),
-                    })
+            let mut current = self.current(id, !save)?;
+            if !save {
+                if let Some(e) = current.as_ref().and_then(|c| c.corrupt_error(id)) {
+                    return Err(e);
                 }
-                _ => None,
-            };
+            }
             if let Some(expected) = opts.expect_revision {
                 let actual = match &current {
                     Some(Current {
-                        envelope: Ok(env), ..
-                    }) => env.revision,
+                        revision: Ok(r), ..
+                    }) => *r,
                     Some(_) => self.max_backup_revision(id)?,
                     None => 0,
                 };
@@ -199,44 +228,40 @@ impl FsStore {
                     });
                 }
             }
-            let state = make(env)?;
-            let event = if operation == "save" {
-                "state_saved"
-            } else {
-                "state_updated"
-            };
-            self.commit(id, current.as_ref(), state, event, Default::default(), 0)
+            let state = make(current.as_mut().and_then(|c| c.envelope.take()))?;
+            let event = if save { "state_saved" } else { "state_updated" };
+            self.commit(id, current.as_ref(), &state, event, Default::default(), 0)
         })
     }
 
     /// Load, recovering a corrupt state from its newest valid backup.
     pub(crate) fn load_state(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Loaded> {
-        match self.current(id)? {
-            None => Err(not_found(id)),
+        let loaded = |current: Option<Current>| match current {
             Some(Current {
                 status,
-                envelope: Ok(envelope),
+                envelope: Some(envelope),
                 ..
-            }) => Ok(Loaded {
+            }) => Some((status, envelope)),
+            _ => None,
+        };
+        let Some(current) = self.current(id, true)? else {
+            return Err(not_found(id));
+        };
+        if let Some((status, envelope)) = loaded(Some(current)) {
+            return Ok(Loaded {
                 envelope,
                 status,
                 recovered: None,
+            });
+        }
+        let recovery = self.recover_state(id, None, opts)?;
+        match loaded(self.current(id, true)?) {
+            Some((status, envelope)) => Ok(Loaded {
+                envelope,
+                status,
+                recovered: Some(recovery),
             }),
-            Some(Current { .. }) => {
-                let recovery = self.recover_state(id, None, opts)?;
-                match self.current(id)? {
-                    Some(Current {
-                        status,
-                        envelope: Ok(envelope),
-                        ..
-                    }) => Ok(Loaded {
-                        envelope,
-                        status,
-                        recovered: Some(recovery),
-                    }),
-                    _ => Err(not_found(id)),
-                }
-            }
+            None => Err(not_found(id)),
         }
     }
 
@@ -248,7 +273,7 @@ impl FsStore {
         opts: &WriteOptions,
     ) -> Result<Recovery> {
         self.locked(id, "recover", opts.lock_timeout, || {
-            let current = self.current(id)?;
+            let current = self.current(id, false)?;
             let candidates: Vec<String> = match from {
                 Some(name) => {
                     let name = name.rsplit('/').next().unwrap_or(name);
@@ -296,7 +321,7 @@ impl FsStore {
                     }
                 }
             }
-            let current_corrupt = matches!(&current, Some(Current { envelope: Err(_), .. }));
+            let current_corrupt = matches!(&current, Some(Current { revision: Err(_), .. }));
             let Some((name, env)) = chosen else {
                 let path = current
                     .as_ref()
@@ -330,7 +355,7 @@ impl FsStore {
                 "backup_file".into(),
                 json!(format!(".milestones/state/backups/{name}")),
             );
-            let saved = self.commit(id, current.as_ref(), env.state, "state_recovered", data, max_rev)?;
+            let saved = self.commit(id, current.as_ref(), &env.state, "state_recovered", data, max_rev)?;
             let moved = if current_corrupt {
                 // commit() moved it; find the name it logged.
                 self.corrupt_files(id)?.into_iter().next()
@@ -433,7 +458,7 @@ impl FsStore {
             return Err(not_found(id));
         };
         let bytes = self.io.read(&state_path).ctx("read", &state_path)?;
-        let envelope = backup::parse_envelope(&bytes).map_err(|detail| Error::Corrupt {
+        let head = backup::parse_head(&bytes).map_err(|detail| Error::Corrupt {
             what: format!("state of milestone '{id}'"),
             path: state_path.clone(),
             detail,
@@ -457,13 +482,13 @@ impl FsStore {
         self.emit(
             id,
             "checkpoint_created",
-            json!({"checkpoint_name": name.as_str(), "checkpoint_file": file, "revision": envelope.revision}),
+            json!({"checkpoint_name": name.as_str(), "checkpoint_file": file, "revision": head.revision}),
         )?;
         Ok(CheckpointInfo {
             name: name.to_string(),
             size: bytes.len() as u64,
             modified: time::format_micros(time::now()),
-            revision: Some(envelope.revision),
+            revision: Some(head.revision),
             valid: true,
         })
     }
@@ -490,10 +515,10 @@ impl FsStore {
                 detail,
                 hint: None,
             })?;
-            let current = self.current(id)?;
+            let current = self.current(id, false)?;
             let pre_restore = match &current {
                 Some(Current {
-                    envelope: Ok(_), ..
+                    revision: Ok(_), ..
                 }) => {
                     let pre = CheckpointName::new(format!(
                         "pre-restore-{}",
@@ -506,8 +531,8 @@ impl FsStore {
             if let Some(expected) = opts.expect_revision {
                 let actual = match &current {
                     Some(Current {
-                        envelope: Ok(e), ..
-                    }) => e.revision,
+                        revision: Ok(r), ..
+                    }) => *r,
                     _ => 0,
                 };
                 if expected != actual {
@@ -520,7 +545,7 @@ impl FsStore {
             }
             let mut data = serde_json::Map::new();
             data.insert("checkpoint_name".into(), json!(name.as_str()));
-            let saved = self.commit(id, current.as_ref(), env.state, "state_restored", data, 0)?;
+            let saved = self.commit(id, current.as_ref(), &env.state, "state_restored", data, 0)?;
             Ok(Restored { saved, pre_restore })
         })
     }

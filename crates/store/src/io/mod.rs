@@ -84,6 +84,15 @@ pub trait Watch: Send {
     /// Return when the watched path may have changed, or after `timeout`.
     /// Spurious returns are allowed: callers re-check what they wait for.
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
+
+    /// Return when the entry `name` of the watched directory may have been
+    /// removed or renamed away, or after `timeout`. Lock waiters use it to
+    /// sleep through every change but a release. Spurious returns are
+    /// allowed; by default, any change wakes.
+    fn wait_removed(&mut self, timeout: Duration, name: &str) -> io::Result<()> {
+        let _ = name;
+        self.wait(timeout)
+    }
 }
 
 /// Every filesystem effect of the filesystem backend.
@@ -329,6 +338,56 @@ impl InotifyWatch {
 }
 
 impl Watch for InotifyWatch {
+    fn wait_removed(&mut self, timeout: Duration, name: &str) -> io::Result<()> {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        let deadline = std::time::Instant::now() + timeout;
+        let wake = ReadFlags::DELETE_SELF
+            | ReadFlags::MOVE_SELF
+            | ReadFlags::IGNORED
+            | ReadFlags::QUEUE_OVERFLOW
+            | ReadFlags::UNMOUNT;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let ts = Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let mut reader = Reader::new(&self.fd, &mut buf);
+            let mut removed = false;
+            loop {
+                match reader.next() {
+                    Ok(ev) => {
+                        let flags = ev.events();
+                        let gone = flags.intersects(ReadFlags::MOVED_FROM | ReadFlags::DELETE)
+                            && ev
+                                .file_name()
+                                .is_some_and(|n| n.to_bytes() == name.as_bytes());
+                        removed |= gone || flags.intersects(wake);
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    // Drained (AGAIN), or an error: let the caller look.
+                    Err(rustix::io::Errno::AGAIN) => break,
+                    Err(_) => return Ok(()),
+                }
+            }
+            if removed {
+                return Ok(());
+            }
+        }
+    }
+
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         let ts = Timespec {

@@ -4,9 +4,10 @@
 //! locked file is still the one at the path (retention may have sealed it
 //! meanwhile: then it retries on the new file), moves a torn tail to the
 //! quarantine, reads the last `seq` and timestamp from the end, writes the
-//! whole line with one `write`, syncs it, and unlocks. The first line of a
-//! new file also syncs the directory, under the lock, so no later append
-//! can be acknowledged while the file's name is not yet durable.
+//! whole line with one `write`, unlocks, and syncs it (so the syncs of
+//! concurrent appenders overlap). The first line of a new file is synced
+//! with the directory under the lock, so no later append can be
+//! acknowledged while the file's name is not yet durable.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ impl EventLog<'_> {
             event_type: event_type.as_str(),
             data,
             pid: actor.pid,
-            user: &actor.user,
+            user: actor.user(),
             seq: 0,
             host: &actor.host,
         };
@@ -66,7 +67,15 @@ impl EventLog<'_> {
         // Closing the file releases the lock too; an unlock error must not
         // turn a durable append into a reported failure.
         let _ = file.unlock();
-        let (timestamp, seq) = result?;
+        let (timestamp, seq, synced) = result?;
+        if !synced {
+            // The line's place and seq were fixed by the write under the
+            // lock; its sync runs outside it, so appenders' syncs overlap
+            // and the filesystem commits several in one flush (group
+            // commit). The append is acknowledged only after its own sync,
+            // which covers every earlier write to the file.
+            file.sync().ctx("sync", &path)?;
+        }
         Ok(Event {
             timestamp,
             milestone_id: self.id.to_string(),
@@ -74,19 +83,21 @@ impl EventLog<'_> {
             event_type: event_type.to_string(),
             data: data.clone(),
             pid: Some(i64::from(actor.pid)),
-            user: Some(actor.user.clone()),
+            user: Some(actor.user().to_string()),
             seq: Some(seq),
             host: Some(actor.host.clone()),
         })
     }
 
-    /// Append under the lock; returns the timestamp and `seq` written.
+    /// Append under the lock; returns the timestamp and `seq` written, and
+    /// whether the line is already synced (the first line of a file is,
+    /// with its directory, before the lock is released).
     fn append_locked(
         &self,
         file: &mut dyn File,
         path: &Path,
         encoder: &Encoder,
-    ) -> Result<(String, u64)> {
+    ) -> Result<(String, u64, bool)> {
         let len = file.len().ctx("inspect", path)?;
         let end = scan::complete_end(&*file, 0, len, path)?;
         if end < len {
@@ -104,14 +115,14 @@ impl EventLog<'_> {
         let timestamp = time::format_micros(next_timestamp(last_ts, time::now()));
         let bytes = encoder.line(&timestamp, seq);
         file.write_all(&bytes).ctx("append to", path)?;
-        file.sync().ctx("sync", path)?;
         if end == 0 {
-            // The file may be new: make its name durable before any append
-            // to it is acknowledged.
+            // The file may be new: make it and its name durable before any
+            // append to it can be acknowledged.
+            file.sync().ctx("sync", path)?;
             let dir = self.layout.events();
             self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
         }
-        Ok((timestamp, seq))
+        Ok((timestamp, seq, end == 0))
     }
 
     /// The `seq` and timestamp of the log's last line, reading back from

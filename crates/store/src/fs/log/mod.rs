@@ -52,7 +52,10 @@
 //! - A corrupt line takes a `seq` like any other, so the shown numbers skip
 //!   where one was.
 //! - Lines further out of time order than [`ORDER_SLACK`] may be missed by
-//!   `since`/`until` and outlive retention.
+//!   `since`/`until` and outlive retention. `since` looks back past its
+//!   bisection point only until a line mstate wrote (with a `seq`) that is
+//!   older than the bound: mstate never writes a timestamp earlier than
+//!   the line before it, so on one clock nothing before that line is newer.
 //! - A query holds one open file per segment; retention keeps them few.
 
 mod append;

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::model::EventQuery;
 
 use super::line::{self, Head, Record};
-use super::scan::{self, Part, Pos, CHUNK};
+use super::scan::{self, Part, Pos, CHUNK, SMALL_CHUNK};
 use super::{LogLine, Warnings, ORDER_SLACK};
 
 /// The filters of a query.
@@ -272,10 +272,27 @@ fn window(parts: &[Part], q: &EventQuery) -> Result<(Pos, Pos)> {
     let mut from = Pos::start(parts);
     let mut to = Pos::end(parts);
     if let Some(since) = q.since {
-        // Every line before one older than `since - slack` is older than
-        // `since`.
+        from = scan::bisect(parts, from, to, &|ts| ts >= since)?.0;
+        // Lines before that point can still be newer than `since` where
+        // time went back (the seed writes whole seconds). Walk back while
+        // they can: not past a line mstate wrote (it has a `seq`) older
+        // than `since`, since mstate never writes a timestamp earlier than
+        // the line before it, and never further than the slack.
         let edge = since.checked_sub(ORDER_SLACK).unwrap_or(since);
-        from = scan::bisect(parts, from, to, &|ts| ts >= edge)?.0;
+        let start = Pos::start(parts);
+        scan::backward(parts, start, from, SMALL_CHUNK, &mut |i, off, raw| {
+            let Some(rec) = line::record(raw) else {
+                return Ok(true);
+            };
+            let Some(ts) = line::timestamp_of(rec.payload) else {
+                return Ok(true);
+            };
+            if ts >= since {
+                from = Pos { part: i, off };
+                return Ok(true);
+            }
+            Ok(ts >= edge && line::explicit_seq(rec.payload).is_none())
+        })?;
     }
     if let Some(until) = q.until {
         // Every line after one newer than `until + slack` is newer than

@@ -26,6 +26,9 @@ use super::line;
 pub const CHUNK: usize = 1 << 20;
 /// Bytes read per chunk when looking at the end or a few lines.
 pub const SMALL_CHUNK: usize = 64 * 1024;
+/// Read size when looking at the last lines of a file (an append's look
+/// at the tail): most events are a few hundred bytes.
+const TAIL_CHUNK: usize = 8 * 1024;
 /// Bisection stops when the interval is this small and scans the rest.
 const BISECT_SPAN: u64 = 64 * 1024;
 /// How often a snapshot is retried when files move under it.
@@ -120,7 +123,7 @@ fn read_exact_at(file: &dyn File, buf: &mut [u8], offset: u64, path: &Path) -> R
 
 /// End of the last complete line in `[from, len)`, or `from` if none.
 pub fn complete_end(file: &dyn File, from: u64, len: u64, path: &Path) -> Result<u64> {
-    let mut buf = vec![0u8; SMALL_CHUNK.min(len.saturating_sub(from) as usize)];
+    let mut buf = vec![0u8; TAIL_CHUNK.min(len.saturating_sub(from) as usize)];
     let mut end = len;
     while end > from {
         let start = end.saturating_sub(buf.len() as u64).max(from);
@@ -285,6 +288,8 @@ impl<'a> RevLines<'a> {
         self.buf = fresh;
         self.buf_off = from;
         self.j = self.buf.len();
+        // Grow the reads, so a long line costs linear time, not quadratic.
+        self.chunk = self.chunk.saturating_mul(2).min(CHUNK.max(self.chunk));
         Ok(())
     }
 }
@@ -356,7 +361,7 @@ pub struct Back {
 /// nearest line with an explicit `seq`, counting the records without one.
 pub fn walk_back(file: &dyn File, path: &Path, start: u64, off: u64) -> Result<Back> {
     let mut back = Back::default();
-    let mut lines = RevLines::new(file, path, start, off, SMALL_CHUNK);
+    let mut lines = RevLines::new(file, path, start, off, TAIL_CHUNK);
     while let Some((_, raw)) = lines.prev_line()? {
         let Some(rec) = line::record(raw) else {
             continue;

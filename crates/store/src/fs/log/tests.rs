@@ -117,11 +117,7 @@ impl Fx {
 }
 
 fn actor() -> Actor {
-    Actor {
-        pid: 4242,
-        user: "tester".into(),
-        host: "box".into(),
-    }
+    Actor::new(4242, "tester", "box")
 }
 
 fn ts(s: &str) -> Timestamp {
@@ -535,7 +531,9 @@ fn expected(all: &[Naive], q: &EventQuery) -> Vec<(u64, String)> {
 }
 
 /// Write a log of `n` lines, mostly mstate's with some of the seed's,
-/// blank and corrupt lines, timestamps rising with some jitter.
+/// blank and corrupt lines. Timestamps follow a rising clock: the seed's
+/// lie up to 2 s behind it (whole seconds, no lock), mstate's are the clock
+/// but never earlier than the line before (as `append` writes them).
 fn synthetic(n: usize, seed: u64, pad: usize) -> String {
     let mut rng = seed;
     let mut next = move || {
@@ -548,6 +546,7 @@ fn synthetic(n: usize, seed: u64, pad: usize) -> String {
     let mut out = String::new();
     let mut seq = 0u64;
     let mut t = base;
+    let mut last = base;
     for _ in 0..n {
         t += SignedDuration::from_millis((next() % 3000) as i64);
         let jitter = SignedDuration::from_millis((next() % 2000) as i64);
@@ -556,14 +555,13 @@ fn synthetic(n: usize, seed: u64, pad: usize) -> String {
         match next() % 20 {
             0 => {
                 seq += 1;
-                out.push_str(&seed_line(
-                    &crate::time::format_seconds(t - jitter),
-                    ty,
-                    session,
-                ));
+                let at = t - jitter;
+                last = at;
+                out.push_str(&seed_line(&crate::time::format_seconds(at), ty, session));
             }
             1 => {
                 seq += 1;
+                last = t;
                 out.push_str(&seed_init(&crate::time::format_seconds(t)));
             }
             2 => out.push('\n'),
@@ -575,7 +573,9 @@ fn synthetic(n: usize, seed: u64, pad: usize) -> String {
             }
             _ => {
                 seq += 1;
-                out.push_str(&our_line(t - jitter, ty, session, seq, pad));
+                let at = t.max(last);
+                last = at;
+                out.push_str(&our_line(at, ty, session, seq, pad));
             }
         }
     }
@@ -590,6 +590,42 @@ fn check_queries(fx: &Fx, text: &str, queries: &[EventQuery]) {
         assert_eq!(got.len(), want.len(), "{q:?}");
         assert!(got == want, "{q:?}: results differ");
     }
+}
+
+/// `since` bisects to its bound, then looks back over lines that went
+/// back in time (a long run of the seed's lagging lines) to mstate lines
+/// newer than the bound, stopping at the first mstate line older than it.
+#[test]
+fn since_finds_lines_before_a_run_of_lagging_seed_lines() {
+    let fx = Fx::new();
+    let base = ts("2026-01-01T00:00:00Z");
+    let at = |s: i64| base + SignedDuration::from_secs(s);
+    let mut text = String::new();
+    let mut seq = 0;
+    for s in 0..1_000 {
+        seq += 1;
+        text.push_str(&our_line(at(s), "a", "s1", seq, 40));
+    }
+    // More than a bisection span of seed lines, behind the clock.
+    for _ in 0..1_000 {
+        seq += 1;
+        text.push_str(&seed_line(&crate::time::format_seconds(at(994)), "b", "s1"));
+    }
+    for s in 1_000..1_100 {
+        seq += 1;
+        text.push_str(&our_line(at(s), "a", "s1", seq, 40));
+    }
+    assert!(text.len() > 200_000);
+    fx.raw(&text);
+    let since = at(995) + SignedDuration::from_millis(500);
+    let q = EventQuery {
+        since: Some(since),
+        ..Default::default()
+    };
+    let got = fx.query(&q).0;
+    let want = expected(&naive(&text), &q);
+    assert_eq!(want.len(), 4 + 100);
+    assert!(got == want, "got {} lines, want {}", got.len(), want.len());
 }
 
 #[test]
