@@ -1,9 +1,10 @@
 //! The command line: global options and the command tree. Each command's
 //! own arguments live beside its code in `commands/`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{backup, checkpoint, events, lock, session, state};
 
@@ -20,6 +21,12 @@ const AFTER_HELP: &str = concat!(
     "  7  corruption with no valid backup to recover from"
 );
 
+/// Default of `--lock-timeout` (the seed's).
+const DEFAULT_LOCK_TIMEOUT: &str = "30";
+
+/// Default of `--max-backups`.
+const DEFAULT_MAX_BACKUPS: usize = mstate_store::fs::backup::DEFAULT_MAX_BACKUPS;
+
 /// Durable, concurrency-safe state for long-running milestone executions.
 #[derive(Debug, Parser)]
 #[command(name = "mstate", version, about, after_help = AFTER_HELP, propagate_version = true)]
@@ -28,6 +35,96 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parse the process's arguments.
+    ///
+    /// The commands scripts call in loops (`load`, `save`, `update`, `log`,
+    /// `events`) are first parsed against a command tree holding only the
+    /// one named: building clap's whole tree costs more instructions than
+    /// the rest of a small `mstate load`. Anything else, and every error or
+    /// help request, goes through the whole tree, so messages are the same.
+    pub fn from_env() -> Cli {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        lean(&args).unwrap_or_else(|| Cli::parse_from(args))
+    }
+}
+
+/// Parse `args` if they name a hot command and are valid for it.
+fn lean(args: &[OsString]) -> Option<Cli> {
+    match args.get(1)?.to_str()? {
+        "load" => simple_load(args).or_else(|| only(args, "load", Command::Load)),
+        "save" => only(args, "save", Command::Save),
+        "update" => only(args, "update", Command::Update),
+        "log" => only(args, "log", Command::Log),
+        "events" => only(args, "events", Command::Events),
+        _ => None,
+    }
+}
+
+/// `mstate load <milestone> [--json] [--envelope] [--log-access]`, global
+/// options from the environment only: the form scripts run in loops,
+/// parsed by hand, since clap's parser alone costs more than the rest of a
+/// small load. Any other form returns `None` (clap then decides).
+fn simple_load(args: &[OsString]) -> Option<Cli> {
+    if args.get(1)?.to_str()? != "load" {
+        return None;
+    }
+    let mut milestone = None;
+    let (mut json, mut envelope, mut log_access) = (false, false, false);
+    for arg in args.get(2..)? {
+        let flag = match arg.to_str()? {
+            "--json" => &mut json,
+            "--envelope" => &mut envelope,
+            "--log-access" => &mut log_access,
+            s if !s.starts_with('-') && milestone.is_none() => {
+                milestone = Some(s.to_string());
+                continue;
+            }
+            _ => return None,
+        };
+        if std::mem::replace(flag, true) {
+            return None; // repeated: clap's error
+        }
+    }
+    let env = |name: &str, default: &str| match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(v),
+        Err(std::env::VarError::NotPresent) => Some(default.to_string()),
+        _ => None,
+    };
+    let global = GlobalArgs {
+        chdir: None,
+        json,
+        lock_timeout: env("MSTATE_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)?,
+        max_backups: env("MSTATE_MAX_BACKUPS", &DEFAULT_MAX_BACKUPS.to_string())?
+            .parse()
+            .ok()?,
+    };
+    Some(Cli {
+        global,
+        command: Command::Load(state::LoadArgs {
+            milestone: milestone?,
+            envelope,
+            log_access,
+        }),
+    })
+}
+
+/// Parse `args` against a tree of the global options and command `name`.
+fn only<A: Args + FromArgMatches>(
+    args: &[OsString],
+    name: &'static str,
+    wrap: fn(A) -> Command,
+) -> Option<Cli> {
+    let tree = GlobalArgs::augment_args(clap::Command::new("mstate"))
+        .subcommand(A::augment_args(clap::Command::new(name)))
+        .subcommand_required(true);
+    let matches = tree.try_get_matches_from(args).ok()?;
+    let global = GlobalArgs::from_arg_matches(&matches).ok()?;
+    let (_, sub) = matches.subcommand()?;
+    let command = wrap(A::from_arg_matches(sub).ok()?);
+    Some(Cli { global, command })
 }
 
 /// Options every command takes.
@@ -46,7 +143,7 @@ pub struct GlobalArgs {
         long,
         value_name = "SECS",
         global = true,
-        default_value = "30",
+        default_value = DEFAULT_LOCK_TIMEOUT,
         env = "MSTATE_LOCK_TIMEOUT"
     )]
     pub lock_timeout: String,
@@ -56,7 +153,7 @@ pub struct GlobalArgs {
         long,
         value_name = "N",
         global = true,
-        default_value_t = 50,
+        default_value_t = DEFAULT_MAX_BACKUPS,
         env = "MSTATE_MAX_BACKUPS"
     )]
     pub max_backups: usize,
@@ -105,4 +202,62 @@ pub enum Command {
     ShellInit(crate::commands::shell::ShellInitArgs),
     /// Print shell completions.
     Completions(crate::commands::completions::CompletionsArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lean parsers give what clap's whole tree gives, or step aside.
+    #[test]
+    fn lean_parsing_agrees_with_the_whole_tree() {
+        let cases: &[&[&str]] = &[
+            &["load", "m1"],
+            &["load", "m1", "--json"],
+            &["load", "--json", "m1", "--envelope", "--log-access"],
+            &["load", "m1", "--json", "--json"],
+            &["load", "m1", "m2"],
+            &["load"],
+            &["load", "-C", "/tmp", "m1"],
+            &["load", "m1", "--lock-timeout", "5"],
+            &["load", "-", "--json"],
+            &["load", "--", "m1"],
+            &["load", "m1", "--help"],
+            &["save", "m1", "{}", "--expect-revision", "3"],
+            &["update", "m1", "--set", "/a=1", "--json"],
+            &["update", "m1"],
+            &["log", "m1", "note", "{}", "--raw-fallback"],
+            &["events", "m1", "--tail", "5", "--type", "a", "--type", "b"],
+            &["events", "m1", "--follow", "--json"],
+            &["lock", "status", "m1"],
+        ];
+        for case in cases {
+            let args: Vec<OsString> = std::iter::once("mstate")
+                .chain(case.iter().copied())
+                .map(OsString::from)
+                .collect();
+            let whole = Cli::try_parse_from(&args).ok();
+            if let Some(lean) = lean(&args) {
+                assert_eq!(
+                    Some(format!("{lean:?}")),
+                    whole.map(|w| format!("{w:?}")),
+                    "{case:?}"
+                );
+            }
+            if let Some(simple) = simple_load(&args) {
+                let whole = Cli::try_parse_from(&args).ok();
+                assert_eq!(
+                    Some(format!("{simple:?}")),
+                    whole.map(|w| format!("{w:?}")),
+                    "{case:?}"
+                );
+            }
+        }
+        let load = |a: &[&str]| {
+            let args: Vec<OsString> = ["mstate"].iter().chain(a).map(OsString::from).collect();
+            simple_load(&args).is_some()
+        };
+        assert!(load(&["load", "m1", "--json"]));
+        assert!(!load(&["load", "m1", "--json", "--json"]));
+    }
 }

@@ -10,8 +10,6 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // Past a file size limit (`ulimit -f`) the kernel sends SIGXFSZ, whose
     // default action kills the process mid-write. Catching it turns the
@@ -20,7 +18,7 @@ fn main() -> ExitCode {
         signal_hook::consts::SIGXFSZ,
         std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
     );
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::from_env();
     let json = cli.global.json;
     match commands::run(cli) {
         Ok(()) => ExitCode::from(exit::OK),

@@ -4,6 +4,7 @@
 
 use std::io::{self, BufWriter, StdoutLock, Write};
 
+use mstate_store::json::write_nested;
 use serde::Serialize;
 
 use crate::exit::{CliError, CliResult};
@@ -55,6 +56,44 @@ impl Out {
         let s = serde_json::to_string_pretty(value)
             .map_err(|e| CliError::Other(format!("cannot encode output: {e}")))?;
         self.line(&s)
+    }
+
+    /// Write pretty JSON text (as `json` lays it out, e.g. a loaded
+    /// state) and a newline.
+    pub fn json_text(&mut self, text: &str) -> CliResult<bool> {
+        self.json_members_or_text(None, text)
+    }
+
+    /// Write a JSON object from members given as pretty JSON text, laid
+    /// out as `json` would lay it out, and a newline.
+    pub fn json_members(&mut self, members: &[(&str, &str)]) -> CliResult<bool> {
+        self.json_members_or_text(Some(members), "")
+    }
+
+    fn json_members_or_text(
+        &mut self,
+        members: Option<&[(&str, &str)]>,
+        text: &str,
+    ) -> CliResult<bool> {
+        if self.closed {
+            return Ok(false);
+        }
+        let w = &mut self.inner;
+        let r = (|| -> io::Result<()> {
+            let Some(members) = members else {
+                w.write_all(text.as_bytes())?;
+                return w.write_all(b"\n");
+            };
+            w.write_all(b"{")?;
+            for (i, (key, value)) in members.iter().enumerate() {
+                w.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
+                serde_json::to_writer(&mut *w, key).map_err(io::Error::from)?;
+                w.write_all(b": ")?;
+                write_nested(value.as_bytes(), 1, w)?;
+            }
+            w.write_all(if members.is_empty() { b"}\n" } else { b"\n}\n" })
+        })();
+        self.check(r)
     }
 
     /// Flush now (for streaming output such as `--follow`).

@@ -19,6 +19,29 @@ pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
 /// Parse `bytes` as one JSON value, rejecting anything a careful store should
 /// not accept. `context` names the input in error messages.
 pub fn parse_strict(bytes: &[u8], context: &str) -> Result<Value> {
+    check_size(bytes, context)?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| json_error(&e, context))?;
+    if value_may_hide_duplicates(bytes) {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        NoDuplicates
+            .deserialize(&mut de)
+            .map_err(|e| json_error(&e, context))?;
+    }
+    Ok(value)
+}
+
+/// Check `bytes` exactly as [`parse_strict`] does, without building the
+/// value: for input that is stored as text.
+pub fn check_strict(bytes: &[u8], context: &str) -> Result<()> {
+    check_size(bytes, context)?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    NoDuplicates
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| json_error(&e, context))
+}
+
+fn check_size(bytes: &[u8], context: &str) -> Result<()> {
     if bytes.len() > MAX_JSON_BYTES {
         return Err(Error::invalid(
             "input",
@@ -29,14 +52,7 @@ pub fn parse_strict(bytes: &[u8], context: &str) -> Result<Value> {
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| json_error(&e, context))?;
-    if value_may_hide_duplicates(bytes) {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        NoDuplicates
-            .deserialize(&mut de)
-            .map_err(|e| json_error(&e, context))?;
-    }
-    Ok(value)
+    Ok(())
 }
 
 /// Convert a serde_json error into [`Error::InvalidJson`].
@@ -294,5 +310,230 @@ mod tests {
         let mut v = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut v, &json!({"a": "z", "c": {"f": null}}));
         assert_eq!(v, json!({"a": "z", "c": {"d": "e"}}));
+    }
+}
+
+/// Write pretty JSON text (serde_json's layout) nested `depth` levels
+/// deep: every line after the first gets `depth` more levels of indent.
+/// Newlines in pretty JSON are all layout (strings escape theirs), so this
+/// is a copy that adds spaces after each one.
+pub fn write_nested<W: std::io::Write>(
+    text: &[u8],
+    depth: usize,
+    out: &mut W,
+) -> std::io::Result<()> {
+    if depth == 0 {
+        return out.write_all(text);
+    }
+    let pad = vec![b' '; depth * 2];
+    let mut rest = text;
+    while let Some(i) = memchr::memchr(b'\n', rest) {
+        out.write_all(&rest[..=i])?;
+        out.write_all(&pad)?;
+        rest = &rest[i + 1..];
+    }
+    out.write_all(rest)
+}
+
+/// Take `levels` levels of indent (two spaces each) off every line after
+/// the first of pretty JSON text, in place: the inverse of
+/// [`write_nested`]. Lines with less indent lose what they have.
+pub fn dedent_in_place(buf: &mut Vec<u8>, levels: usize) {
+    let strip = levels * 2;
+    if strip == 0 {
+        return;
+    }
+    let mut read = 0;
+    let mut write = 0;
+    while read < buf.len() {
+        let end = memchr::memchr(b'\n', &buf[read..]).map_or(buf.len(), |i| read + i + 1);
+        buf.copy_within(read..end, write);
+        write += end - read;
+        read = end;
+        let mut skipped = 0;
+        while skipped < strip && buf.get(read) == Some(&b' ') {
+            read += 1;
+            skipped += 1;
+        }
+    }
+    buf.truncate(write);
+}
+
+/// Write the JSON text `text` (valid JSON, as checked by a parse) laid out
+/// as serde_json's pretty printer lays it out (two-space indent, `": "`),
+/// nested `depth` levels deep: every line after the first is indented by
+/// `depth` more levels. Strings and numbers are copied as they are.
+///
+/// It is how a stored state is printed without building a `Value` (about
+/// ten times the text's size): one pass, constant memory.
+pub fn reindent<W: std::io::Write>(text: &[u8], depth: usize, out: &mut W) -> std::io::Result<()> {
+    fn newline<W: std::io::Write>(out: &mut W, depth: usize) -> std::io::Result<()> {
+        const SPACES: [u8; 64] = [b' '; 64];
+        out.write_all(b"\n")?;
+        let mut n = depth * 2;
+        while n > 0 {
+            let k = n.min(SPACES.len());
+            out.write_all(&SPACES[..k])?;
+            n -= k;
+        }
+        Ok(())
+    }
+    let mut depth = depth;
+    let mut i = 0;
+    let next_significant = |mut j: usize| {
+        while j < text.len() && text[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        text.get(j).copied()
+    };
+    while i < text.len() {
+        let b = text[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'"' => {
+                // Copy the string through its closing quote.
+                let start = i;
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &text[i..]) {
+                        Some(k) if text[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                        None => {
+                            i = text.len();
+                            break;
+                        }
+                    }
+                }
+                out.write_all(&text[start..i.min(text.len())])?;
+            }
+            b'{' | b'[' => {
+                let close = if b == b'{' { b'}' } else { b']' };
+                out.write_all(&[b])?;
+                if next_significant(i + 1) == Some(close) {
+                    out.write_all(&[close])?;
+                    i += 1;
+                    while i < text.len() && text[i] != close {
+                        i += 1;
+                    }
+                    i += 1;
+                } else {
+                    depth += 1;
+                    newline(out, depth)?;
+                    i += 1;
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline(out, depth)?;
+                out.write_all(&[b])?;
+                i += 1;
+            }
+            b',' => {
+                out.write_all(b",")?;
+                newline(out, depth)?;
+                i += 1;
+            }
+            b':' => {
+                out.write_all(b": ")?;
+                i += 1;
+            }
+            _ => {
+                // A number or literal: up to the next delimiter.
+                let start = i;
+                while i < text.len()
+                    && !matches!(
+                        text[i],
+                        b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\n' | b'\r'
+                    )
+                {
+                    i += 1;
+                }
+                out.write_all(&text[start..i])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Random JSON values, for property tests.
+#[cfg(test)]
+pub(crate) fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    use serde_json::json;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        "[ -~\\PC\"\\\\\n\t]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::vec(("[a-z ,:{}\\[\\]\"]{0,6}", inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+#[cfg(test)]
+mod reindent_tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::{arb_value, reindent};
+
+    proptest! {
+        /// Nesting pretty text and taking the nesting off give it back,
+        /// and nested text is what the pretty printer writes inside an
+        /// envelope.
+        #[test]
+        fn nesting_round_trips(v in arb_value(), depth in 0usize..4) {
+            let text = serde_json::to_string_pretty(&v).unwrap();
+            let mut nested = Vec::new();
+            super::write_nested(text.as_bytes(), depth, &mut nested).unwrap();
+            if depth == 1 {
+                let stored = serde_json::to_string_pretty(&json!({"state": v})).unwrap();
+                prop_assert_eq!(&stored[13..stored.len() - 2], std::str::from_utf8(&nested).unwrap());
+            }
+            super::dedent_in_place(&mut nested, depth);
+            prop_assert_eq!(std::str::from_utf8(&nested).unwrap(), text);
+        }
+    }
+
+    fn pretty(text: &[u8], depth: usize) -> String {
+        let mut out = Vec::new();
+        reindent(text, depth, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    proptest! {
+        /// Compact or pretty text comes out exactly as serde_json's pretty
+        /// printer writes the value.
+        #[test]
+        fn matches_the_pretty_printer(v in arb_value()) {
+            let want = serde_json::to_string_pretty(&v).unwrap();
+            prop_assert_eq!(&pretty(serde_json::to_string(&v).unwrap().as_bytes(), 0), &want);
+            prop_assert_eq!(&pretty(want.as_bytes(), 0), &want);
+            // Nested in an envelope, as stored, it still comes out the same.
+            let stored = serde_json::to_string_pretty(&json!({"state": v})).unwrap();
+            let inner = stored.find(": ").unwrap() + 2;
+            let body = &stored[inner..stored.len() - 2];
+            prop_assert_eq!(pretty(body.as_bytes(), 0), want);
+        }
+    }
+
+    #[test]
+    fn nests_at_a_depth_and_keeps_empty_containers() {
+        let text = br#"{ "a" : [ ], "b":{}, "c":[1, "x,]"] }"#;
+        assert_eq!(
+            pretty(text, 1),
+            "{\n    \"a\": [],\n    \"b\": {},\n    \"c\": [\n      1,\n      \"x,]\"\n    ]\n  }"
+        );
     }
 }

@@ -52,6 +52,23 @@ pub struct Loaded {
     pub recovered: Option<Recovery>,
 }
 
+/// A loaded state as JSON text: what [`Loaded`] holds, without building a
+/// `Value` (about ten times the size of its text) for callers that only
+/// pass the state on, such as a command printing it.
+#[derive(Debug, Clone)]
+pub struct LoadedRaw {
+    pub timestamp: String,
+    pub milestone_id: String,
+    pub version: String,
+    pub revision: u64,
+    /// The state as pretty JSON text (serde_json's layout, two-space
+    /// indent, no trailing newline).
+    pub state: String,
+    pub status: Status,
+    /// Set when the state file was corrupt and this state was recovered.
+    pub recovered: Option<Recovery>,
+}
+
 /// What a recovery did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recovery {

@@ -18,6 +18,8 @@ pub mod log;
 mod session;
 mod state;
 
+use self::state::NewState;
+
 use std::borrow::Cow;
 use std::io as stdio;
 use std::path::{Path, PathBuf};
@@ -30,8 +32,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::{CheckpointName, EventType, MilestoneId, SessionId};
 use crate::io::{FileKind, Io, RealIo};
 use crate::model::{
-    Actor, BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LockInfo,
-    LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
+    Actor, BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw,
+    LockInfo, LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
     SessionFilter, SessionRecord, SessionStart, SessionView, Status,
 };
 use crate::store::{
@@ -363,11 +365,22 @@ impl Store for FsStore {
     }
 
     fn save(&self, id: &MilestoneId, state: &Value, opts: &WriteOptions) -> Result<Saved> {
-        self.write_state(id, "save", opts, &mut |_| Ok(Cow::Borrowed(state)))
+        self.write_state(id, "save", opts, &mut |_| {
+            Ok(NewState::Value(Cow::Borrowed(state)))
+        })
+    }
+
+    fn save_text(&self, id: &MilestoneId, state: &[u8], opts: &WriteOptions) -> Result<Saved> {
+        crate::json::check_strict(state, "state")?;
+        self.write_state(id, "save", opts, &mut |_| Ok(NewState::Text(state)))
     }
 
     fn load(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Loaded> {
         self.load_state(id, opts)
+    }
+
+    fn load_raw(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<LoadedRaw> {
+        self.load_state_raw(id, opts)
     }
 
     fn update(&self, id: &MilestoneId, edit: Edit<'_>, opts: &WriteOptions) -> Result<Saved> {
@@ -381,7 +394,7 @@ impl Store for FsStore {
             };
             let mut value = current.state;
             edit(&mut value)?;
-            Ok(Cow::Owned(value))
+            Ok(NewState::Value(Cow::Owned(value)))
         })
     }
 

@@ -17,7 +17,9 @@ use crate::fs::atomic::{self, read_opt, write_replace};
 use crate::fs::backup::{self, Kind};
 use crate::fs::FsStore;
 use crate::id::{CheckpointName, MilestoneId};
-use crate::model::{CheckpointInfo, Envelope, Loaded, Recovery, Saved, Status, ENVELOPE_VERSION};
+use crate::model::{
+    CheckpointInfo, Envelope, Loaded, LoadedRaw, Recovery, Saved, Status, ENVELOPE_VERSION,
+};
 use crate::store::{CleanupOptions, CleanupReport, Restored, WriteOptions};
 use crate::time;
 
@@ -43,8 +45,16 @@ impl Current {
     }
 }
 
-/// An envelope to encode, borrowing its state: a save writes the caller's
-/// state without copying it.
+/// The state a write stores.
+pub(crate) enum NewState<'a> {
+    /// A value, borrowed when it is the caller's (no copy of it is made).
+    Value(Cow<'a, Value>),
+    /// JSON text that passed [`crate::json::check_strict`]: laid out as
+    /// it is written, with no `Value` built (about ten times its size).
+    Text(&'a [u8]),
+}
+
+/// An envelope to encode, borrowing its state.
 #[derive(serde::Serialize)]
 struct EnvelopeRef<'a> {
     timestamp: &'a str,
@@ -69,9 +79,46 @@ fn not_found(id: &MilestoneId) -> Error {
     }
 }
 
-fn encode(envelope: &EnvelopeRef<'_>, path: &Path) -> Result<Vec<u8>> {
-    let mut bytes =
-        serde_json::to_vec_pretty(envelope).map_err(|e| Error::io("encode", path, e.into()))?;
+/// The bytes of a state file: the pretty envelope and a newline. Text
+/// states come out exactly as their value would.
+fn encode(
+    timestamp: &str,
+    id: &MilestoneId,
+    revision: u64,
+    state: &NewState<'_>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let fail = |e: std::io::Error| Error::io("encode", path, e);
+    let mut bytes = match state {
+        NewState::Value(value) => {
+            let envelope = EnvelopeRef {
+                timestamp,
+                milestone_id: id.as_str(),
+                version: ENVELOPE_VERSION,
+                revision,
+                state: value,
+            };
+            serde_json::to_vec_pretty(&envelope).map_err(|e| fail(e.into()))?
+        }
+        NewState::Text(text) => {
+            let mut out = Vec::with_capacity(text.len() + text.len() / 2 + 256);
+            let string = |out: &mut Vec<u8>, s: &str| {
+                serde_json::to_writer(out, s).map_err(|e| fail(e.into()))
+            };
+            out.extend_from_slice(b"{\n  \"timestamp\": ");
+            string(&mut out, timestamp)?;
+            out.extend_from_slice(b",\n  \"milestone_id\": ");
+            string(&mut out, id.as_str())?;
+            out.extend_from_slice(b",\n  \"version\": ");
+            string(&mut out, ENVELOPE_VERSION)?;
+            out.extend_from_slice(
+                format!(",\n  \"revision\": {revision},\n  \"state\": ").as_bytes(),
+            );
+            crate::json::reindent(text, 1, &mut out).map_err(fail)?;
+            out.extend_from_slice(b"\n}");
+            out
+        }
+    };
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -132,7 +179,7 @@ impl FsStore {
         &self,
         id: &MilestoneId,
         current: Option<&Current>,
-        state: &Value,
+        state: &NewState<'_>,
         event: &str,
         mut data: serde_json::Map<String, Value>,
         floor_revision: u64,
@@ -169,14 +216,7 @@ impl FsStore {
         }
         let revision = prev.max(floor_revision) + 1;
         let timestamp = time::format_micros(time::now());
-        let envelope = EnvelopeRef {
-            timestamp: &timestamp,
-            milestone_id: id.as_str(),
-            version: ENVELOPE_VERSION,
-            revision,
-            state,
-        };
-        let bytes = encode(&envelope, &target)?;
+        let bytes = encode(&timestamp, id, revision, state, &target)?;
         write_replace(&*self.io, &target, &bytes)?;
         drop(bytes);
         if backup_name.is_some() {
@@ -202,7 +242,7 @@ impl FsStore {
         id: &MilestoneId,
         operation: &str,
         opts: &WriteOptions,
-        make: &mut dyn FnMut(Option<Envelope>) -> Result<Cow<'s, Value>>,
+        make: &mut dyn FnMut(Option<Envelope>) -> Result<NewState<'s>>,
     ) -> Result<Saved> {
         let save = operation == "save";
         self.locked(id, operation, opts.lock_timeout, || {
@@ -263,6 +303,85 @@ impl FsStore {
             }),
             None => Err(not_found(id)),
         }
+    }
+
+    /// Load as text: one parse checks the file and finds the state's text,
+    /// which is moved to the front of the buffer read and given the pretty
+    /// layout at top level (no second buffer for mstate's files, no
+    /// `Value`). A corrupt file takes [`FsStore::load_state`]'s recovery.
+    pub(crate) fn load_state_raw(
+        &self,
+        id: &MilestoneId,
+        opts: &WriteOptions,
+    ) -> Result<LoadedRaw> {
+        #[derive(serde::Deserialize)]
+        struct RawEnvelope<'a> {
+            timestamp: String,
+            milestone_id: String,
+            version: String,
+            #[serde(default)]
+            revision: u64,
+            #[serde(borrow)]
+            state: &'a serde_json::value::RawValue,
+        }
+        for status in [Status::Active, Status::Completed] {
+            let path = self.layout.state_file(id, status);
+            let Some(mut bytes) = read_opt(&*self.io, &path)? else {
+                continue;
+            };
+            let Ok(env) = serde_json::from_slice::<RawEnvelope<'_>>(&bytes) else {
+                break; // corrupt: recover below
+            };
+            let text = env.state.get();
+            let Some(start) = (text.as_ptr() as usize)
+                .checked_sub(bytes.as_ptr() as usize)
+                .filter(|s| s + text.len() <= bytes.len())
+            else {
+                break; // not borrowed from the buffer: take the slow path
+            };
+            let range = start..start + text.len();
+            let (timestamp, milestone_id, version, revision) =
+                (env.timestamp, env.milestone_id, env.version, env.revision);
+            bytes.copy_within(range.clone(), 0);
+            bytes.truncate(range.len());
+            if revision > 0 {
+                // Written by mstate: pretty, nested one level in the
+                // envelope. Taking that level off is a copy.
+                crate::json::dedent_in_place(&mut bytes, 1);
+            } else {
+                // The seed's (or a hand's) layout: lay it out again.
+                let mut pretty = Vec::with_capacity(bytes.len());
+                crate::json::reindent(&bytes, 0, &mut pretty).ctx("lay out", &path)?;
+                bytes = pretty;
+            }
+            let state = String::from_utf8(bytes).map_err(|e| Error::Corrupt {
+                what: format!("state of milestone '{id}'"),
+                path: path.clone(),
+                detail: e.to_string(),
+                hint: Some(format!("run `mstate recover {id}`")),
+            })?;
+            return Ok(LoadedRaw {
+                timestamp,
+                milestone_id,
+                version,
+                revision,
+                state,
+                status,
+                recovered: None,
+            });
+        }
+        let loaded = self.load_state(id, opts)?;
+        let env = loaded.envelope;
+        Ok(LoadedRaw {
+            state: serde_json::to_string_pretty(&env.state)
+                .map_err(|e| Error::invalid("state", e.to_string()))?,
+            timestamp: env.timestamp,
+            milestone_id: env.milestone_id,
+            version: env.version,
+            revision: env.revision,
+            status: loaded.status,
+            recovered: loaded.recovered,
+        })
     }
 
     /// Restore the newest valid backup (or `from`) as the next revision.
@@ -355,7 +474,8 @@ impl FsStore {
                 "backup_file".into(),
                 json!(format!(".milestones/state/backups/{name}")),
             );
-            let saved = self.commit(id, current.as_ref(), &env.state, "state_recovered", data, max_rev)?;
+            let state = NewState::Value(Cow::Borrowed(&env.state));
+            let saved = self.commit(id, current.as_ref(), &state, "state_recovered", data, max_rev)?;
             let moved = if current_corrupt {
                 // commit() moved it; find the name it logged.
                 self.corrupt_files(id)?.into_iter().next()
@@ -545,7 +665,8 @@ impl FsStore {
             }
             let mut data = serde_json::Map::new();
             data.insert("checkpoint_name".into(), json!(name.as_str()));
-            let saved = self.commit(id, current.as_ref(), &env.state, "state_restored", data, 0)?;
+            let state = NewState::Value(Cow::Borrowed(&env.state));
+            let saved = self.commit(id, current.as_ref(), &state, "state_restored", data, 0)?;
             Ok(Restored { saved, pre_restore })
         })
     }
@@ -661,5 +782,48 @@ impl FsStore {
             self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// A state saved as text is stored byte for byte as its value is.
+        #[test]
+        fn text_states_encode_as_their_values(v in crate::json::arb_value(), pretty: bool) {
+            let id = MilestoneId::new("m").unwrap();
+            let path = Path::new("m.json");
+            let text = if pretty {
+                serde_json::to_vec_pretty(&v).unwrap()
+            } else {
+                serde_json::to_vec(&v).unwrap()
+            };
+            crate::json::check_strict(&text, "state").unwrap();
+            let ts = "2026-11-25T00:00:00.000000Z";
+            let from_text = encode(ts, &id, 7, &NewState::Text(&text), path).unwrap();
+            let from_value = encode(ts, &id, 7, &NewState::Value(Cow::Borrowed(&v)), path).unwrap();
+            prop_assert_eq!(String::from_utf8(from_text).unwrap(), String::from_utf8(from_value).unwrap());
+        }
+    }
+
+    #[test]
+    fn check_strict_rejects_what_parse_strict_rejects() {
+        for bad in [
+            &b"{\"a\":1,\"a\":2}"[..],
+            b"{\"a\":1} x",
+            b"",
+            b"[1,]",
+            b"\"\xff\"",
+            b"\"\\ud800\"",
+        ] {
+            assert!(crate::json::parse_strict(bad, "s").is_err());
+            assert!(crate::json::check_strict(bad, "s").is_err(), "{bad:?}");
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(crate::json::check_strict(deep.as_bytes(), "s").is_err());
     }
 }
