@@ -72,6 +72,16 @@ pub fn json_input(arg: Option<&str>) -> CliResult<Vec<u8>> {
                 ));
             }
             let mut buf = Vec::new();
+            // From a file, read into a buffer of its size, not one grown
+            // by doubling (a large state would take up to twice its size).
+            if let Ok(st) = rustix::fs::fstat(std::io::stdin()) {
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile
+                {
+                    let size = usize::try_from(st.st_size).unwrap_or(0);
+                    buf.reserve(size.min(MAX_JSON_BYTES) + 1);
+                }
+            }
             std::io::stdin()
                 .lock()
                 .take(MAX_JSON_BYTES as u64 + 1)

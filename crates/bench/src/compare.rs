@@ -15,8 +15,19 @@ use crate::procs;
 use crate::sqlite::Sql;
 use crate::stats::{bytes, count, mib, ratio, secs, verdict, Samples, Table};
 
-/// The operations compared.
-pub const OPS: [&str; 6] = ["save", "load", "update", "log", "checkpoint", "lock"];
+/// The operations compared. `save (text)` and `load (text)` are the
+/// library's `save_text` and `load_raw` (the state as JSON text, as the
+/// CLI passes it), against the same floor and SQLite operations.
+pub const OPS: [&str; 8] = [
+    "save",
+    "save (text)",
+    "load",
+    "load (text)",
+    "update",
+    "log",
+    "checkpoint",
+    "lock",
+];
 
 /// Saves made before measuring, so the backup directory is at its steady
 /// size (mstate keeps 50 backups).
@@ -25,8 +36,8 @@ const WARM_SAVES: usize = 52;
 /// Budget of an operation, as a ratio to its floor, if it has one.
 fn budget(op: &str) -> Option<f64> {
     match op {
-        "save" | "log" | "checkpoint" => Some(1.3),
-        "load" => Some(1.2),
+        "save" | "save (text)" | "log" | "checkpoint" => Some(1.3),
+        "load" | "load (text)" => Some(1.2),
         _ => None,
     }
 }
@@ -37,6 +48,8 @@ struct Setup {
     lib: Lib,
     sql: Sql,
     state: Value,
+    /// The state as compact JSON text.
+    input: Vec<u8>,
     info: Vec<u8>,
     file: Vec<u8>,
     saved_line: Vec<u8>,
@@ -61,11 +74,13 @@ impl Setup {
             floor.trim_backups();
             lib.save(&state)?;
         }
+        let input = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
         Ok(Setup {
             floor,
             lib,
             sql,
             state,
+            input,
             info,
             file,
             saved_line,
@@ -78,6 +93,11 @@ impl Setup {
         self.serial += 1;
         let n = self.serial;
         let io = |r: rustix::io::Result<()>| r.map_err(|e| e.to_string());
+        let op = match (which, op) {
+            (1, "save (text)") => return t.time(|| self.lib.save_text(&self.input)).map(drop),
+            (1, "load (text)") => return t.time(|| self.lib.load_text()).map(drop),
+            (_, text) => text.strip_suffix(" (text)").unwrap_or(text),
+        };
         match (which, op) {
             (0, "save") => {
                 io(t.time(|| self.floor.save(&self.info, &self.file, &self.saved_line)))?;
@@ -257,6 +277,15 @@ pub fn render_floor_calls(r: &SizeResult) -> String {
 /// floor's state file).
 pub fn rss_op(impl_: &str, op: &str, root: &Path, data: &Path) -> Result<(), String> {
     let err = |e: std::io::Error| e.to_string();
+    let op = match impl_ {
+        "lib" => op,
+        _ => op.strip_suffix(" (text)").unwrap_or(op),
+    };
+    let input = if op == "save (text)" {
+        std::fs::read(data.join("input.json")).map_err(err)?
+    } else {
+        Vec::new()
+    };
     let state: Value = if op == "save" && impl_ != "floor" {
         let input = std::fs::read(data.join("input.json")).map_err(err)?;
         serde_json::from_slice(&input).map_err(|e| e.to_string())?
@@ -282,7 +311,9 @@ pub fn rss_op(impl_: &str, op: &str, root: &Path, data: &Path) -> Result<(), Str
     let run = || -> Result<(), String> {
         match (op, &lib, fl.as_mut(), &sql) {
             ("save", Some(l), _, _) => l.save(&state).map(drop),
+            ("save (text)", Some(l), _, _) => l.save_text(&input).map(drop),
             ("load", Some(l), _, _) => l.load().map(drop),
+            ("load (text)", Some(l), _, _) => l.load_text().map(drop),
             ("save", _, Some(f), _) => f.save(&info, &file, &line).map_err(|e| e.to_string()),
             ("load", _, Some(f), _) => f.load().map(drop),
             ("save", _, _, Some(q)) => q.save(&state).map(drop),
@@ -326,7 +357,7 @@ pub fn rss_table(sizes: &[usize]) -> Result<String, String> {
         )
         .map_err(err)?;
         std::fs::write(dir.join("state.json"), data::state_file("m", 1, &state)).map_err(err)?;
-        for op in ["save", "load"] {
+        for op in ["save", "save (text)", "load", "load (text)"] {
             let measure = |imp: &str, root: &Path| -> Result<(u64, u64), String> {
                 let out = Command::new(&exe)
                     .args(["rss-op", imp, op])
@@ -395,7 +426,9 @@ pub fn breakdown(sizes: &[usize], iters: &[usize]) -> Result<String, String> {
         ">clone the state `Value` (save)",
         ">encode pretty envelope (save, update)",
         ">encode compact (for comparison)",
-        ">`parse_strict` of the input (CLI save)",
+        ">`parse_strict` of the input",
+        ">`check_strict` of the input (CLI save)",
+        ">`reindent` of the input (CLI save)",
     ]);
     for (k, &size) in sizes.iter().enumerate() {
         let n = iters.get(k).or(iters.last()).copied().unwrap_or(10).max(1);
@@ -404,10 +437,10 @@ pub fn breakdown(sizes: &[usize], iters: &[usize]) -> Result<String, String> {
         let input = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
         let env: mstate_store::model::Envelope =
             serde_json::from_slice(&file).map_err(|e| e.to_string())?;
-        let mut s: [Samples; 6] = Default::default();
+        let mut s: [Samples; 8] = Default::default();
         for i in 0..n {
-            for j in 0..6 {
-                let w = (i + j) % 6;
+            for j in 0..8 {
+                let w = (i + j) % 8;
                 match w {
                     0 => {
                         let v = s[0].time(|| {
@@ -431,9 +464,18 @@ pub fn breakdown(sizes: &[usize], iters: &[usize]) -> Result<String, String> {
                         let v = s[4].time(|| mstate_store::json::parse_strict(&input, "state"));
                         drop(std::hint::black_box(v));
                     }
-                    _ => {
+                    5 => {
                         let v = s[5].time(|| serde_json::to_vec(&env));
                         drop(std::hint::black_box(v));
+                    }
+                    6 => {
+                        let v = s[6].time(|| mstate_store::json::check_strict(&input, "state"));
+                        drop(std::hint::black_box(v));
+                    }
+                    _ => {
+                        let mut out = Vec::with_capacity(file.len() + 4096);
+                        let v = s[7].time(|| mstate_store::json::reindent(&input, 1, &mut out));
+                        drop(std::hint::black_box((v, out)));
                     }
                 }
             }
@@ -446,6 +488,8 @@ pub fn breakdown(sizes: &[usize], iters: &[usize]) -> Result<String, String> {
             secs(s[3].median()),
             secs(s[5].median()),
             secs(s[4].median()),
+            secs(s[6].median()),
+            secs(s[7].median()),
         ]);
     }
     Ok(format!(

@@ -60,6 +60,24 @@ impl Lib {
             .revision)
     }
 
+    /// `save_text` of the state as JSON text; returns the new revision.
+    pub fn save_text(&self, state: &[u8]) -> Result<u64, String> {
+        Ok(self
+            .store
+            .save_text(&self.id, state, &self.opts)
+            .map_err(e)?
+            .revision)
+    }
+
+    /// `load_raw` (the state as text); returns the revision loaded.
+    pub fn load_text(&self) -> Result<u64, String> {
+        Ok(self
+            .store
+            .load_raw(&self.id, &self.opts)
+            .map_err(e)?
+            .revision)
+    }
+
     /// `load`; returns the revision loaded.
     pub fn load(&self) -> Result<u64, String> {
         Ok(self

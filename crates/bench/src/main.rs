@@ -351,6 +351,7 @@ fn run(args: Args) -> Result<(), String> {
                 print!("\n{}", compare::render_floor_calls(first));
             }
             print!("\n{}", compare::rss_table(&sizes)?);
+            print!("\n{}", compare::breakdown(&sizes, &list(&iters)?)?);
             Ok(())
         }
         Cmd::Cli { sizes, runs, bins } => {

@@ -115,14 +115,57 @@ impl<'de> Visitor<'de> for NoDuplicates {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+        // Most objects have a few keys: a list is searched faster than a
+        // set is built; large objects switch to a set.
+        const LIST_MAX: usize = 16;
+        let mut list: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        let mut set: Option<HashSet<std::borrow::Cow<'de, str>>> = None;
+        while let Some(key) = map.next_key_seed(Key)? {
+            let repeated = match &set {
+                Some(set) => set.contains(&key),
+                None => list.contains(&key),
+            };
+            if repeated {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            match &mut set {
+                Some(set) => {
+                    set.insert(key);
+                }
+                None if list.len() < LIST_MAX => list.push(key),
+                None => {
+                    let mut all: HashSet<_> = list.drain(..).collect();
+                    all.insert(key);
+                    set = Some(all);
+                }
             }
             map.next_value_seed(NoDuplicates)?;
         }
         Ok(())
+    }
+}
+
+/// An object key, borrowed from the input unless it holds escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> std::result::Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(s))
+    }
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(s.to_string()))
     }
 }
 
@@ -366,18 +409,19 @@ pub fn dedent_in_place(buf: &mut Vec<u8>, levels: usize) {
 ///
 /// It is how a stored state is printed without building a `Value` (about
 /// ten times the text's size): one pass, constant memory.
-pub fn reindent<W: std::io::Write>(text: &[u8], depth: usize, out: &mut W) -> std::io::Result<()> {
-    fn newline<W: std::io::Write>(out: &mut W, depth: usize) -> std::io::Result<()> {
-        const SPACES: [u8; 64] = [b' '; 64];
-        out.write_all(b"\n")?;
-        let mut n = depth * 2;
-        while n > 0 {
-            let k = n.min(SPACES.len());
-            out.write_all(&SPACES[..k])?;
-            n -= k;
-        }
-        Ok(())
+pub fn reindent<W: std::io::Write + ?Sized>(
+    text: &[u8],
+    depth: usize,
+    out: &mut W,
+) -> std::io::Result<()> {
+    /// Output is gathered here and written in large pieces: `out` may be
+    /// a `dyn Write`, and a call per token would dominate.
+    const FLUSH_AT: usize = 64 * 1024;
+    fn newline(buf: &mut Vec<u8>, depth: usize) {
+        buf.push(b'\n');
+        buf.resize(buf.len() + depth * 2, b' ');
     }
+    let mut buf: Vec<u8> = Vec::with_capacity(FLUSH_AT + 1024);
     let mut depth = depth;
     let mut i = 0;
     let next_significant = |mut j: usize| {
@@ -387,6 +431,10 @@ pub fn reindent<W: std::io::Write>(text: &[u8], depth: usize, out: &mut W) -> st
         text.get(j).copied()
     };
     while i < text.len() {
+        if buf.len() >= FLUSH_AT {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
         let b = text[i];
         match b {
             b' ' | b'\t' | b'\n' | b'\r' => i += 1,
@@ -407,13 +455,20 @@ pub fn reindent<W: std::io::Write>(text: &[u8], depth: usize, out: &mut W) -> st
                         }
                     }
                 }
-                out.write_all(&text[start..i.min(text.len())])?;
+                let piece = &text[start..i.min(text.len())];
+                if piece.len() > FLUSH_AT {
+                    out.write_all(&buf)?;
+                    buf.clear();
+                    out.write_all(piece)?;
+                } else {
+                    buf.extend_from_slice(piece);
+                }
             }
             b'{' | b'[' => {
                 let close = if b == b'{' { b'}' } else { b']' };
-                out.write_all(&[b])?;
+                buf.push(b);
                 if next_significant(i + 1) == Some(close) {
-                    out.write_all(&[close])?;
+                    buf.push(close);
                     i += 1;
                     while i < text.len() && text[i] != close {
                         i += 1;
@@ -421,23 +476,23 @@ pub fn reindent<W: std::io::Write>(text: &[u8], depth: usize, out: &mut W) -> st
                     i += 1;
                 } else {
                     depth += 1;
-                    newline(out, depth)?;
+                    newline(&mut buf, depth);
                     i += 1;
                 }
             }
             b'}' | b']' => {
                 depth = depth.saturating_sub(1);
-                newline(out, depth)?;
-                out.write_all(&[b])?;
+                newline(&mut buf, depth);
+                buf.push(b);
                 i += 1;
             }
             b',' => {
-                out.write_all(b",")?;
-                newline(out, depth)?;
+                buf.push(b',');
+                newline(&mut buf, depth);
                 i += 1;
             }
             b':' => {
-                out.write_all(b": ")?;
+                buf.extend_from_slice(b": ");
                 i += 1;
             }
             _ => {
@@ -451,11 +506,11 @@ pub fn reindent<W: std::io::Write>(text: &[u8], depth: usize, out: &mut W) -> st
                 {
                     i += 1;
                 }
-                out.write_all(&text[start..i])?;
+                buf.extend_from_slice(&text[start..i]);
             }
         }
     }
-    Ok(())
+    out.write_all(&buf)
 }
 
 /// Random JSON values, for property tests.

@@ -33,11 +33,26 @@ pub fn temp_path(target: &Path) -> PathBuf {
 
 /// Durably replace `target` with `bytes`.
 pub fn write_replace(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
+    write_replace_with(io, target, &mut |w| w.write_all(bytes))
+}
+
+/// Durably replace `target` with what `fill` writes, streamed to the
+/// temporary file through a buffer: a large state is never held encoded
+/// in memory as a whole.
+pub fn write_replace_with(
+    io: &dyn Io,
+    target: &Path,
+    fill: &mut dyn FnMut(&mut dyn io::Write) -> io::Result<()>,
+) -> Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let tmp = temp_path(target);
     let result = (|| {
         let mut f = io.create_new(&tmp).ctx("create", &tmp)?;
-        f.write_all(bytes).ctx("write", &tmp)?;
+        {
+            let mut w = io::BufWriter::with_capacity(WRITE_BUFFER, FileWriter(&mut *f));
+            fill(&mut w).ctx("write", &tmp)?;
+            io::Write::flush(&mut w).ctx("write", &tmp)?;
+        }
         f.sync().ctx("sync", &tmp)?;
         drop(f);
         io.rename(&tmp, target).ctx("rename into place", target)?;
@@ -48,6 +63,23 @@ pub fn write_replace(io: &dyn Io, target: &Path, bytes: &[u8]) -> Result<()> {
         return result;
     }
     io.sync_dir(dir).ctx("sync directory", dir)
+}
+
+/// Write buffer of [`write_replace_with`]: a small state is one `write`.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// [`io::Write`] over a [`crate::io::File`].
+struct FileWriter<'a>(&'a mut dyn crate::io::File);
+
+impl io::Write for FileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Create `target` with `bytes`, complete and synced, failing with

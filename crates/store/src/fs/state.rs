@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::error::{Error, IoContext, ObjectKind, Result};
-use crate::fs::atomic::{self, read_opt, write_replace};
+use crate::fs::atomic::{self, read_opt, write_replace, write_replace_with};
 use crate::fs::backup::{self, Kind};
 use crate::fs::FsStore;
 use crate::id::{CheckpointName, MilestoneId};
@@ -79,17 +79,16 @@ fn not_found(id: &MilestoneId) -> Error {
     }
 }
 
-/// The bytes of a state file: the pretty envelope and a newline. Text
-/// states come out exactly as their value would.
+/// Write a state file: the pretty envelope and a newline. Text states
+/// come out exactly as their value would.
 fn encode(
     timestamp: &str,
     id: &MilestoneId,
     revision: u64,
     state: &NewState<'_>,
-    path: &Path,
-) -> Result<Vec<u8>> {
-    let fail = |e: std::io::Error| Error::io("encode", path, e);
-    let mut bytes = match state {
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    match state {
         NewState::Value(value) => {
             let envelope = EnvelopeRef {
                 timestamp,
@@ -98,29 +97,21 @@ fn encode(
                 revision,
                 state: value,
             };
-            serde_json::to_vec_pretty(&envelope).map_err(|e| fail(e.into()))?
+            serde_json::to_writer_pretty(&mut *out, &envelope)?;
         }
         NewState::Text(text) => {
-            let mut out = Vec::with_capacity(text.len() + text.len() / 2 + 256);
-            let string = |out: &mut Vec<u8>, s: &str| {
-                serde_json::to_writer(out, s).map_err(|e| fail(e.into()))
-            };
-            out.extend_from_slice(b"{\n  \"timestamp\": ");
-            string(&mut out, timestamp)?;
-            out.extend_from_slice(b",\n  \"milestone_id\": ");
-            string(&mut out, id.as_str())?;
-            out.extend_from_slice(b",\n  \"version\": ");
-            string(&mut out, ENVELOPE_VERSION)?;
-            out.extend_from_slice(
-                format!(",\n  \"revision\": {revision},\n  \"state\": ").as_bytes(),
-            );
-            crate::json::reindent(text, 1, &mut out).map_err(fail)?;
-            out.extend_from_slice(b"\n}");
-            out
+            out.write_all(b"{\n  \"timestamp\": ")?;
+            serde_json::to_writer(&mut *out, timestamp)?;
+            out.write_all(b",\n  \"milestone_id\": ")?;
+            serde_json::to_writer(&mut *out, id.as_str())?;
+            out.write_all(b",\n  \"version\": ")?;
+            serde_json::to_writer(&mut *out, ENVELOPE_VERSION)?;
+            write!(out, ",\n  \"revision\": {revision},\n  \"state\": ")?;
+            crate::json::reindent(text, 1, out)?;
+            out.write_all(b"\n}")?;
         }
-    };
-    bytes.push(b'\n');
-    Ok(bytes)
+    }
+    out.write_all(b"\n")
 }
 
 impl FsStore {
@@ -216,9 +207,9 @@ impl FsStore {
         }
         let revision = prev.max(floor_revision) + 1;
         let timestamp = time::format_micros(time::now());
-        let bytes = encode(&timestamp, id, revision, state, &target)?;
-        write_replace(&*self.io, &target, &bytes)?;
-        drop(bytes);
+        write_replace_with(&*self.io, &target, &mut |out| {
+            encode(&timestamp, id, revision, state, out)
+        })?;
         if backup_name.is_some() {
             backup::prune(&*self.io, &self.layout, id, self.opts.max_backups)?;
         }
@@ -796,7 +787,6 @@ mod tests {
         #[test]
         fn text_states_encode_as_their_values(v in crate::json::arb_value(), pretty: bool) {
             let id = MilestoneId::new("m").unwrap();
-            let path = Path::new("m.json");
             let text = if pretty {
                 serde_json::to_vec_pretty(&v).unwrap()
             } else {
@@ -804,8 +794,9 @@ mod tests {
             };
             crate::json::check_strict(&text, "state").unwrap();
             let ts = "2026-11-25T00:00:00.000000Z";
-            let from_text = encode(ts, &id, 7, &NewState::Text(&text), path).unwrap();
-            let from_value = encode(ts, &id, 7, &NewState::Value(Cow::Borrowed(&v)), path).unwrap();
+            let (mut from_text, mut from_value) = (Vec::new(), Vec::new());
+            encode(ts, &id, 7, &NewState::Text(&text), &mut from_text).unwrap();
+            encode(ts, &id, 7, &NewState::Value(Cow::Borrowed(&v)), &mut from_value).unwrap();
             prop_assert_eq!(String::from_utf8(from_text).unwrap(), String::from_utf8(from_value).unwrap());
         }
     }
@@ -823,6 +814,14 @@ mod tests {
             assert!(crate::json::parse_strict(bad, "s").is_err());
             assert!(crate::json::check_strict(bad, "s").is_err(), "{bad:?}");
         }
+        // Repeats among many keys (past the short list) are found too.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let wide = format!("{{{},\"k33\":0}}", many.join(","));
+        assert!(crate::json::check_strict(wide.as_bytes(), "s").is_err());
+        let early = format!("{{{},\"k3\":0}}", many.join(","));
+        assert!(crate::json::check_strict(early.as_bytes(), "s").is_err());
+        let fine = format!("{{{}}}", many.join(","));
+        assert!(crate::json::check_strict(fine.as_bytes(), "s").is_ok());
         let deep = "[".repeat(200) + &"]".repeat(200);
         assert!(crate::json::check_strict(deep.as_bytes(), "s").is_err());
     }
