@@ -356,10 +356,13 @@ pub fn lib_op(op: &str, root: &Path, n: usize) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .envelope
         .state;
+    let text = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
     for i in 0..n {
         match op {
             "save" => lib.save(&state).map(drop)?,
+            "save (text)" => lib.save_text(&text).map(drop)?,
             "load" => lib.load().map(drop)?,
+            "load (text)" => lib.load_text().map(drop)?,
             "update" => lib.update().map(drop)?,
             "log" => lib.log(&data::progress_data(i as u64)).map(drop)?,
             "checkpoint" => lib.checkpoint()?,

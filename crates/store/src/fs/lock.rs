@@ -149,6 +149,7 @@ impl Locks<'_> {
         // whole creation on every wake-up would churn the directory the
         // holder is syncing.
         let mut attempt = true;
+        let mut woken = false;
         loop {
             if attempt {
                 if let Some(info) = self.try_create(id, req, pending)? {
@@ -163,7 +164,19 @@ impl Locks<'_> {
             if owned_by(&current, anc) {
                 return Ok((Acquired::Reentrant(current), broken));
             }
-            if let Liveness::Stale(reason) = self.liveness(id, &current)? {
+            // Woken by a release and beaten to the lock: the winner took it
+            // a moment ago and was alive then. The waiters of a busy lock
+            // skip the process checks for it (they cost more than the rest
+            // of a hand-off) and make them at the next recheck.
+            let age = time::parse_timestamp(&current.created)
+                .map(|t| time::now().duration_since(t).as_secs_f64());
+            let young = woken
+                && current.ttl_secs.is_none()
+                && age.is_some_and(|a| (0.0..RECHECK.as_secs_f64()).contains(&a));
+            woken = false;
+            if young {
+                // Wait below.
+            } else if let Liveness::Stale(reason) = self.liveness(id, &current)? {
                 if self.break_stale(id, &current)? {
                     broken.push(Broken {
                         info: current,
@@ -197,6 +210,7 @@ impl Locks<'_> {
                     if w.wait_removed(wait, &lock_name).is_err() {
                         *watch = Some(Box::new(PollWatch));
                     }
+                    woken = now.elapsed() < wait;
                 }
             }
         }

@@ -6,9 +6,14 @@
 //! Guarantees:
 //! - **Whole, durable lines.** Each event is one compact JSON line, written
 //!   by one `write` under an exclusive `flock` of the live file and synced
-//!   before [`EventLog::append`] returns: concurrent writers never
-//!   interleave or lose a line, and an acknowledged append survives power
-//!   loss. The seed's `grep '"event_type":"X"'` still finds mstate's lines.
+//!   (after the unlock, so concurrent appenders share flushes) before
+//!   [`EventLog::append`] returns: concurrent writers never interleave or
+//!   lose a line, and an acknowledged append survives power loss. After a
+//!   crash, lines never acknowledged may be missing or torn; as several
+//!   appenders can have one in flight, a torn one may sit before a whole
+//!   one at the end of the log. Readers skip what does not parse and
+//!   doctor reports it. The seed's `grep '"event_type":"X"'` still finds
+//!   mstate's lines.
 //! - **`seq` without gaps or repeats.** Events are numbered 1, 2, 3, ...
 //!   per milestone whatever the number of writer processes. A line without
 //!   `seq` (the seed's) counts as the previous line's plus one. Finding the
