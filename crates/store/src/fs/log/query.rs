@@ -355,7 +355,9 @@ fn backward(
     // when the last seen line determines it.
     let mut next: Option<u64> = None;
     let mut part_now = to.part.min(parts.len().saturating_sub(1));
-    scan::backward(parts, from, to, CHUNK, &mut |i, off, raw| {
+    // Small reads first, growing: a tail needs a few KiB, a long
+    // backward scan gets to 1 MiB reads after a few steps.
+    scan::backward(parts, from, to, SMALL_CHUNK, &mut |i, off, raw| {
         if i != part_now {
             if parts
                 .get(i + 1..=part_now)
