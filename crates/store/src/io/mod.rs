@@ -196,8 +196,23 @@ impl Io for RealIo {
             .read(true)
             .custom_flags(nofollow())
             .open(path)?;
-        let mut buf = Vec::with_capacity(f.metadata().map(|m| m.len() as usize + 1).unwrap_or(0));
-        f.read_to_end(&mut buf)?;
+        // Sized once from fstat; `read_to_end` would ask for the size
+        // again (fstat and lseek) before reading.
+        let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        let mut buf = vec![0u8; len + 1];
+        let mut filled = 0;
+        loop {
+            if filled == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            match f.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
         Ok(buf)
     }
 
