@@ -100,15 +100,21 @@ impl Setup {
         };
         match (which, op) {
             (0, "save") => {
-                io(t.time(|| self.floor.save(&self.info, &self.file, &self.saved_line)))?;
-                self.floor.trim_backups();
+                io(t.time(|| {
+                    let r = self.floor.save(&self.info, &self.file, &self.saved_line);
+                    self.floor.trim_backups();
+                    r
+                }))?;
             }
             (0, "load") => {
                 t.time(|| self.floor.load())?;
             }
             (0, "update") => {
-                io(t.time(|| self.floor.update(&self.info, &self.saved_line, n)))?;
-                self.floor.trim_backups();
+                io(t.time(|| {
+                    let r = self.floor.update(&self.info, &self.saved_line, n);
+                    self.floor.trim_backups();
+                    r
+                }))?;
             }
             (0, "log") => {
                 let line = data::event_line("progress", &data::progress_data(n), n);
