@@ -26,11 +26,18 @@ pub fn alive(pid: u32) -> Alive {
         return Alive::No;
     };
     match rustix::process::test_kill_process(p) {
+        // A zombie has exited; only its parent has yet to reap it.
+        Ok(()) | Err(rustix::io::Errno::PERM) if is_zombie(pid) => Alive::No,
         Ok(()) => Alive::Yes,
         Err(rustix::io::Errno::SRCH) => Alive::No,
         Err(rustix::io::Errno::PERM) => Alive::Yes,
         Err(_) => Alive::Unknown,
     }
+}
+
+/// Whether `pid` has exited and waits to be reaped (state `Z`).
+fn is_zombie(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z"))
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name.
@@ -125,6 +132,22 @@ mod tests {
         assert!(chain.len() >= 2, "{chain:?}");
         assert!(boot_id().is_some());
         assert!(start_epoch_secs(me).is_some());
+    }
+
+    #[test]
+    fn an_exited_child_not_yet_reaped_is_gone() {
+        use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32).unwrap();
+        // Wait for the exit but leave the child unreaped: a zombie.
+        waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        )
+        .unwrap();
+        assert_eq!(alive(child.id()), Alive::No);
+        child.wait().unwrap();
+        assert_eq!(alive(child.id()), Alive::No);
     }
 
     #[test]

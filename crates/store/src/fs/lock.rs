@@ -95,7 +95,7 @@ impl fmt::Debug for WatchPool {
 }
 
 /// A filled temporary lock directory waiting to be renamed into place.
-pub struct Pending {
+struct Pending {
     tmp: PathBuf,
     info: LockInfo,
     filled: Instant,
@@ -150,6 +150,7 @@ impl Locks<'_> {
         // holder is syncing.
         let mut attempt = true;
         let mut woken = false;
+        let mut seen: Option<(String, u32, String)> = None;
         loop {
             if attempt {
                 if let Some(info) = self.try_create(id, req, pending)? {
@@ -168,12 +169,18 @@ impl Locks<'_> {
             // a moment ago and was alive then. The waiters of a busy lock
             // skip the process checks for it (they cost more than the rest
             // of a hand-off) and make them at the next recheck.
+            // (A holder seen before the wait gets its checks: the wake-up
+            // may be its exit.)
             let age = time::parse_timestamp(&current.created)
                 .map(|t| time::now().duration_since(t).as_secs_f64());
+            let token = (current.id.clone(), current.pid, current.created.clone());
+            let new_holder = seen.as_ref() != Some(&token);
             let young = woken
+                && new_holder
                 && current.ttl_secs.is_none()
                 && age.is_some_and(|a| (0.0..RECHECK.as_secs_f64()).contains(&a));
             woken = false;
+            seen = Some(token);
             if young {
                 // Wait below.
             } else if let Liveness::Stale(reason) = self.liveness(id, &current)? {
@@ -207,7 +214,11 @@ impl Locks<'_> {
                 }
                 Some(w) => {
                     let wait = (deadline - now).min(RECHECK);
-                    if w.wait_removed(wait, &lock_name).is_err() {
+                    // A holder on this host is watched for its exit.
+                    let holder = (current.pid != 0
+                        && current.host.as_ref().is_none_or(|h| h == &self.actor.host))
+                    .then_some(current.pid);
+                    if w.wait_released(wait, &lock_name, holder).is_err() {
                         *watch = Some(Box::new(PollWatch));
                     }
                     woken = now.elapsed() < wait;

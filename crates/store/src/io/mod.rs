@@ -86,11 +86,18 @@ pub trait Watch: Send {
     fn wait(&mut self, timeout: Duration) -> io::Result<()>;
 
     /// Return when the entry `name` of the watched directory may have been
-    /// removed or renamed away, or after `timeout`. Lock waiters use it to
-    /// sleep through every change but a release. Spurious returns are
-    /// allowed; by default, any change wakes.
-    fn wait_removed(&mut self, timeout: Duration, name: &str) -> io::Result<()> {
-        let _ = name;
+    /// removed or renamed away, when process `holder` (on this host) exits,
+    /// or after `timeout`. Lock waiters use it to sleep through every
+    /// change but a release, and to notice at once a holder that died
+    /// without releasing. Spurious returns are allowed; by default, any
+    /// change wakes.
+    fn wait_released(
+        &mut self,
+        timeout: Duration,
+        name: &str,
+        holder: Option<u32>,
+    ) -> io::Result<()> {
+        let _ = (name, holder);
         self.wait(timeout)
     }
 }
@@ -353,10 +360,26 @@ impl InotifyWatch {
 }
 
 impl Watch for InotifyWatch {
-    fn wait_removed(&mut self, timeout: Duration, name: &str) -> io::Result<()> {
+    fn wait_released(
+        &mut self,
+        timeout: Duration,
+        name: &str,
+        holder: Option<u32>,
+    ) -> io::Result<()> {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         use rustix::fs::inotify::{ReadFlags, Reader};
         let deadline = std::time::Instant::now() + timeout;
+        // The holder's exit makes its pidfd readable. Without pidfds (old
+        // kernels) the caller's periodic recheck finds a dead holder.
+        let pidfd = match holder
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+            .map(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+        {
+            Some(Err(rustix::io::Errno::SRCH)) => return Ok(()), // already gone
+            Some(Ok(fd)) => Some(fd),
+            _ => None,
+        };
         let wake = ReadFlags::DELETE_SELF
             | ReadFlags::MOVE_SELF
             | ReadFlags::IGNORED
@@ -372,12 +395,18 @@ impl Watch for InotifyWatch {
                 tv_sec: left.as_secs() as _,
                 tv_nsec: left.subsec_nanos() as _,
             };
-            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            let mut fds = vec![PollFd::new(&self.fd, PollFlags::IN)];
+            if let Some(fd) = &pidfd {
+                fds.push(PollFd::new(fd, PollFlags::IN));
+            }
             match poll(&mut fds, Some(&ts)) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
+            }
+            if fds.get(1).is_some_and(|f| !f.revents().is_empty()) {
+                return Ok(()); // the holder exited
             }
             let mut reader = Reader::new(&self.fd, &mut buf);
             let mut removed = false;
