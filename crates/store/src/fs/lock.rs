@@ -13,8 +13,10 @@
 //!   before a reboot) is recognised at once and its lock broken; a live
 //!   holder is never broken by age, only past the TTL it asked for or by an
 //!   explicit forced release.
-//! - Waiters sleep on inotify and wake within milliseconds of a release;
-//!   every 100 ms they re-check the holder's liveness.
+//! - Waiters sleep on inotify (only a release of this lock wakes them) and
+//!   on the holder's pidfd (its exit wakes them), so a hand-off or a dead
+//!   holder is noticed within milliseconds; every 100 ms they re-check the
+//!   holder's liveness anyway.
 //! - A process whose ancestor owns the lock (the shell that ran
 //!   `lock acquire`, or `lock run`) uses the held lock instead of waiting
 //!   for itself.
