@@ -248,38 +248,21 @@ impl Floor {
         Ok(())
     }
 
-    /// Append one line to the log, durably, under its `flock`.
+    /// Append one line to the log, durably, as mstate does: written under
+    /// the log's `flock` (which fixes its place and `seq`), synced after
+    /// the unlock so concurrent appenders' syncs overlap.
     pub fn append(&mut self, line: &[u8]) -> io::Result<()> {
-        let fd = fs::open(
-            self.log.as_c_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )?;
-        self.counts.add("openat");
-        fs::flock(&fd, FlockOperation::LockExclusive)?;
-        self.counts.add("flock");
-        let len = fs::fstat(&fd)?.st_size as u64;
-        self.counts.add("fstat");
-        let mut tail = [0u8; TAIL_BLOCK];
-        let from = len.saturating_sub(TAIL_BLOCK as u64);
-        let got = io::pread(&fd, &mut tail[..(len - from) as usize], from)?;
-        self.counts.add("pread64");
-        std::hint::black_box(&tail[..got]);
-        self.write_all(&fd, line)?;
-        fs::fdatasync(&fd)?;
-        self.counts.add("fdatasync");
-        fs::flock(&fd, FlockOperation::Unlock)?;
-        self.counts.add("flock");
-        self.close(fd);
-        Ok(())
+        self.append_with(line, false)
     }
 
-    /// [`Floor::append`] with the `fdatasync` after the unlock: the line
-    /// is written (and its `seq` fixed) under the lock, but appenders'
-    /// syncs overlap, so the filesystem can commit several in one journal
-    /// transaction. Acknowledged lines are just as durable. (Not what
-    /// mstate does: measured to size a proposed change.)
-    pub fn append_sync_after_unlock(&mut self, line: &[u8]) -> io::Result<()> {
+    /// [`Floor::append`] with the `fdatasync` under the `flock`, as mstate
+    /// did before: concurrent appenders' syncs cannot overlap. Kept to show
+    /// what moving the sync gained under contention.
+    pub fn append_sync_under_lock(&mut self, line: &[u8]) -> io::Result<()> {
+        self.append_with(line, true)
+    }
+
+    fn append_with(&mut self, line: &[u8], sync_under_lock: bool) -> io::Result<()> {
         let fd = fs::open(
             self.log.as_c_str(),
             OFlags::RDWR | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -296,10 +279,16 @@ impl Floor {
         self.counts.add("pread64");
         std::hint::black_box(&tail[..got]);
         self.write_all(&fd, line)?;
+        if sync_under_lock {
+            fs::fdatasync(&fd)?;
+            self.counts.add("fdatasync");
+        }
         fs::flock(&fd, FlockOperation::Unlock)?;
         self.counts.add("flock");
-        fs::fdatasync(&fd)?;
-        self.counts.add("fdatasync");
+        if !sync_under_lock {
+            fs::fdatasync(&fd)?;
+            self.counts.add("fdatasync");
+        }
         self.close(fd);
         Ok(())
     }
