@@ -299,21 +299,7 @@ impl Floor {
         self.lock_acquire(info_json)?;
         let old = self.read_state()?;
         std::hint::black_box(&old);
-        let n = self.next();
-        let backup = c(&self.backups.join(format!("m-{n:020}-r{n}.json")));
-        fs::linkat(
-            CWD,
-            self.state.as_c_str(),
-            CWD,
-            backup.as_c_str(),
-            AtFlags::empty(),
-        )?;
-        self.counts.add("linkat");
-        self.live_backups.push_back(backup);
-        let (state, active) = (self.state.clone(), self.active.clone());
-        self.replace(&state, &active, file)?;
-        self.append(line)?;
-        self.lock_release()
+        self.commit(file, line)
     }
 
     /// `update`: like `save`, plus what any read-modify-write must do: parse
@@ -328,6 +314,12 @@ impl Floor {
         env.revision += 1;
         let mut file = serde_json::to_vec_pretty(&env).map_err(|_| io::Errno::INVAL)?;
         file.push(b'\n');
+        self.commit(&file, line)
+    }
+
+    /// The rest of a save under the lock: link the outgoing state file as
+    /// a backup, replace it durably, log, release.
+    fn commit(&mut self, file: &[u8], line: &[u8]) -> io::Result<()> {
         let n = self.next();
         let backup = c(&self.backups.join(format!("m-{n:020}-r{n}.json")));
         fs::linkat(
@@ -340,7 +332,7 @@ impl Floor {
         self.counts.add("linkat");
         self.live_backups.push_back(backup);
         let (state, active) = (self.state.clone(), self.active.clone());
-        self.replace(&state, &active, &file)?;
+        self.replace(&state, &active, file)?;
         self.append(line)?;
         self.lock_release()
     }
