@@ -69,3 +69,21 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
 pub fn code(dir: &Path, args: &[&str]) -> i32 {
     run(dir, args).status.code().unwrap_or(-1)
 }
+
+/// Whether the external tool `name` (strace, faketime, ...) is on PATH.
+/// A test that needs a missing tool calls this, prints that it was
+/// skipped and returns; with `MSTATE_TEST_REQUIRE_TOOLS=1` (set by
+/// `.ci/run`, which installs the tools) a missing tool fails the test
+/// instead, so CI never passes by skipping.
+pub fn have_tool(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()));
+    if !found {
+        assert!(
+            std::env::var("MSTATE_TEST_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{name} is required (MSTATE_TEST_REQUIRE_TOOLS=1) but not on PATH"
+        );
+        eprintln!("skipped: {name} not found on PATH");
+    }
+    found
+}
