@@ -106,7 +106,8 @@ pub fn discover(cwd: &Path, env_dir: Option<&Path>) -> PathBuf {
 impl FsStore {
     /// Open the store rooted at `root` on the real filesystem.
     pub fn open(root: impl Into<PathBuf>, opts: FsOptions) -> Result<Self> {
-        Self::with_io(Arc::new(RealIo), root, opts)
+        let root = root.into();
+        Self::with_io(Arc::new(RealIo::beneath(root.clone())), root, opts)
     }
 
     /// Open the store rooted at `root` through `io`.

@@ -19,7 +19,7 @@ use crate::id::EventType;
 use crate::io::RealIo;
 use crate::model::{Actor, EventQuery};
 
-static REAL: RealIo = RealIo;
+static REAL: RealIo = RealIo::new();
 
 struct Fx {
     _dir: tempfile::TempDir,
