@@ -493,3 +493,51 @@ fn failing_close_and_getdents_never_panic() {
         );
     }
 }
+
+/// Where the kernel lacks `openat2` or a sandbox forbids it (ENOSYS,
+/// EPERM), paths are walked component by component: commands still work,
+/// and a planted lock link still never reaches outside.
+#[test]
+fn without_openat2_the_component_walk_works_and_refuses_links() {
+    if !have_tool("strace") {
+        return;
+    }
+    for errno in ["ENOSYS", "EPERM"] {
+        let inject = format!("inject=openat2:error={errno}");
+        let fx = Fixture::new();
+        for args in [
+            &["save", "m", "{\"n\": 1}"][..],
+            &["log", "m", "probe", "{\"i\": 1}"],
+            &["lock", "acquire", "m", "--owner-pid", "1"],
+            &["lock", "status", "m"],
+            &["lock", "release", "m", "--force"],
+            &["checkpoint", "create", "m", "c"],
+            &["cleanup", "m", "--retention-days", "0"],
+            &["session", "start", "m"],
+            &["session", "end"],
+            &["events", "m"],
+            &["doctor"],
+        ] {
+            let out = strace(&fx.project, &inject, args);
+            assert!(
+                out.status.success(),
+                "{args:?} under {inject}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        plant_fake_lock(&fx.outside);
+        let before = snapshot(&fx.outside);
+        std::os::unix::fs::symlink(&fx.outside, fx.store().join(".locks/m.lock")).unwrap();
+        for args in [
+            &["lock", "status", "m"][..],
+            &["save", "m", "{\"n\": 2}"],
+            &["doctor", "--repair"],
+        ] {
+            let out = strace(&fx.project, &inject, args);
+            assert_no_panic(&out, &format!("{args:?} under {inject}"));
+            assert_eq!(snapshot(&fx.outside), before, "{args:?} under {inject}");
+        }
+        let state: Value = serde_json::from_str(&ok(&fx.project, &["load", "m"])).unwrap();
+        assert_eq!(state["n"], 2);
+    }
+}

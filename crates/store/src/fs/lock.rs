@@ -410,8 +410,12 @@ impl Locks<'_> {
         let read = |name: &str| -> Result<Option<Vec<u8>>> {
             match read_opt(self.io, &dir.join(name)) {
                 // The lock vanished while we read it: treat as missing file.
+                // A FIFO or socket planted there is garbage, read as missing
+                // too, so the lock is judged by what is left (and broken if
+                // stale) instead of blocking every command.
                 Err(Error::Io { source, .. })
-                    if source.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+                    if source.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+                        || crate::io::is_not_a_file(&source) =>
                 {
                     Ok(None)
                 }

@@ -6,8 +6,13 @@
 //!   returns (temp file, fsync, rename, fsync of the directory);
 //! - writers of one milestone exclude each other, and the seed's functions,
 //!   through the lock directory (see [`lock`]);
-//! - nothing is written outside the store: names are validated, links are
-//!   never followed, and a layout directory replaced by a link is refused.
+//! - nothing is written outside the store: names are validated, and on the
+//!   real filesystem every path beneath the root is resolved from handles
+//!   of the root without following any link (see [`crate::io::RealIo`]):
+//!   a layout directory replaced by a link is refused, one swapped for a
+//!   link while the store is open keeps resolving to the real directory;
+//! - special files (FIFOs, sockets, devices) where a file belongs are
+//!   refused with an error, never waited on.
 
 pub mod atomic;
 pub mod backup;

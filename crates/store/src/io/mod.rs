@@ -152,4 +152,4 @@ pub mod fault;
 mod real;
 pub mod sim;
 
-pub use real::RealIo;
+pub use real::{is_not_a_file, NotAFile, RealIo};

@@ -142,11 +142,31 @@ fn link_on_way(path: &Path) -> io::Error {
 
 /// The error for a special file where a regular file was expected.
 fn not_a_file(kind: FileType) -> io::Error {
-    io::Error::other(format!(
-        "expected a regular file, found {}; mstate never opens special files \
-         (move it away)",
-        kind_name(kind)
-    ))
+    io::Error::other(NotAFile(kind_name(kind)))
+}
+
+/// Inner error of the [`io::Error`] returned for a path that is not a
+/// regular file (a FIFO, socket, device, or a directory read as a file).
+#[derive(Debug)]
+pub struct NotAFile(&'static str);
+
+impl std::fmt::Display for NotAFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "expected a regular file, found {}; mstate never opens special files \
+             (move it away)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotAFile {}
+
+/// Whether `e` is the refusal of a special file where a regular file was
+/// expected (so a caller may treat the file as garbage, not as a failure).
+pub fn is_not_a_file(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NotAFile>())
 }
 
 fn kind_name(kind: FileType) -> &'static str {
@@ -740,5 +760,124 @@ impl Watch for InotifyWatch {
         }
         self.drain();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A store root with `active/` and `events/`, and a directory beside it.
+    fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let outside = tmp.path().join("outside");
+        for d in [root.join("active"), root.join("events"), outside.clone()] {
+            fs::create_dir_all(d).unwrap();
+        }
+        (tmp, root, outside)
+    }
+
+    #[test]
+    fn a_link_on_the_way_is_refused_and_never_followed() {
+        let (_tmp, root, outside) = fixture();
+        fs::write(outside.join("pid"), "1\n").unwrap();
+        symlink(&outside, root.join("events/segments")).unwrap();
+        let io = RealIo::beneath(&root);
+        let deep = root.join("events/segments/pid");
+        for err in [
+            io.read(&deep).unwrap_err(),
+            io.remove_file(&deep).unwrap_err(),
+            io.metadata(&deep).unwrap_err(),
+            io.create_new(&root.join("events/segments/new"))
+                .unwrap_err(),
+            io.read_dir(&root.join("events/segments")).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+        }
+        // The link itself is what a removal removes.
+        io.remove_file(&root.join("events/segments")).unwrap();
+        assert_eq!(fs::read_to_string(outside.join("pid")).unwrap(), "1\n");
+        assert!(!outside.join("new").exists());
+    }
+
+    #[test]
+    fn the_component_walk_refuses_links_like_openat2() {
+        let (_tmp, root, outside) = fixture();
+        fs::create_dir_all(root.join("events/a")).unwrap();
+        symlink(&outside, root.join("events/a/b")).unwrap();
+        let events = rustix::fs::open(root.join("events"), DIR_FLAGS, Mode::empty()).unwrap();
+        let comps = [OsStr::new("a"), OsStr::new("b")];
+        let full = root.join("events/a/b/x");
+        let err = walk(events.as_fd(), &comps, &full).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // Forced fallback: component by component.
+        let mut cur = open_dir_at(events.as_fd(), comps[0], &full).unwrap();
+        let err = open_dir_at(cur.as_fd(), comps[1], &full).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        cur = open_dir_at(events.as_fd(), OsStr::new("a"), &full).unwrap();
+        assert!(rustix::fs::fstat(&cur).is_ok());
+    }
+
+    #[test]
+    fn a_layout_directory_swapped_after_first_use_resolves_to_the_real_one() {
+        let (_tmp, root, outside) = fixture();
+        let io = RealIo::beneath(&root);
+        io.create_new(&root.join("active/a.json")).unwrap();
+        fs::rename(root.join("active"), root.join("active.real")).unwrap();
+        symlink(&outside, root.join("active")).unwrap();
+        io.create_new(&root.join("active/b.json")).unwrap();
+        assert!(root.join("active.real/b.json").exists());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        // A fresh handle refuses the link.
+        let fresh = RealIo::beneath(&root);
+        let err = fresh.create_new(&root.join("active/c.json")).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn special_files_are_refused_without_waiting() {
+        let (_tmp, root, _outside) = fixture();
+        let fifo = root.join("active/m.json");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let sock = root.join("events/milestone-m.jsonl");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        for io in [RealIo::beneath(&root), RealIo::new()] {
+            for p in [&fifo, &sock] {
+                let e = io.read(p).unwrap_err().to_string();
+                assert!(
+                    e.contains("found a FIFO") || e.contains("found a socket"),
+                    "{e}"
+                );
+                assert!(io.open_read(p).is_err());
+                assert!(io.open_append(p, true).is_err());
+            }
+            assert_eq!(io.metadata(&fifo).unwrap().kind, FileKind::Other);
+        }
+        // A directory opens for reading (the lock code flocks one), but is
+        // not read as a file.
+        let io = RealIo::beneath(&root);
+        assert!(io.open_read(&root.join("active")).is_ok());
+        assert!(io.read(&root.join("active")).is_err());
+    }
+
+    #[test]
+    fn paths_outside_the_root_and_the_root_itself_use_plain_calls() {
+        let (tmp, root, _outside) = fixture();
+        let io = RealIo::beneath(&root);
+        let beside = tmp.path().join("beside");
+        io.create_dir(&beside).unwrap();
+        io.sync_dir(&beside).unwrap();
+        io.sync_dir(&root).unwrap();
+        io.sync_dir(&root.join("active")).unwrap();
+        assert_eq!(io.metadata(&root).unwrap().kind, FileKind::Dir);
+        let err = io.metadata(&root.join("active/../../beside")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 }
