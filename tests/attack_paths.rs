@@ -102,7 +102,7 @@ fn run_deadline(mut command: Command, what: &str, secs: u64) -> Output {
 /// `mstate ARGS` in `dir` with a deadline and a short lock timeout.
 fn mstate(dir: &Path, args: &[&str]) -> Output {
     let mut c = cmd(dir);
-    c.args(args).env("MSTATE_LOCK_TIMEOUT", "2");
+    c.args(args).env("MSTATE_LOCK_TIMEOUT", "0.5");
     run_deadline(c, &format!("mstate {args:?}"), 20)
 }
 
@@ -212,7 +212,7 @@ fn store_directories_swapped_for_links_never_leak_writes() {
     let rounds = if std::env::var("MSTATE_STRESS").as_deref() == Ok("full") {
         200
     } else {
-        25
+        8
     };
     for sub in [
         "active",
@@ -353,38 +353,54 @@ fn fifos_and_sockets_at_store_paths_are_refused_never_waited_on() {
         "backups/m-20260101-000000-000001-r1.json",
         "backups/m-checkpoint-c.json",
     ];
-    let commands: [&[&str]; 12] = [
+    let commands: [&[&str]; 18] = [
         &["save", "m", "{\"x\": 1}"],
         &["load", "m"],
+        &["update", "m", "--merge", "{\"y\": 2}"],
         &["log", "m", "ev", "{}"],
         &["events", "m"],
+        &["timeline", "m"],
         &["list"],
         &["lock", "status", "m"],
         &["backups", "m"],
         &["checkpoint", "list", "m"],
+        &["checkpoint", "restore", "m", "c"],
+        &["recover", "m"],
         &["session", "start", "m"],
+        &["session", "list"],
         &["session", "end"],
+        &["cleanup", "m"],
         &["doctor"],
         &["doctor", "--repair"],
     ];
+    // One thread per planted file: the cases are independent, and those
+    // that wait out a lock timeout overlap.
+    let mut cases = Vec::new();
     for rel in paths {
         for kind in [Special::Fifo, Special::Socket] {
-            let fx = Fixture::new();
-            let store = fx.store();
-            plant(&store.join(rel), kind);
-            let planted_lock = rel.starts_with(".locks/");
-            for args in commands {
-                let what = format!("{args:?} with a {kind:?} at {rel}");
-                let out = mstate(&fx.project, args);
-                assert_no_panic(&out, &what);
-                if !planted_lock {
-                    assert!(
-                        !store.join(".locks/m.lock").exists(),
-                        "{what}: left a lock behind"
-                    );
+            cases.push(std::thread::spawn(move || {
+                let fx = Fixture::new();
+                let store = fx.store();
+                ok(&fx.project, &["save", "m", "{\"x\": 0}"]);
+                ok(&fx.project, &["checkpoint", "create", "m", "c"]);
+                plant(&store.join(rel), kind);
+                let planted_lock = rel.starts_with(".locks/");
+                for args in commands {
+                    let what = format!("{args:?} with a {kind:?} at {rel}");
+                    let out = mstate(&fx.project, args);
+                    assert_no_panic(&out, &what);
+                    if !planted_lock {
+                        assert!(
+                            !store.join(".locks/m.lock").exists(),
+                            "{what}: left a lock behind"
+                        );
+                    }
                 }
-            }
+            }));
         }
+    }
+    for case in cases {
+        case.join().unwrap();
     }
 }
 
