@@ -173,6 +173,40 @@ fn a_planted_lock_symlink_never_deletes_outside() {
     }
 }
 
+/// A real lock directory whose `pid`, `acquired` and `info.json` are links
+/// to files outside: breaking or releasing it removes the links, never
+/// their targets, and nothing writes through them.
+#[test]
+fn links_inside_a_lock_directory_are_removed_not_followed() {
+    for args in [
+        &["lock", "release", "m", "--force"][..],
+        &["save", "m", "{\"a\": 1}"],
+        &["lock", "status", "m"],
+        &["doctor", "--repair"],
+    ] {
+        let fx = Fixture::new();
+        plant_fake_lock(&fx.outside);
+        let before = snapshot(&fx.outside);
+        let lock = fx.store().join(".locks/m.lock");
+        fs::create_dir(&lock).unwrap();
+        for name in ["pid", "acquired", "info.json"] {
+            std::os::unix::fs::symlink(fx.outside.join(name), lock.join(name)).unwrap();
+        }
+        let out = mstate(&fx.project, args);
+        assert_no_panic(&out, &format!("{args:?}"));
+        assert_eq!(snapshot(&fx.outside), before, "mstate {args:?}");
+        let out = mstate(&fx.project, &["lock", "release", "m", "--force"]);
+        assert!(
+            out.status.success(),
+            "release after {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!lock.exists(), "{args:?}: the lock is still there");
+        ok(&fx.project, &["save", "m", "{\"after\": true}"]);
+        assert_eq!(snapshot(&fx.outside), before, "save after {args:?}");
+    }
+}
+
 /// Swap `dir` (beneath the store) with a link to `outside`, back and
 /// forth, until `stop`: `renameat2(RENAME_EXCHANGE)` so the name always
 /// exists. Returns with the real directory back in place.

@@ -372,14 +372,13 @@ impl RealIo {
                 NO_OPENAT2.store(true, Ordering::Relaxed);
                 None
             }
-            Err(e)
-                if e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
-                    || e.raw_os_error() == Some(Errno::XDEV.raw_os_error()) =>
-            {
+            Err(e) if e.raw_os_error() == Some(Errno::XDEV.raw_os_error()) => {
                 Some(Err(link_on_way(path)))
             }
+            // A link (on the way or last), a socket: the walk says which.
             Err(e)
-                if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
+                if e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
+                    || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error())
                     || e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) =>
             {
                 None
@@ -390,8 +389,7 @@ impl RealIo {
 
     /// Open the file at `path` with `flags`, non-blocking and without
     /// following a link, and check it is a regular file (or a directory,
-    /// if `dir_ok`).
-    /// Returns the file and its length (from the `fstat` of the check; 0
+    /// if `dir_ok`). Returns the file and its length (from the `fstat` of the check; 0
     /// for a file just created).
     fn open(&self, path: &Path, flags: OFlags, dir_ok: bool) -> io::Result<(fs::File, u64)> {
         let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
@@ -415,8 +413,9 @@ impl RealIo {
     fn open_at(&self, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
         let at = self.at(path)?;
         match retry(|| rustix::fs::openat(&at.dir, at.name, flags, Mode::from(0o644))) {
+            // The last component is a link (the walk refused any before it).
             Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
-                Err(link_on_way(path))
+                Err(not_a_file(FileType::Symlink))
             }
             // A socket (or a FIFO opened for writing with no reader).
             Err(e) if e.raw_os_error() == Some(Errno::NXIO.raw_os_error()) => Err(
