@@ -6,6 +6,8 @@
 //! volatile ones, the last write torn or zero-filled), and a store reopened
 //! on each image must hold:
 //! - the state parses without recovery and is the old or the new version;
+//! - where the new state of a save, update, recovery or restore is there,
+//!   so is the backup of the file it replaced;
 //! - every event acknowledged before the crash is present exactly once,
 //!   `seq` runs 1, 2, 3, ... without gaps, every visible line parses;
 //! - the store works without manual repair: a save and a log succeed and
@@ -43,6 +45,15 @@ fn every_operation_survives_a_crash_at_every_io_call() {
         (case.setup)(&before_store);
         let state_before = state_of(&before_store);
         let events_before = events_of(&before_store);
+        let file_before = io
+            .image()
+            .files()
+            .get(&format!("{ROOT}/active/m.json"))
+            .cloned();
+        let replaces = matches!(
+            case.name,
+            "save" | "update" | "recover" | "checkpoint restore"
+        );
         io.settle();
         (case.op)(&before_store).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let calls = io.calls();
@@ -67,6 +78,18 @@ fn every_operation_survives_a_crash_at_every_io_call() {
                     st == state_before || st == state_after,
                     "{ctx}: state {st:?} is neither {state_before:?} nor {state_after:?}"
                 );
+                if replaces && st == state_after && st != state_before {
+                    let old = file_before.as_ref().expect("a state file before the op");
+                    let backed_up = crashed.image().files().iter().any(|(path, bytes)| {
+                        path.contains("/backups/m-")
+                            && !path.contains("-checkpoint-")
+                            && bytes == old
+                    });
+                    assert!(
+                        backed_up,
+                        "{ctx}: the new state is there, the backup of the old one is not"
+                    );
+                }
                 let evs = events_of(&store);
                 assert_contiguous(&evs);
                 // Every event acknowledged before the op is there, once.
