@@ -500,6 +500,36 @@ mod tests {
     }
 
     #[test]
+    fn the_depth_limit_is_exactly_128_levels_of_state() {
+        let nest = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        for n in [1, 127, 128] {
+            assert!(parse_strict(nest(n).as_bytes(), "s").is_ok(), "{n}");
+            assert!(check_strict(nest(n).as_bytes(), "s").is_ok(), "{n}");
+            assert_eq!(text_depth(nest(n).as_bytes()), n);
+            let v = parse_strict(nest(n).as_bytes(), "s").unwrap();
+            assert_eq!(value_depth(&v), n);
+            assert!(check_depth(&v, "s").is_ok());
+            // In an envelope: one level more, still read.
+            let env = format!("{{\"state\": {}}}", nest(n));
+            let read: Value = from_slice_nested(env.as_bytes(), 1).unwrap();
+            assert_eq!(value_depth(&read), n + 1);
+        }
+        for n in [129, 100_000] {
+            assert!(matches!(
+                parse_strict(nest(n).as_bytes(), "s"),
+                Err(Error::Invalid { .. })
+            ));
+            assert!(check_strict(nest(n).as_bytes(), "s").is_err());
+            let env = format!("{{\"state\": {}}}", nest(n));
+            assert!(from_slice_nested::<Value>(env.as_bytes(), 1).is_err());
+        }
+        // Brackets in strings do not count; escapes are skipped.
+        assert_eq!(text_depth(br#"{"a": "[[[\"[[", "b": [1]}"#), 2);
+        assert!(pointer_tokens(&"/x".repeat(128)).is_ok());
+        assert!(pointer_tokens(&"/x".repeat(129)).is_err());
+    }
+
+    #[test]
     fn keeps_numbers_and_key_order() {
         let v = parse_strict(b"{\"z\":1.0,\"a\":123456789012345678901234567890}", "s").unwrap();
         assert_eq!(

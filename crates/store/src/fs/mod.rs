@@ -3,7 +3,11 @@
 //! [`FsStore`] implements [`Store`] over a [`Layout`], with every effect
 //! going through an [`Io`]. Guarantees:
 //! - a state write is visible entirely or not at all, and durable once it
-//!   returns (temp file, fsync, rename, fsync of the directory);
+//!   returns (temp file, fsync, rename, fsync of the directory), with the
+//!   backup of the state it replaced durable before it;
+//! - a write that returns an error changed nothing; one that got past its
+//!   commit point returns success, with what failed after it as a warning
+//!   ([`Store::take_warnings`]);
 //! - writers of one milestone exclude each other, and the seed's functions,
 //!   through the lock directory (see [`lock`]);
 //! - nothing is written outside the store: names are validated, links are
@@ -303,12 +307,15 @@ impl FsStore {
     /// Take the lock, logging any stale lock broken on the way.
     fn take_lock(&self, id: &MilestoneId, req: &LockRequest) -> Result<Acquired> {
         let (acquired, broken) = self.locks().acquire(id, req)?;
+        // The lock is ours now: a failure to log the break must not leave
+        // it held with the operation refused.
         for b in broken {
-            self.emit(
+            self.emit_committed(
                 id,
                 "lock_broken",
                 json!({"reason": b.reason, "holder": b.info, "by": req.operation}),
-            )?;
+                &format!("a stale lock of '{id}' was broken"),
+            );
         }
         Ok(acquired)
     }

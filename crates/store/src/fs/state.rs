@@ -2,9 +2,24 @@
 //! cleanup of one milestone.
 //!
 //! Every write of a state file goes: take the lock, link the outgoing file
-//! as a backup, write a temp file, fsync it, rename it over the state file,
-//! fsync the directory, log the event, release. The revision grows by one
-//! per write, whatever the write is (save, update, recover, restore).
+//! as a backup and sync `backups/`, write a temp file, fsync it, rename it
+//! over the state file (the commit point), advance the revision record,
+//! fsync the directory, log the event, release.
+//!
+//! Guarantees:
+//! - the revision grows with every write, whatever the write is (save,
+//!   update, recover, restore), and never goes back: it is taken above the
+//!   highest revision ever issued ([`revision`]), so a recovery never
+//!   reuses the number of a revision lost with a corrupt file;
+//! - a state file mstate did not number (the seed's, or an older file
+//!   copied back) is a change of its own: it is backed up as the revision
+//!   after the highest, and `--expect-revision` never matches it (the
+//!   conflict numbers it, so a reload and retry converges);
+//! - a corrupt state file is kept by a hard link and replaced by the
+//!   rename: there is never a moment without a state file;
+//! - what fails before the commit point fails the write and changes
+//!   nothing; what fails after it (pruning, the event, the record) is a
+//!   warning, and the write succeeds.
 
 use std::borrow::Cow;
 use std::io as stdio;
@@ -381,7 +396,7 @@ impl FsStore {
         }
         if let Some(e) = record_error {
             self.warn(format!(
-                "revision {revision} of '{id}' was saved, but its revision record could not be kept: {e}"
+                "revision {revision} of '{id}' was written, but its revision record could not be kept: {e}"
             ));
         }
         if backup_name.is_some() {
@@ -397,7 +412,7 @@ impl FsStore {
             id,
             event,
             Value::Object(full),
-            &format!("revision {revision} of '{id}' was saved"),
+            &format!("revision {revision} of '{id}' was written"),
         );
         Ok(Committed {
             saved: Saved {
