@@ -568,6 +568,12 @@ fn a_failed_recover_leaves_the_state_file_in_place() {
         Some(corrupt),
         "a failed recover moved the state file away"
     );
+    let kept: Vec<_> = std::fs::read_dir(d.join(".milestones/state/active"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupted."))
+        .collect();
+    assert!(kept.is_empty(), "a failed recover left {kept:?}");
     let r = rev(&ok(&d, &["save", "m", r#"{"v": 4}"#]));
     assert!(r > 3, "the save after a failed recover printed {r}");
 }

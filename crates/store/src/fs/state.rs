@@ -380,7 +380,7 @@ impl FsStore {
         }
         let timestamp = time::format_micros(time::now());
         let mut record_error = None;
-        write_replace_then(
+        let written = write_replace_then(
             &*self.io,
             &target,
             &mut |out| encode(&timestamp, id, revision, state, out),
@@ -388,7 +388,22 @@ impl FsStore {
                 record_error =
                     revision::advance(&*self.io, &self.layout, id, &revs.record, revision).err();
             },
-        )?;
+        );
+        if let Err(e) = written {
+            // Where the corrupt file is still the state file (the failure
+            // came before the rename) it needs no second name.
+            if let Some(kept) = &corrupt_moved_to {
+                let link = self.layout.status_dir(status).join(kept);
+                let same = match (self.io.metadata(&link), self.io.metadata(&target)) {
+                    (Ok(a), Ok(b)) => a.id == b.id,
+                    _ => false,
+                };
+                if same {
+                    let _ = self.io.remove_file(&link);
+                }
+            }
+            return Err(e);
+        }
         // Committed: nothing below undoes it.
         if record_error.is_none() && status != Status::Active {
             let dir = self.layout.active();
