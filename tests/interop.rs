@@ -56,9 +56,11 @@ fn state_and_backups_both_ways() {
     let env = json(&ok(d, &["load", "m", "--envelope"]));
     assert_eq!(env["revision"], 0);
     assert_eq!(env["state"]["by"], "seed");
+    // The seed's file was the first revision (it has no number of its
+    // own); mstate's save is the second.
     assert_eq!(
         ok(d, &["save", "m", r#"{"by": "mstate", "n": 2}"#]).trim(),
-        "1"
+        "2"
     );
     // The seed loads what mstate saved (its python reads the envelope).
     let out = seed_ok(d, "load_milestone_state m");

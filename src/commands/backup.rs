@@ -5,6 +5,7 @@ use clap::Args;
 use mstate_store::Store;
 
 use super::milestone;
+use super::state::{committed_warnings, with_warnings};
 use crate::context::Context;
 use crate::exit::CliResult;
 use crate::output::{note, Out};
@@ -52,9 +53,10 @@ pub fn cmd_recover(ctx: &Context, a: &RecoverArgs) -> CliResult {
     let r = ctx
         .store
         .recover(&id, a.from.as_deref(), &ctx.write_options(None)?)?;
+    let warnings = committed_warnings(ctx);
     let mut out = Out::new();
     if ctx.global.json {
-        out.json(&r)?;
+        out.json(&with_warnings(&r, &warnings)?)?;
     } else {
         if let Some(m) = &r.corrupt_moved_to {
             note(&format!("Corrupted state moved aside to {m}"));

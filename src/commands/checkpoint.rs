@@ -5,6 +5,7 @@ use serde_json::json;
 
 use mstate_store::Store;
 
+use super::state::{committed_warnings, with_warnings};
 use super::{checkpoint_name, milestone};
 use crate::context::Context;
 use crate::exit::CliResult;
@@ -62,8 +63,9 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                 a.force,
                 &ctx.write_options(None)?,
             )?;
+            let warnings = committed_warnings(ctx);
             if ctx.global.json {
-                out.json(&info)?;
+                out.json(&with_warnings(&info, &warnings)?)?;
             } else {
                 out.line(&format!("Checkpoint created: {}", info.name))?;
             }
@@ -92,8 +94,9 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
             let r =
                 ctx.store
                     .checkpoint_restore(&id, &name, &ctx.write_options(a.expect_revision)?)?;
+            let warnings = committed_warnings(ctx);
             if ctx.global.json {
-                out.json(&r)?;
+                out.json(&with_warnings(&r, &warnings)?)?;
             } else {
                 if let Some(pre) = &r.pre_restore {
                     out.line(&format!("Checkpoint created: {pre}"))?;
@@ -106,8 +109,12 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
             let id = milestone(&a.milestone)?;
             let name = checkpoint_name(&a.name)?;
             ctx.store.checkpoint_delete(&id, &name)?;
+            let warnings = committed_warnings(ctx);
             if ctx.global.json {
-                out.json(&json!({"milestone_id": id, "deleted": name}))?;
+                out.json(&with_warnings(
+                    &json!({"milestone_id": id, "deleted": name}),
+                    &warnings,
+                )?)?;
             } else {
                 out.line(&format!("Checkpoint deleted: {name}"))?;
             }

@@ -65,9 +65,10 @@ pub struct UpdateArgs {
 pub fn cmd_init(ctx: &Context, a: &InitArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let r = ctx.store.init(&id)?;
+    let warnings = committed_warnings(ctx);
     let mut out = Out::new();
     if ctx.global.json {
-        out.json(&r)?;
+        out.json(&with_warnings(&r, &warnings)?)?;
     } else {
         out.line(&format!("State management initialized for milestone: {id}"))?;
     }
@@ -81,9 +82,10 @@ pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
     let saved = ctx
         .store
         .save_text(&id, &bytes, &ctx.write_options(a.expect_revision)?)?;
+    let warnings = committed_warnings(ctx);
     let mut out = Out::new();
     if ctx.global.json {
-        out.json(&saved)?;
+        out.json(&with_warnings(&saved, &warnings)?)?;
     } else {
         out.line(&saved.revision.to_string())?;
     }
@@ -94,6 +96,7 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     // As text: printing needs no `Value` (about ten times the state's size).
     let loaded = ctx.store.load_raw(&id, &ctx.write_options(None)?)?;
+    let warnings = committed_warnings(ctx);
     if a.log_access {
         ctx.store.log(
             &id,
@@ -115,17 +118,32 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
                 .unwrap_or_default()
         ));
     }
+    let warnings_text = text(&warnings)?;
     let mut out = Out::new();
     if ctx.global.json {
-        out.json_members(&[
-            ("milestone_id", &text(&loaded.milestone_id)?),
-            ("status", &text(&loaded.status)?),
-            ("revision", &loaded.revision.to_string()),
-            ("timestamp", &text(&loaded.timestamp)?),
-            ("version", &text(&loaded.version)?),
+        let (id_text, status, revision) = (
+            text(&loaded.milestone_id)?,
+            text(&loaded.status)?,
+            loaded.revision.to_string(),
+        );
+        let (timestamp, version, recovered) = (
+            text(&loaded.timestamp)?,
+            text(&loaded.version)?,
+            text(&loaded.recovered)?,
+        );
+        let mut members = vec![
+            ("milestone_id", id_text.as_str()),
+            ("status", &status),
+            ("revision", &revision),
+            ("timestamp", &timestamp),
+            ("version", &version),
             ("state", &loaded.state),
-            ("recovered", &text(&loaded.recovered)?),
-        ])?;
+            ("recovered", &recovered),
+        ];
+        if !warnings.is_empty() {
+            members.push(("warnings", &warnings_text));
+        }
+        out.json_members(&members)?;
     } else if a.envelope {
         out.json_members(&[
             ("timestamp", &text(&loaded.timestamp)?),
@@ -138,6 +156,32 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
         out.json_text(&loaded.state)?;
     }
     Ok(())
+}
+
+/// Show the warnings of a command that succeeded: failures after its
+/// commit point (an event that could not be logged), which did not undo
+/// its change. On stderr always; returned for `--json` output too.
+pub fn committed_warnings(ctx: &Context) -> Vec<String> {
+    let warnings = ctx.store.take_warnings();
+    for w in &warnings {
+        warn(w);
+    }
+    warnings
+}
+
+/// `value` as JSON, with a `warnings` member when there are any.
+pub fn with_warnings<T: serde::Serialize>(
+    value: &T,
+    warnings: &[String],
+) -> CliResult<serde_json::Value> {
+    let mut v = serde_json::to_value(value)
+        .map_err(|e| CliError::Other(format!("cannot encode output: {e}")))?;
+    if !warnings.is_empty() {
+        if let serde_json::Value::Object(map) = &mut v {
+            map.insert("warnings".into(), json!(warnings));
+        }
+    }
+    Ok(v)
 }
 
 /// A small value as compact JSON text, for [`Out::json_members`].
@@ -177,9 +221,10 @@ pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
     let saved = ctx
         .store
         .update(&id, &mut edit, &ctx.write_options(a.expect_revision)?)?;
+    let warnings = committed_warnings(ctx);
     let mut out = Out::new();
     if ctx.global.json {
-        out.json(&saved)?;
+        out.json(&with_warnings(&saved, &warnings)?)?;
     } else {
         out.line(&saved.revision.to_string())?;
     }
@@ -234,10 +279,14 @@ pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
     } else {
         ctx.store.reopen(&id, &opts)?;
     }
+    let warnings = committed_warnings(ctx);
     let status = if complete { "completed" } else { "active" };
     let mut out = Out::new();
     if ctx.global.json {
-        out.json(&json!({"milestone_id": id, "status": status}))?;
+        out.json(&with_warnings(
+            &json!({"milestone_id": id, "status": status}),
+            &warnings,
+        )?)?;
     } else {
         out.line(&format!("Milestone {id} is now {status}"))?;
     }

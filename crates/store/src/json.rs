@@ -1,14 +1,20 @@
 //! Strict JSON input: parse, check, patch.
 //!
 //! Everything a user hands to the store goes through [`parse_strict`]:
-//! it must be UTF-8, at most [`MAX_JSON_BYTES`] long, nested at most 128
-//! levels deep (serde_json's limit), and its objects must not repeat a key
-//! (a repeated key would silently drop data). Errors carry line and column.
+//! it must be UTF-8, at most [`MAX_JSON_BYTES`] long, nested at most
+//! [`MAX_DEPTH`] levels deep, and its objects must not repeat a key (a
+//! repeated key would silently drop data). Errors carry line and column.
+//!
+//! The depth limit is one limit on the state itself, in every path: what a
+//! save accepts, an update produces, a recovery restores and doctor checks
+//! is at most [`MAX_DEPTH`] levels, and a stored envelope (one level more)
+//! is read with [`from_slice_nested`], so the envelope never counts.
 
 use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -16,13 +22,162 @@ use crate::error::{Error, Result};
 /// Largest JSON document accepted as state or event data.
 pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
 
+/// Deepest nesting of arrays and objects accepted in a state or event
+/// data: `[[1]]` is 2 levels, a scalar 0.
+pub const MAX_DEPTH: usize = 128;
+
+/// serde_json stops at 128 levels of its own (one less than that nests):
+/// inputs that hit its limit are measured and, when within ours, parsed
+/// again without it. A depth measured first bounds the recursion.
+fn hit_serde_limit(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with("recursion limit exceeded")
+}
+
+/// Nesting depth of JSON text: the deepest run of open `[`/`{` outside
+/// strings. Text that is not JSON gets some number; parse it too.
+pub fn text_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string through its closing quote.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
+                        Some(n) if bytes[i + n] == b'\\' => i += n + 2,
+                        Some(n) => {
+                            i += n + 1;
+                            break;
+                        }
+                        None => return max,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    max
+}
+
+/// Nesting depth of a value (iterative: no recursion on deep input).
+pub fn value_depth(v: &Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(a) => {
+                max = max.max(d + 1);
+                stack.extend(a.iter().map(|x| (x, d + 1)));
+            }
+            Value::Object(o) => {
+                max = max.max(d + 1);
+                stack.extend(o.values().map(|x| (x, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    max
+}
+
+fn too_deep(depth: usize, context: &str) -> Error {
+    Error::invalid(
+        "input",
+        format!("{context} is nested {depth} levels deep; at most {MAX_DEPTH} levels are accepted"),
+    )
+}
+
+/// Refuse a value nested deeper than [`MAX_DEPTH`] (a state a library
+/// caller built, or what an update made of one).
+pub fn check_depth(v: &Value, context: &str) -> Result<()> {
+    let depth = value_depth(v);
+    if depth > MAX_DEPTH {
+        return Err(too_deep(depth, context));
+    }
+    Ok(())
+}
+
+/// Refuse a value whose JSON is longer than [`MAX_JSON_BYTES`] (compact
+/// form), counted without building the text.
+pub fn check_value_size(v: &Value, context: &str) -> Result<()> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > MAX_JSON_BYTES {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    if serde_json::to_writer(&mut count, v).is_err() || count.0 > MAX_JSON_BYTES {
+        return Err(Error::invalid(
+            "input",
+            format!(
+                "{context} would be more than {} MiB of JSON",
+                MAX_JSON_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Deserialize `bytes` as serde_json does, but allowing `MAX_DEPTH +
+/// extra` levels of nesting (`extra` = 1 for a stored envelope around a
+/// state), no more. Errors are messages for a "corrupt" report.
+pub fn from_slice_nested<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    extra: usize,
+) -> std::result::Result<T, String> {
+    match serde_json::from_slice::<T>(bytes) {
+        Err(e) if hit_serde_limit(&e) => {
+            let depth = text_depth(bytes);
+            if depth > MAX_DEPTH + extra {
+                return Err(format!(
+                    "nested {depth} levels deep; a state may nest at most {MAX_DEPTH} levels"
+                ));
+            }
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            de.disable_recursion_limit();
+            let v = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+            de.end().map_err(|e| e.to_string())?;
+            Ok(v)
+        }
+        r => r.map_err(|e| e.to_string()),
+    }
+}
+
 /// Parse `bytes` as one JSON value, rejecting anything a careful store should
 /// not accept. `context` names the input in error messages.
 pub fn parse_strict(bytes: &[u8], context: &str) -> Result<Value> {
     check_size(bytes, context)?;
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| json_error(&e, context))?;
+    let value: Value = match serde_json::from_slice(bytes) {
+        Err(e) if hit_serde_limit(&e) => {
+            let depth = text_depth(bytes);
+            if depth > MAX_DEPTH {
+                return Err(too_deep(depth, context));
+            }
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            de.disable_recursion_limit();
+            let v = Value::deserialize(&mut de).map_err(|e| json_error(&e, context))?;
+            de.end().map_err(|e| json_error(&e, context))?;
+            v
+        }
+        r => r.map_err(|e| json_error(&e, context))?,
+    };
     if value_may_hide_duplicates(bytes) {
         let mut de = serde_json::Deserializer::from_slice(bytes);
+        de.disable_recursion_limit(); // the depth was bounded by the parse
         NoDuplicates
             .deserialize(&mut de)
             .map_err(|e| json_error(&e, context))?;
@@ -34,11 +189,23 @@ pub fn parse_strict(bytes: &[u8], context: &str) -> Result<Value> {
 /// value: for input that is stored as text.
 pub fn check_strict(bytes: &[u8], context: &str) -> Result<()> {
     check_size(bytes, context)?;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    NoDuplicates
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| json_error(&e, context))
+    let check = |unbounded: bool| {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        if unbounded {
+            de.disable_recursion_limit();
+        }
+        NoDuplicates.deserialize(&mut de).and_then(|()| de.end())
+    };
+    match check(false) {
+        Err(e) if hit_serde_limit(&e) => {
+            let depth = text_depth(bytes);
+            if depth > MAX_DEPTH {
+                return Err(too_deep(depth, context));
+            }
+            check(true).map_err(|e| json_error(&e, context))
+        }
+        r => r.map_err(|e| json_error(&e, context)),
+    }
 }
 
 fn check_size(bytes: &[u8], context: &str) -> Result<()> {
@@ -175,6 +342,9 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
 }
 
 /// Split an RFC 6901 JSON pointer into unescaped tokens.
+///
+/// A pointer has at most [`MAX_DEPTH`] tokens: a longer one names a place
+/// deeper than a state may nest (and would build that deep a value).
 pub fn pointer_tokens(pointer: &str) -> Result<Vec<String>> {
     if pointer.is_empty() {
         return Ok(Vec::new());
@@ -185,6 +355,15 @@ pub fn pointer_tokens(pointer: &str) -> Result<Vec<String>> {
             format!("{pointer:?} must be empty or start with '/' (e.g. /progress/percentage)"),
         ));
     };
+    let steps = memchr::memchr_iter(b'/', pointer.as_bytes()).count();
+    if steps > MAX_DEPTH {
+        return Err(Error::invalid(
+            "JSON pointer",
+            format!(
+                "it has {steps} steps; a state nests at most {MAX_DEPTH} levels, so a pointer has at most {MAX_DEPTH}"
+            ),
+        ));
+    }
     rest.split('/')
         .map(|tok| {
             let mut out = String::with_capacity(tok.len());
@@ -318,6 +497,36 @@ mod tests {
         assert!(parse_strict(deep.as_bytes(), "state").is_err());
         assert!(parse_strict(b"", "state").is_err());
         assert!(parse_strict(b"{} {}", "state").is_err());
+    }
+
+    #[test]
+    fn the_depth_limit_is_exactly_128_levels_of_state() {
+        let nest = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        for n in [1, 127, 128] {
+            assert!(parse_strict(nest(n).as_bytes(), "s").is_ok(), "{n}");
+            assert!(check_strict(nest(n).as_bytes(), "s").is_ok(), "{n}");
+            assert_eq!(text_depth(nest(n).as_bytes()), n);
+            let v = parse_strict(nest(n).as_bytes(), "s").unwrap();
+            assert_eq!(value_depth(&v), n);
+            assert!(check_depth(&v, "s").is_ok());
+            // In an envelope: one level more, still read.
+            let env = format!("{{\"state\": {}}}", nest(n));
+            let read: Value = from_slice_nested(env.as_bytes(), 1).unwrap();
+            assert_eq!(value_depth(&read), n + 1);
+        }
+        for n in [129, 100_000] {
+            assert!(matches!(
+                parse_strict(nest(n).as_bytes(), "s"),
+                Err(Error::Invalid { .. })
+            ));
+            assert!(check_strict(nest(n).as_bytes(), "s").is_err());
+            let env = format!("{{\"state\": {}}}", nest(n));
+            assert!(from_slice_nested::<Value>(env.as_bytes(), 1).is_err());
+        }
+        // Brackets in strings do not count; escapes are skipped.
+        assert_eq!(text_depth(br#"{"a": "[[[\"[[", "b": [1]}"#), 2);
+        assert!(pointer_tokens(&"/x".repeat(128)).is_ok());
+        assert!(pointer_tokens(&"/x".repeat(129)).is_err());
     }
 
     #[test]

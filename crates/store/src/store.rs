@@ -231,4 +231,13 @@ pub trait Store: Send + Sync {
 
     /// The current session id (`no-session` when there is none).
     fn current_session(&self) -> Result<String>;
+
+    /// Warnings of the operations since the last call, taken: failures
+    /// that came after an operation's commit point (its event could not be
+    /// logged, its lock not released) and so did not make it fail. The
+    /// operation's change is in place; front ends show these with its
+    /// result.
+    fn take_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -6,10 +6,13 @@
 //! volatile ones, the last write torn or zero-filled), and a store reopened
 //! on each image must hold:
 //! - the state parses without recovery and is the old or the new version;
+//! - where the new state of a save, update, recovery or restore is there,
+//!   so is the backup of the file it replaced;
 //! - every event acknowledged before the crash is present exactly once,
 //!   `seq` runs 1, 2, 3, ... without gaps, every visible line parses;
 //! - the store works without manual repair: a save and a log succeed and
-//!   `seq` stays contiguous;
+//!   `seq` stays contiguous, and the save's revision is above every
+//!   revision acknowledged before the crash;
 //! - `doctor --repair` leaves a clean store.
 //!
 //! `MSTATE_CRASH_LIMIT` (default 12) bounds the images per crash point;
@@ -43,9 +46,20 @@ fn every_operation_survives_a_crash_at_every_io_call() {
         (case.setup)(&before_store);
         let state_before = state_of(&before_store);
         let events_before = events_of(&before_store);
+        let file_before = io
+            .image()
+            .files()
+            .get(&format!("{ROOT}/active/m.json"))
+            .cloned();
+        let replaces = matches!(
+            case.name,
+            "save" | "update" | "recover" | "checkpoint restore"
+        );
         io.settle();
+        let rev_before = revision_of(&before_store);
         (case.op)(&before_store).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let calls = io.calls();
+        let rev_after = revision_of(&before_store);
         let state_after = state_of(&before_store);
         let events_after = events_of(&before_store);
         // The reads above count as calls too; crash only within the op.
@@ -67,6 +81,18 @@ fn every_operation_survives_a_crash_at_every_io_call() {
                     st == state_before || st == state_after,
                     "{ctx}: state {st:?} is neither {state_before:?} nor {state_after:?}"
                 );
+                if replaces && st == state_after && st != state_before {
+                    let old = file_before.as_ref().expect("a state file before the op");
+                    let backed_up = crashed.image().files().iter().any(|(path, bytes)| {
+                        path.contains("/backups/m-")
+                            && !path.contains("-checkpoint-")
+                            && bytes == old
+                    });
+                    assert!(
+                        backed_up,
+                        "{ctx}: the new state is there, the backup of the old one is not"
+                    );
+                }
                 let evs = events_of(&store);
                 assert_contiguous(&evs);
                 // Every event acknowledged before the op is there, once.
@@ -81,9 +107,17 @@ fn every_operation_survives_a_crash_at_every_io_call() {
                     assert_eq!(evs, events_after, "{ctx}: acknowledged events missing");
                 }
                 // The store works without manual repair.
-                store
+                let saved = store
                     .save(&id(), &json!({"after": "crash"}), &wo())
                     .unwrap_or_else(|e| panic!("{ctx}: save: {e}"));
+                // Revisions never go back: the next one is above every
+                // revision acknowledged before the crash.
+                let acknowledged = if call == calls { rev_after } else { rev_before };
+                assert!(
+                    saved.revision > acknowledged,
+                    "{ctx}: saved as revision {} after revision {acknowledged}",
+                    saved.revision
+                );
                 let ev = NewEvent {
                     event_type: EventType::new("after_crash").unwrap(),
                     data: json!({}),
@@ -130,6 +164,14 @@ fn every_operation_survives_a_crash_at_every_io_call() {
             .collect();
         let _ = std::fs::write(path, lines);
     }
+}
+
+/// The revision of the state file (0 when there is none).
+fn revision_of(store: &mstate_store::FsStore) -> u64 {
+    store
+        .load(&id(), &wo())
+        .map(|l| l.envelope.revision)
+        .unwrap_or(0)
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! (ENOSPC, EIO, EACCES, EROFS, short write), for N = 1, 2, ... until the
 //! operation completes without meeting the fault.
 //!
+//! An operation that succeeds despite the fault (met after its commit
+//! point, and reported as a warning) has made its change.
+//!
 //! After each failure: the error is an I/O error (exit code 1 at the CLI),
 //! no temporary file is left behind, and a store reopened on the same disk
 //! holds the old or the new state, every visible event parses with `seq`
@@ -68,6 +71,17 @@ fn every_operation_fails_cleanly_at_every_io_call() {
                     st == state_before || st == state_after,
                     "{ctx}: state {st:?} is neither {state_before:?} nor {state_after:?}"
                 );
+                // Success is reported only with the change in place; a
+                // fault it got past after its commit point is a warning.
+                let warnings = store.take_warnings();
+                if outcome.is_ok() {
+                    assert_eq!(st, state_after, "{ctx}: succeeded without its change");
+                } else {
+                    assert!(
+                        warnings.is_empty(),
+                        "{ctx}: failed with warnings {warnings:?}"
+                    );
+                }
                 let evs = events_of(&after);
                 assert_contiguous(&evs);
                 for e in must_survive(&events_before) {

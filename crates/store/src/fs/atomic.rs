@@ -44,6 +44,19 @@ pub fn write_replace_with(
     target: &Path,
     fill: &mut dyn FnMut(&mut dyn io::Write) -> io::Result<()>,
 ) -> Result<()> {
+    write_replace_then(io, target, fill, &mut || {})
+}
+
+/// [`write_replace_with`], running `after_rename` once the new file is in
+/// place and before the directory is synced: a change of another entry of
+/// the same directory made there becomes durable with the new file, at
+/// the cost of no sync of its own.
+pub fn write_replace_then(
+    io: &dyn Io,
+    target: &Path,
+    fill: &mut dyn FnMut(&mut dyn io::Write) -> io::Result<()>,
+    after_rename: &mut dyn FnMut(),
+) -> Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let tmp = temp_path(target);
     let result = (|| {
@@ -62,6 +75,7 @@ pub fn write_replace_with(
         discard(io, &tmp);
         return result;
     }
+    after_rename();
     io.sync_dir(dir).ctx("sync directory", dir)
 }
 

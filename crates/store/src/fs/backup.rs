@@ -118,8 +118,11 @@ pub fn list(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Result<Vec<Entry>
 }
 
 /// Parse a stored envelope.
+///
+/// The state inside may nest [`crate::json::MAX_DEPTH`] levels: the
+/// envelope's own level does not count.
 pub fn parse_envelope(bytes: &[u8]) -> std::result::Result<Envelope, String> {
-    serde_json::from_slice::<Envelope>(bytes).map_err(|e| e.to_string())
+    crate::json::from_slice_nested::<Envelope>(bytes, 1)
 }
 
 /// The fields of a stored envelope other than the state, whose JSON is
@@ -140,7 +143,18 @@ pub struct Head {
 /// Parse a stored envelope's [`Head`]; fails exactly when
 /// [`parse_envelope`] would.
 pub fn parse_head(bytes: &[u8]) -> std::result::Result<Head, String> {
-    serde_json::from_slice::<Head>(bytes).map_err(|e| e.to_string())
+    crate::json::from_slice_nested::<Head>(bytes, 1)
+}
+
+/// The revision in the name of a backup mstate wrote
+/// (`<id>-<stamp>-r<rev>[-n].json`), if `name` is one.
+pub fn revision_in_name(id: &MilestoneId, name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(id.as_str())?.strip_prefix('-')?;
+    let rest = rest.strip_suffix(".json")?;
+    if !is_stamp(rest) {
+        return None;
+    }
+    rest.split('-').nth(3)?.strip_prefix('r')?.parse().ok()
 }
 
 /// Read a file in `backups/` and parse its [`Head`].
@@ -166,7 +180,10 @@ pub fn read_envelope(
 }
 
 /// Hard-link the outgoing state file as a new backup (no data copy: the
-/// state file is always replaced by rename, never written in place).
+/// state file is always replaced by rename, never written in place), and
+/// sync `backups/`: the link is durable before the caller's rename makes
+/// the new state durable, so no crash leaves the new state without the
+/// backup of the one it replaced.
 pub fn link_backup(
     io: &dyn Io,
     layout: &Layout,
@@ -178,7 +195,11 @@ pub fn link_backup(
         let name = backup_name(id, rev, attempt);
         let path = layout.backups().join(&name);
         match io.hard_link(state_file, &path) {
-            Ok(()) => return Ok(name),
+            Ok(()) => {
+                let dir = layout.backups();
+                io.sync_dir(&dir).ctx("sync directory", &dir)?;
+                return Ok(name);
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io("back up", &path, e)),
         }

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::fs::atomic::{read_opt, remove_tree, write_replace};
 use crate::fs::backup::{self, Kind};
 use crate::fs::layout::SUBDIRS;
+use crate::fs::revision;
 use crate::fs::session::{ABANDONED, ACTIVE, COMPLETED};
 use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
@@ -180,7 +181,10 @@ impl Doctor<'_> {
             let dir = self.store.layout.status_dir(status);
             for e in self.list(&dir)? {
                 self.report.checked += 1;
-                if self.common(&dir, &e)? || e.name.contains(".json.corrupted.") {
+                if self.common(&dir, &e)?
+                    || e.name.contains(".json.corrupted.")
+                    || revision::is_record(&e.name)
+                {
                     continue;
                 }
                 let path = dir.join(&e.name);
@@ -244,6 +248,76 @@ impl Doctor<'_> {
                         }
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// State revisions left without their event: a write whose append
+    /// failed after the state was committed succeeded with a warning, and
+    /// is found here. A log whose events before the state's time were
+    /// removed by cleanup cannot tell, and is left alone.
+    fn unlogged_states(&mut self) -> Result<()> {
+        let store = self.store;
+        for status in [Status::Active, Status::Completed] {
+            let dir = store.layout.status_dir(status);
+            for e in self.list(&dir)? {
+                if e.kind != FileKind::File {
+                    continue;
+                }
+                let Some(id) = e
+                    .name
+                    .strip_suffix(".json")
+                    .and_then(|n| MilestoneId::new(n).ok())
+                else {
+                    continue;
+                };
+                let path = dir.join(&e.name);
+                let Some(bytes) = read_opt(&*store.io, &path)? else {
+                    continue;
+                };
+                let Ok(head) = backup::parse_head(&bytes) else {
+                    continue;
+                };
+                let Ok(saved_at) = head.timestamp.parse::<jiff::Timestamp>() else {
+                    continue;
+                };
+                if head.revision == 0 {
+                    continue; // the seed's: it logs its own events
+                }
+                let (mut logged, mut first) = (0u64, None);
+                store
+                    .log_of(&id)
+                    .query(&EventQuery::default(), &mut |line| {
+                        first.get_or_insert(line.timestamp);
+                        if line.raw.contains("\"event_type\":\"state_") {
+                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.raw) {
+                                if let Some(r) = v["data"]["revision"].as_u64() {
+                                    logged = logged.max(r);
+                                }
+                            }
+                        }
+                        Ok(true)
+                    })?;
+                if logged >= head.revision || first.is_none_or(|f| f > saved_at) {
+                    continue;
+                }
+                let revision = head.revision;
+                let state_file = format!(".milestones/state/{}/{id}.json", status.as_str());
+                self.finding(
+                    "unlogged_state",
+                    &path,
+                    format!("revision {revision} of '{id}' has no event in its log (its append failed after the state was saved)"),
+                    "log a state_unlogged event for it",
+                    Some(&mut || {
+                        store.emit(
+                            &id,
+                            "state_unlogged",
+                            json!({"state_file": state_file, "revision": revision}),
+                        )?;
+                        Ok(())
+                    }),
+                )?;
             }
         }
         Ok(())
@@ -565,6 +639,9 @@ impl FsStore {
                 }
             }
             progress(i as u64 + 1, STEPS.len() as u64);
+        }
+        if usable.contains("active") && usable.contains("events") {
+            d.unlogged_states()?;
         }
         Ok(d.report)
     }

@@ -3,7 +3,11 @@
 //! [`FsStore`] implements [`Store`] over a [`Layout`], with every effect
 //! going through an [`Io`]. Guarantees:
 //! - a state write is visible entirely or not at all, and durable once it
-//!   returns (temp file, fsync, rename, fsync of the directory);
+//!   returns (temp file, fsync, rename, fsync of the directory), with the
+//!   backup of the state it replaced durable before it;
+//! - a write that returns an error changed nothing; one that got past its
+//!   commit point returns success, with what failed after it as a warning
+//!   ([`Store::take_warnings`]);
 //! - writers of one milestone exclude each other, and the seed's functions,
 //!   through the lock directory (see [`lock`]);
 //! - nothing is written outside the store: names are validated, and on the
@@ -20,6 +24,7 @@ mod doctor;
 pub mod layout;
 pub mod lock;
 pub mod log;
+pub mod revision;
 mod session;
 mod state;
 
@@ -90,6 +95,8 @@ pub struct FsStore {
     /// back makes its next write fail with "not found"; it is not
     /// recreated silently.)
     layout_ready: AtomicBool,
+    /// Failures after a commit point, for [`Store::take_warnings`].
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// Find the store for a process started in `cwd`: `env_dir` (the
@@ -123,6 +130,7 @@ impl FsStore {
             opts,
             watches: WatchPool::default(),
             layout_ready: AtomicBool::new(false),
+            warnings: std::sync::Mutex::new(Vec::new()),
         };
         store.check_layout()?;
         Ok(store)
@@ -233,6 +241,33 @@ impl FsStore {
         self.append_as(id, &session, event_type, data)
     }
 
+    /// Note a failure that came after an operation's commit point: the
+    /// operation succeeded, and says so, with this warning.
+    pub(crate) fn warn(&self, message: String) {
+        match self.warnings.lock() {
+            Ok(mut w) => w.push(message),
+            Err(poisoned) => poisoned.into_inner().push(message),
+        }
+    }
+
+    /// Append the event of a change that is already committed: a failure
+    /// is a warning, not an error (the change is not undone, and a retry
+    /// would conflict with it). `done` says what was committed. `doctor`
+    /// finds a state revision left without its event.
+    pub(crate) fn emit_committed(
+        &self,
+        id: &MilestoneId,
+        event_type: &str,
+        data: Value,
+        done: &str,
+    ) {
+        if let Err(e) = self.emit(id, event_type, data) {
+            self.warn(format!(
+                "{done}, but its {event_type} event could not be logged: {e}; `mstate doctor` reports it"
+            ));
+        }
+    }
+
     /// Append an event written by the store itself, for a given session.
     pub(crate) fn append_as(
         &self,
@@ -264,9 +299,12 @@ impl FsStore {
         let acquired = self.take_lock(id, &req)?;
         let result = f();
         if let Acquired::Fresh(info) = &acquired {
-            let released = self.locks().release_token(id, &info.id);
-            if result.is_ok() {
-                released?;
+            if let Err(e) = self.locks().release_token(id, &info.id) {
+                if result.is_ok() {
+                    // The operation is done; its lock is broken as stale
+                    // once this process is gone.
+                    self.warn(format!("the lock of '{id}' could not be released: {e}"));
+                }
             }
         }
         result
@@ -275,12 +313,15 @@ impl FsStore {
     /// Take the lock, logging any stale lock broken on the way.
     fn take_lock(&self, id: &MilestoneId, req: &LockRequest) -> Result<Acquired> {
         let (acquired, broken) = self.locks().acquire(id, req)?;
+        // The lock is ours now: a failure to log the break must not leave
+        // it held with the operation refused.
         for b in broken {
-            self.emit(
+            self.emit_committed(
                 id,
                 "lock_broken",
                 json!({"reason": b.reason, "holder": b.info, "by": req.operation}),
-            )?;
+                &format!("a stale lock of '{id}' was broken"),
+            );
         }
         Ok(acquired)
     }
@@ -371,6 +412,7 @@ impl Store for FsStore {
     }
 
     fn save(&self, id: &MilestoneId, state: &Value, opts: &WriteOptions) -> Result<Saved> {
+        crate::json::check_depth(state, "state")?;
         self.write_state(id, "save", opts, &mut |_| {
             Ok(NewState::Value(Cow::Borrowed(state)))
         })
@@ -400,6 +442,9 @@ impl Store for FsStore {
             };
             let mut value = current.state;
             edit(&mut value)?;
+            // What the edit made must be a state a save would accept.
+            crate::json::check_depth(&value, "the updated state")?;
+            crate::json::check_value_size(&value, "the updated state")?;
             Ok(NewState::Value(Cow::Owned(value)))
         })
     }
@@ -516,11 +561,12 @@ impl Store for FsStore {
         }
         let dir = self.layout.backups();
         self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
-        self.emit(
+        self.emit_committed(
             id,
             "checkpoint_deleted",
             json!({"checkpoint_name": name.as_str()}),
-        )?;
+            &format!("checkpoint '{name}' of '{id}' was deleted"),
+        );
         Ok(())
     }
 
@@ -615,6 +661,13 @@ impl Store for FsStore {
 
     fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>> {
         self.list_sessions(filter)
+    }
+
+    fn take_warnings(&self) -> Vec<String> {
+        match self.warnings.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
     }
 
     fn current_session(&self) -> Result<String> {

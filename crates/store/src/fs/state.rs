@@ -2,9 +2,24 @@
 //! cleanup of one milestone.
 //!
 //! Every write of a state file goes: take the lock, link the outgoing file
-//! as a backup, write a temp file, fsync it, rename it over the state file,
-//! fsync the directory, log the event, release. The revision grows by one
-//! per write, whatever the write is (save, update, recover, restore).
+//! as a backup and sync `backups/`, write a temp file, fsync it, rename it
+//! over the state file (the commit point), advance the revision record,
+//! fsync the directory, log the event, release.
+//!
+//! Guarantees:
+//! - the revision grows with every write, whatever the write is (save,
+//!   update, recover, restore), and never goes back: it is taken above the
+//!   highest revision ever issued ([`revision`]), so a recovery never
+//!   reuses the number of a revision lost with a corrupt file;
+//! - a state file mstate did not number (the seed's, or an older file
+//!   copied back) is a change of its own: it is backed up as the revision
+//!   after the highest, and `--expect-revision` never matches it (the
+//!   conflict numbers it, so a reload and retry converges);
+//! - a corrupt state file is kept by a hard link and replaced by the
+//!   rename: there is never a moment without a state file;
+//! - what fails before the commit point fails the write and changes
+//!   nothing; what fails after it (pruning, the event, the record) is a
+//!   warning, and the write succeeds.
 
 use std::borrow::Cow;
 use std::io as stdio;
@@ -13,8 +28,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::error::{Error, IoContext, ObjectKind, Result};
-use crate::fs::atomic::{self, read_opt, write_replace, write_replace_with};
+use crate::fs::atomic::{self, read_opt, write_replace, write_replace_then};
 use crate::fs::backup::{self, Kind};
+use crate::fs::revision;
 use crate::fs::FsStore;
 use crate::id::{CheckpointName, MilestoneId};
 use crate::model::{
@@ -43,6 +59,49 @@ impl Current {
             hint: Some(format!("run `mstate recover {id}`")),
         })
     }
+}
+
+/// Where a state file stands against its milestone's revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// There is no state file.
+    Missing,
+    /// Written by mstate, and the newest revision issued.
+    Numbered(u64),
+    /// Written by someone else: no revision (the seed's functions), or one
+    /// below the highest issued (an older file copied back into place).
+    Foreign,
+    /// Does not parse.
+    Corrupt,
+}
+
+/// The revisions of a milestone, read under its lock.
+struct Revs {
+    standing: Standing,
+    /// The highest revision ever issued.
+    high: u64,
+    record: revision::Record,
+}
+
+impl Revs {
+    /// The revision a write takes, and the revision the file it replaces
+    /// is backed up as (`None`: nothing to back up). A foreign file is a
+    /// change of its own: it counts as the revision after the highest, and
+    /// the write takes the one after that.
+    fn next(&self) -> (u64, Option<u64>) {
+        match self.standing {
+            Standing::Missing | Standing::Corrupt => (self.high + 1, None),
+            Standing::Numbered(r) => (r + 1, Some(r)),
+            Standing::Foreign => (self.high + 2, Some(self.high + 1)),
+        }
+    }
+}
+
+/// What [`FsStore::commit`] did.
+struct Committed {
+    saved: Saved,
+    /// Where a corrupt file replaced was kept.
+    corrupt_moved_to: Option<String>,
 }
 
 /// The state a write stores.
@@ -140,89 +199,244 @@ impl FsStore {
         Ok(None)
     }
 
-    /// Highest revision found in the backups and checkpoints of `id`.
-    fn max_backup_revision(&self, id: &MilestoneId) -> Result<u64> {
-        let mut max = 0;
-        for e in backup::list(&*self.io, &self.layout, id)? {
-            if let Ok(head) = backup::read_head(&*self.io, &self.layout, &e.file)? {
-                max = max.max(head.revision);
+    /// Where the state file stands against the revisions of `id`: the
+    /// highest revision ever issued (its record, the file's own number,
+    /// and for a milestone with no record yet the names of its backups).
+    fn revs(&self, id: &MilestoneId, current: Option<&Current>) -> Result<Revs> {
+        let file_rev = current.and_then(|c| c.revision.as_ref().ok().copied());
+        let record = revision::read(&*self.io, &self.layout, id, file_rev)?;
+        let mut high = record.high;
+        if record.names.is_empty() {
+            high = high.max(revision::from_backup_names(&*self.io, &self.layout, id)?);
+        }
+        let standing = match current {
+            None => Standing::Missing,
+            Some(c) => match c.revision {
+                Err(_) => Standing::Corrupt,
+                Ok(0) => Standing::Foreign,
+                Ok(r) if r < high => Standing::Foreign,
+                Ok(r) => Standing::Numbered(r),
+            },
+        };
+        if let Standing::Numbered(r) = standing {
+            high = high.max(r);
+        }
+        Ok(Revs {
+            standing,
+            high,
+            record,
+        })
+    }
+
+    /// Check `--expect-revision` against the state file. A file mstate did
+    /// not number (the seed's, or an older file put back) matches no
+    /// expectation: the caller cannot have seen it. It is given a revision
+    /// of its own first, so a reload shows it and a retry succeeds.
+    fn check_expected(
+        &self,
+        id: &MilestoneId,
+        current: Option<&Current>,
+        revs: &Revs,
+        expected: u64,
+    ) -> Result<()> {
+        let actual = match (revs.standing, current) {
+            (Standing::Missing, _) => 0,
+            (Standing::Numbered(r), _) => r,
+            (Standing::Corrupt, _) => revs.high,
+            (Standing::Foreign, Some(c)) => {
+                let env = match &c.envelope {
+                    Some(env) => Cow::Borrowed(env),
+                    None => {
+                        let bytes = self.io.read(&c.path).ctx("read", &c.path)?;
+                        Cow::Owned(backup::parse_envelope(&bytes).map_err(|detail| {
+                            Error::Corrupt {
+                                what: format!("state of milestone '{id}'"),
+                                path: c.path.clone(),
+                                detail,
+                                hint: Some(format!("run `mstate recover {id}`")),
+                            }
+                        })?)
+                    }
+                };
+                let mut data = serde_json::Map::new();
+                data.insert(
+                    "reason".into(),
+                    json!("the state file was written without a current revision (by the seed, or an older file put back)"),
+                );
+                let state = NewState::Value(Cow::Borrowed(&env.state));
+                let numbered = self.commit(
+                    id,
+                    current,
+                    revs,
+                    &state,
+                    "state_numbered",
+                    data,
+                    revs.high + 1,
+                    None,
+                )?;
+                return Err(Error::Conflict {
+                    milestone: id.to_string(),
+                    expected,
+                    actual: numbered.saved.revision,
+                });
+            }
+            (Standing::Foreign, None) => 0,
+        };
+        if expected != actual {
+            return Err(Error::Conflict {
+                milestone: id.to_string(),
+                expected,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Keep a corrupt state file as `<file>.corrupted.<stamp>` (the seed's
+    /// name, with microseconds) by a hard link: the state file itself stays
+    /// until the new one is renamed over it, so there is never a moment
+    /// without one.
+    fn link_corrupt_aside(&self, path: &Path) -> Result<String> {
+        let stamp = time::file_stamp(time::now());
+        for attempt in 0..100u32 {
+            let mut target = path.as_os_str().to_owned();
+            target.push(format!(".corrupted.{stamp}"));
+            if attempt > 0 {
+                target.push(format!("-{attempt}"));
+            }
+            let target = PathBuf::from(target);
+            match self.io.hard_link(path, &target) {
+                Ok(()) => {
+                    return Ok(target
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default())
+                }
+                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("keep aside", path, e)),
             }
         }
-        Ok(max)
+        Err(Error::io(
+            "keep aside",
+            path,
+            stdio::Error::new(stdio::ErrorKind::AlreadyExists, "no free name"),
+        ))
     }
 
-    /// Move a corrupt state file aside as `<file>.corrupted.<stamp>` (the
-    /// seed's name, with microseconds).
-    fn move_corrupt_aside(&self, path: &Path) -> Result<String> {
-        let mut target = path.as_os_str().to_owned();
-        target.push(format!(".corrupted.{}", time::file_stamp(time::now())));
-        let target = PathBuf::from(target);
-        self.io.rename(path, &target).ctx("move aside", path)?;
-        Ok(target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default())
-    }
-
-    /// Write `state` as the next revision, backing up what it replaces.
-    /// Runs under the lock; `current` is the file being replaced.
+    /// Write `state` as `revision`, backing up what it replaces as
+    /// revision `backup_as` (none: no backup). Runs under the lock;
+    /// `current` is the file being replaced.
+    ///
+    /// The commit point is the rename of the new file: what fails before
+    /// it fails the write and changes nothing; what fails after it (the
+    /// revision record, pruning, the event) does not undo it and becomes a
+    /// warning (see [`FsStore::take_warnings`]).
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
         id: &MilestoneId,
         current: Option<&Current>,
+        revs: &Revs,
         state: &NewState<'_>,
         event: &str,
         mut data: serde_json::Map<String, Value>,
-        floor_revision: u64,
-    ) -> Result<Saved> {
+        revision: u64,
+        backup_as: Option<u64>,
+    ) -> Result<Committed> {
         let status = current.map_or(Status::Active, |c| c.status);
         let target = self.layout.state_file(id, status);
         let mut backup_name = None;
-        let mut prev = 0;
-        match current {
-            Some(Current {
-                revision: Ok(revision),
-                path,
-                ..
-            }) => {
-                prev = *revision;
+        let mut corrupt_moved_to = None;
+        match (current, backup_as) {
+            (
+                Some(Current {
+                    revision: Ok(_),
+                    path,
+                    ..
+                }),
+                Some(outgoing),
+            ) => {
                 backup_name = Some(backup::link_backup(
                     &*self.io,
                     &self.layout,
                     id,
                     path,
-                    *revision,
+                    outgoing,
                 )?);
             }
-            Some(Current {
-                revision: Err(_),
-                path,
-                ..
-            }) => {
-                prev = self.max_backup_revision(id)?;
-                let moved = self.move_corrupt_aside(path)?;
-                data.insert("corrupt_moved_to".into(), json!(moved));
+            (
+                Some(Current {
+                    revision: Err(_),
+                    path,
+                    ..
+                }),
+                _,
+            ) => {
+                let kept = self.link_corrupt_aside(path)?;
+                data.insert("corrupt_moved_to".into(), json!(kept));
+                corrupt_moved_to = Some(kept);
             }
-            None => {}
+            _ => {}
         }
-        let revision = prev.max(floor_revision) + 1;
         let timestamp = time::format_micros(time::now());
-        write_replace_with(&*self.io, &target, &mut |out| {
-            encode(&timestamp, id, revision, state, out)
-        })?;
+        let mut record_error = None;
+        let written = write_replace_then(
+            &*self.io,
+            &target,
+            &mut |out| encode(&timestamp, id, revision, state, out),
+            &mut || {
+                record_error =
+                    revision::advance(&*self.io, &self.layout, id, &revs.record, revision).err();
+            },
+        );
+        if let Err(e) = written {
+            // Where the corrupt file is still the state file (the failure
+            // came before the rename) it needs no second name.
+            if let Some(kept) = &corrupt_moved_to {
+                let link = self.layout.status_dir(status).join(kept);
+                let same = match (self.io.metadata(&link), self.io.metadata(&target)) {
+                    (Ok(a), Ok(b)) => a.id == b.id,
+                    _ => false,
+                };
+                if same {
+                    let _ = self.io.remove_file(&link);
+                }
+            }
+            return Err(e);
+        }
+        // Committed: nothing below undoes it.
+        if record_error.is_none() && status != Status::Active {
+            let dir = self.layout.active();
+            record_error = self.io.sync_dir(&dir).ctx("sync directory", &dir).err();
+        }
+        if let Some(e) = record_error {
+            self.warn(format!(
+                "revision {revision} of '{id}' was written, but its revision record could not be kept: {e}"
+            ));
+        }
         if backup_name.is_some() {
-            backup::prune(&*self.io, &self.layout, id, self.opts.max_backups)?;
+            if let Err(e) = backup::prune(&*self.io, &self.layout, id, self.opts.max_backups) {
+                self.warn(format!("old backups of '{id}' could not be pruned: {e}"));
+            }
         }
         let mut full = serde_json::Map::new();
         full.insert("state_file".into(), json!(seed_path(status, id)));
         full.insert("revision".into(), json!(revision));
         full.extend(data);
-        self.emit(id, event, Value::Object(full))?;
-        Ok(Saved {
-            milestone_id: id.to_string(),
-            revision,
-            timestamp,
-            backup: backup_name,
+        self.emit_committed(
+            id,
+            event,
+            Value::Object(full),
+            &format!("revision {revision} of '{id}' was written"),
+        );
+        Ok(Committed {
+            saved: Saved {
+                milestone_id: id.to_string(),
+                revision,
+                timestamp,
+                backup: backup_name,
+            },
+            corrupt_moved_to,
         })
     }
 
@@ -243,25 +457,25 @@ impl FsStore {
                     return Err(e);
                 }
             }
+            let revs = self.revs(id, current.as_ref())?;
             if let Some(expected) = opts.expect_revision {
-                let actual = match &current {
-                    Some(Current {
-                        revision: Ok(r), ..
-                    }) => *r,
-                    Some(_) => self.max_backup_revision(id)?,
-                    None => 0,
-                };
-                if expected != actual {
-                    return Err(Error::Conflict {
-                        milestone: id.to_string(),
-                        expected,
-                        actual,
-                    });
-                }
+                self.check_expected(id, current.as_ref(), &revs, expected)?;
             }
             let state = make(current.as_mut().and_then(|c| c.envelope.take()))?;
             let event = if save { "state_saved" } else { "state_updated" };
-            self.commit(id, current.as_ref(), &state, event, Default::default(), 0)
+            let (revision, backup_as) = revs.next();
+            Ok(self
+                .commit(
+                    id,
+                    current.as_ref(),
+                    &revs,
+                    &state,
+                    event,
+                    Default::default(),
+                    revision,
+                    backup_as,
+                )?
+                .saved)
         })
     }
 
@@ -320,7 +534,7 @@ impl FsStore {
             let Some(mut bytes) = read_opt(&*self.io, &path)? else {
                 continue;
             };
-            let Ok(env) = serde_json::from_slice::<RawEnvelope<'_>>(&bytes) else {
+            let Ok(env) = crate::json::from_slice_nested::<RawEnvelope<'_>>(&bytes, 1) else {
                 break; // corrupt: recover below
             };
             let text = env.state.get();
@@ -419,16 +633,10 @@ impl FsStore {
                     .collect(),
             };
             let mut chosen = None;
-            let mut max_rev = 0;
             for name in &candidates {
                 if let Ok(env) = backup::read_envelope(&*self.io, &self.layout, name)? {
-                    max_rev = max_rev.max(env.revision);
-                    if chosen.is_none() {
-                        chosen = Some((name.clone(), env));
-                        if from.is_some() {
-                            break;
-                        }
-                    }
+                    chosen = Some((name.clone(), env));
+                    break;
                 }
             }
             let current_corrupt = matches!(&current, Some(Current { revision: Err(_), .. }));
@@ -466,41 +674,24 @@ impl FsStore {
                 json!(format!(".milestones/state/backups/{name}")),
             );
             let state = NewState::Value(Cow::Borrowed(&env.state));
-            let saved = self.commit(id, current.as_ref(), &state, "state_recovered", data, max_rev)?;
-            let moved = if current_corrupt {
-                // commit() moved it; find the name it logged.
-                self.corrupt_files(id)?.into_iter().next()
-            } else {
-                None
-            };
+            let revs = self.revs(id, current.as_ref())?;
+            let (revision, backup_as) = revs.next();
+            let done = self.commit(
+                id,
+                current.as_ref(),
+                &revs,
+                &state,
+                "state_recovered",
+                data,
+                revision,
+                backup_as,
+            )?;
             Ok(Recovery {
                 backup: name,
-                corrupt_moved_to: moved,
-                revision: saved.revision,
+                corrupt_moved_to: done.corrupt_moved_to,
+                revision: done.saved.revision,
             })
         })
-    }
-
-    /// `<id>.json.corrupted.*` files of `id`, newest first.
-    fn corrupt_files(&self, id: &MilestoneId) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for status in [Status::Active, Status::Completed] {
-            let dir = self.layout.status_dir(status);
-            let prefix = format!("{id}.json.corrupted.");
-            match self.io.read_dir(&dir) {
-                Ok(entries) => out.extend(
-                    entries
-                        .into_iter()
-                        .filter(|e| e.name.starts_with(&prefix))
-                        .map(|e| e.name),
-                ),
-                Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("list", &dir, e)),
-            }
-        }
-        out.sort();
-        out.reverse();
-        Ok(out)
     }
 
     /// Move the state file between `active/` and `completed/`.
@@ -549,7 +740,12 @@ impl FsStore {
             } else {
                 "milestone_reopened"
             };
-            self.emit(id, event, json!({"state_file": seed_path(to, id)}))?;
+            self.emit_committed(
+                id,
+                event,
+                json!({"state_file": seed_path(to, id)}),
+                &format!("milestone '{id}' is now {}", to.as_str()),
+            );
             Ok(())
         })
     }
@@ -590,11 +786,12 @@ impl FsStore {
             ".milestones/state/backups/{}",
             backup::checkpoint_file(id, &name)
         );
-        self.emit(
+        self.emit_committed(
             id,
             "checkpoint_created",
             json!({"checkpoint_name": name.as_str(), "checkpoint_file": file, "revision": head.revision}),
-        )?;
+            &format!("checkpoint '{name}' of '{id}' was created"),
+        );
         Ok(CheckpointInfo {
             name: name.to_string(),
             size: bytes.len() as u64,
@@ -627,6 +824,12 @@ impl FsStore {
                 hint: None,
             })?;
             let current = self.current(id, false)?;
+            let revs = self.revs(id, current.as_ref())?;
+            // Everything that can refuse the restore runs before anything
+            // is written: a conflict leaves no pre-restore checkpoint.
+            if let Some(expected) = opts.expect_revision {
+                self.check_expected(id, current.as_ref(), &revs, expected)?;
+            }
             let pre_restore = match &current {
                 Some(Current {
                     revision: Ok(_), ..
@@ -639,25 +842,22 @@ impl FsStore {
                 }
                 _ => None,
             };
-            if let Some(expected) = opts.expect_revision {
-                let actual = match &current {
-                    Some(Current {
-                        revision: Ok(r), ..
-                    }) => *r,
-                    _ => 0,
-                };
-                if expected != actual {
-                    return Err(Error::Conflict {
-                        milestone: id.to_string(),
-                        expected,
-                        actual,
-                    });
-                }
-            }
             let mut data = serde_json::Map::new();
             data.insert("checkpoint_name".into(), json!(name.as_str()));
             let state = NewState::Value(Cow::Borrowed(&env.state));
-            let saved = self.commit(id, current.as_ref(), &state, "state_restored", data, 0)?;
+            let (revision, backup_as) = revs.next();
+            let saved = self
+                .commit(
+                    id,
+                    current.as_ref(),
+                    &revs,
+                    &state,
+                    "state_restored",
+                    data,
+                    revision,
+                    backup_as,
+                )?
+                .saved;
             Ok(Restored { saved, pre_restore })
         })
     }
