@@ -385,33 +385,40 @@ impl Doctor<'_> {
 
     fn log(&mut self, id: &MilestoneId, path: &Path) -> Result<()> {
         let store = self.store;
-        let mut last_seq: Option<u64> = None;
-        let mut last_ts = None;
-        let mut problems: Vec<String> = Vec::new();
+        let mut last: Option<(u64, jiff::Timestamp)> = None;
+        let mut seq_problems = ProblemList::default();
+        let mut time_problems = ProblemList::default();
         let report = store
             .log_of(id)
             .query(&EventQuery::default(), &mut |line| {
-                if let Some(prev) = last_seq {
-                    if line.seq == prev && problems.len() < 20 {
-                        problems.push(format!("seq {} repeats", line.seq));
-                    } else if line.seq > prev + 1 && problems.len() < 20 {
-                        problems.push(format!("seq jumps from {prev} to {}", line.seq));
-                    } else if line.seq < prev && problems.len() < 20 {
-                        problems.push(format!("seq goes back from {prev} to {}", line.seq));
+                if let Some((prev, prev_ts)) = last {
+                    let problem = if line.seq == prev {
+                        Some(format!("seq {} repeats", line.seq))
+                    } else if line.seq < prev {
+                        Some(format!("seq goes back from {prev} to {}", line.seq))
+                    } else if line.seq > prev + 1 {
+                        Some(format!("seq jumps from {prev} to {}", line.seq))
+                    } else {
+                        None
+                    };
+                    if let Some(p) = problem {
+                        seq_problems.push(p);
                     }
-                }
-                if let Some(prev) = last_ts {
-                    if line.timestamp < prev && problems.len() < 20 {
-                        problems.push(format!(
+                    // The seed stamps whole seconds: going back less than
+                    // that is its rounding, not a clock step.
+                    if prev_ts
+                        .checked_sub(SEED_RESOLUTION)
+                        .is_ok_and(|floor| line.timestamp < floor)
+                    {
+                        time_problems.push(format!(
                             "timestamp goes back at seq {} ({} after {})",
                             line.seq,
                             time::format_micros(line.timestamp),
-                            time::format_micros(prev)
+                            time::format_micros(prev_ts)
                         ));
                     }
                 }
-                last_seq = Some(line.seq);
-                last_ts = Some(line.timestamp);
+                last = Some((line.seq, line.timestamp));
                 Ok(true)
             })?;
         for w in report.warnings {
@@ -433,11 +440,42 @@ impl Doctor<'_> {
                 self.finding("corrupt_line", path, w, "leave it (readers skip it)", None)?;
             }
         }
-        for p in problems {
+        let seq_repair = "leave it (nothing is lost; a seed line appended while an mstate append \
+                          was numbering its own, a corrupt line or a removed one)";
+        let (seq_total, seq_more) = (seq_problems.total(), seq_problems.more);
+        for p in seq_problems.listed {
+            self.finding("log_seq", path, p, seq_repair, None)?;
+        }
+        if seq_more > 0 {
+            self.finding(
+                "log_seq_more",
+                path,
+                format!(
+                    "{} more seq repeats or gaps not listed ({} in all)",
+                    seq_more, seq_total
+                ),
+                seq_repair,
+                None,
+            )?;
+        }
+        let (time_total, time_more) = (time_problems.total(), time_problems.more);
+        for p in time_problems.listed {
             self.finding(
                 "log_order",
                 path,
                 p,
+                "leave it (nothing is lost; a clock step or a planted line; readers cope)",
+                None,
+            )?;
+        }
+        if time_more > 0 {
+            self.finding(
+                "log_order_more",
+                path,
+                format!(
+                    "{} more timestamps going back not listed ({} in all)",
+                    time_more, time_total
+                ),
                 "leave it (nothing is lost; readers cope)",
                 None,
             )?;
@@ -508,6 +546,35 @@ impl Doctor<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// How far the seed's whole-second timestamps can trail the line before.
+const SEED_RESOLUTION: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+
+/// Most problems of one kind listed one by one per log; the rest are
+/// counted in one more finding, so every problem is accounted for.
+const MAX_LISTED: usize = 1000;
+
+/// Problems of one kind found in a log: the first [`MAX_LISTED`], and how
+/// many more.
+#[derive(Default)]
+struct ProblemList {
+    listed: Vec<String>,
+    more: u64,
+}
+
+impl ProblemList {
+    fn push(&mut self, p: String) {
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(p);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.listed.len() as u64 + self.more
     }
 }
 

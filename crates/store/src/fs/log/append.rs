@@ -29,6 +29,10 @@ use super::EventLog;
 /// How often an append retries when the live file keeps being replaced.
 const LOCK_ATTEMPTS: usize = 1000;
 
+/// How often an append numbers its line again because the seed appended
+/// meanwhile.
+const RENUMBER_ATTEMPTS: usize = 100;
+
 impl EventLog<'_> {
     /// Append one event durably and return it as stored.
     ///
@@ -98,22 +102,36 @@ impl EventLog<'_> {
         path: &Path,
         encoder: &Encoder,
     ) -> Result<(String, u64, bool)> {
-        let len = file.len().ctx("inspect", path)?;
-        let end = scan::complete_end(&*file, 0, len, path)?;
-        if end < len {
-            self.quarantine(&*file, path, end, len)?;
-            file.set_len(end).ctx("truncate", path)?;
-            file.sync().ctx("sync", path)?;
-        }
-        let (last_seq, last_ts) = self.tail_of_live(&*file, path, end)?;
-        let seq = last_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
-            what: "event log".into(),
-            path: path.to_path_buf(),
-            detail: "its last seq is the largest number there is".into(),
-            hint: None,
-        })?;
-        let timestamp = time::format_micros(next_timestamp(last_ts, time::now()));
-        let bytes = encoder.line(&timestamp, seq);
+        let mut len = file.len().ctx("inspect", path)?;
+        let mut tries = 0;
+        let (end, timestamp, seq, bytes) = loop {
+            let end = scan::complete_end(&*file, 0, len, path)?;
+            if end < len {
+                self.quarantine(&*file, path, end, len)?;
+                file.set_len(end).ctx("truncate", path)?;
+                file.sync().ctx("sync", path)?;
+            }
+            let (last_seq, last_ts) = self.tail_of_live(&*file, path, end)?;
+            let seq = last_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
+                what: "event log".into(),
+                path: path.to_path_buf(),
+                detail: "its last seq is the largest number there is".into(),
+                hint: None,
+            })?;
+            let timestamp = time::format_micros(next_timestamp(last_ts, time::now()));
+            let bytes = encoder.line(&timestamp, seq);
+            // The seed appends without the lock: if a line of its landed
+            // while this one was numbered, number again after it. This
+            // narrows the window in which both get one seq to the gap
+            // between this check and the write; only the seed taking the
+            // lock would close it.
+            let now_len = file.len().ctx("inspect", path)?;
+            if now_len == len || tries >= RENUMBER_ATTEMPTS {
+                break (end, timestamp, seq, bytes);
+            }
+            len = now_len;
+            tries += 1;
+        };
         file.write_all(&bytes).ctx("append to", path)?;
         if end == 0 {
             // The file may be new: make it and its name durable before any

@@ -51,9 +51,13 @@
 //!
 //! ## Limits
 //!
-//! - The seed's own appends (`echo >>`) take no lock: a seed line landing
-//!   between an mstate append's read of the tail and its write shares its
-//!   `seq` (doctor reports the repeat). Nothing is lost or interleaved.
+//! - The seed's own appends (`echo >>`) take no lock, so `seq` is free of
+//!   gaps and repeats only among mstate's lines and the seed lines that
+//!   landed before an append looked. An append checks the file's length
+//!   again just before its write and numbers its line afresh when a seed
+//!   line arrived meanwhile, but a seed line landing between that check
+//!   and the write shares the mstate line's `seq`. Doctor lists every
+//!   repeat and gap. Nothing is lost or interleaved.
 //! - A corrupt line takes a `seq` like any other, so the shown numbers skip
 //!   where one was.
 //! - Lines further out of time order than [`ORDER_SLACK`] may be missed by

@@ -1,0 +1,215 @@
+//! The event log, cleanup and doctor attacked from outside: the seed's own
+//! unlocked appenders racing `mstate log`, counted against what the file
+//! really holds; failed `fsync`/`fdatasync` injected with strace; `doctor
+//! --repair` racing writers; the wall clock stepped with faketime.
+
+mod common;
+
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn seed_functions() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_original.sh"),
+    )
+    .unwrap()
+}
+
+/// Start bash running `script` with the seed's functions loaded and the
+/// binary's directory first on PATH.
+fn spawn_bash(dir: &Path, script: &str) -> Child {
+    let bindir = Path::new(bin()).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bindir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("{}\n{script}", seed_functions()))
+        .current_dir(dir)
+        .env("TZ", "UTC")
+        .env("PATH", path)
+        .env_remove("MSTATE_DIR")
+        .env_remove("MSTATE_SESSION")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ok(child: Child, what: &str) -> Output {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn live_log(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!(".milestones/state/events/milestone-{id}.jsonl"))
+}
+
+/// The `seq` of every line of a log, by the documented rule: a line's own
+/// `seq`, or the previous line's plus one for a line without (the seed's).
+fn seqs(text: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut prev = 0u64;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let seq = v["seq"].as_u64().unwrap_or(prev + 1);
+        out.push(seq);
+        prev = seq;
+    }
+    out
+}
+
+/// (repeats, gaps) in a list of seqs.
+fn repeats_and_gaps(seqs: &[u64]) -> (usize, usize) {
+    let mut repeats = 0;
+    let mut gaps = 0;
+    for w in seqs.windows(2) {
+        if w[1] <= w[0] {
+            repeats += 1;
+        } else if w[1] > w[0] + 1 {
+            gaps += 1;
+        }
+    }
+    (repeats, gaps)
+}
+
+/// Doctor's findings as JSON values.
+fn doctor(dir: &Path, args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["--json", "doctor"];
+    a.extend_from_slice(args);
+    let out = run(dir, &a);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor output: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    report["findings"].as_array().unwrap().clone()
+}
+
+/// How many seq repeats and gaps doctor reports, by its findings' totals.
+fn doctor_seq_counts(findings: &[Value]) -> (usize, usize) {
+    let mut repeats = 0;
+    let mut gaps = 0;
+    for f in findings.iter().filter(|f| f["kind"] == "log_seq") {
+        let p = f["problem"].as_str().unwrap();
+        if p.contains("repeat") || p.contains("goes back") {
+            repeats += 1;
+        } else if p.contains("jumps") {
+            gaps += 1;
+        }
+    }
+    (repeats, gaps)
+}
+
+fn mstate_line(seq: u64, ts: &str) -> String {
+    format!(
+        r#"{{"timestamp":"{ts}","milestone_id":"m","session_id":"no-session","event_type":"x","data":{{}},"pid":1,"user":"u","seq":{seq},"host":"h"}}"#
+    )
+}
+
+fn seed_line(ts: &str) -> String {
+    format!(
+        r#"{{"timestamp":"{ts}","milestone_id":"m","session_id":"no-session","event_type":"seed","data":{{}},"pid":2,"user":"u"}}"#
+    )
+}
+
+#[test]
+fn doctor_reports_every_seq_repeat_and_gap_even_among_many_other_findings() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    // Seed lines with one-second stamps trailing mstate's, then many
+    // repeats and a few gaps.
+    let mut text = String::new();
+    let mut seq = 1;
+    for i in 0..30 {
+        text += &mstate_line(seq, &format!("2026-11-24T12:00:{i:02}.900000Z"));
+        text.push('\n');
+        text += &seed_line(&format!("2026-11-24T12:00:{i:02}Z"));
+        text.push('\n');
+        seq += 2;
+    }
+    for i in 0..23 {
+        // A seed line takes seq, then an mstate line repeats it.
+        text += &seed_line(&format!("2026-11-24T12:01:{i:02}Z"));
+        text.push('\n');
+        text += &mstate_line(seq, &format!("2026-11-24T12:01:{i:02}.100000Z"));
+        text.push('\n');
+        seq += 1;
+    }
+    for i in 0..4 {
+        seq += 3;
+        text += &mstate_line(seq, &format!("2026-11-24T12:02:{i:02}.100000Z"));
+        text.push('\n');
+    }
+    std::fs::write(live_log(d, "m"), &text).unwrap();
+    let expected = repeats_and_gaps(&seqs(&text));
+    assert_eq!(expected, (23, 4));
+    let findings = doctor(d, &[]);
+    assert_eq!(doctor_seq_counts(&findings), expected, "{findings:#?}");
+}
+
+#[test]
+fn seed_appenders_racing_mstate_appenders_every_repeat_is_found() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let n = if std::env::var("MSTATE_STRESS").as_deref() == Ok("full") {
+        400
+    } else {
+        60
+    };
+    let mut kids = Vec::new();
+    for w in 0..2 {
+        kids.push(spawn_bash(
+            d,
+            &format!(
+                "for i in $(seq {n}); do log_milestone_event m seed_ev \"{{\\\"w\\\": {w}, \\\"i\\\": $i}}\"; done"
+            ),
+        ));
+        kids.push(spawn_bash(
+            d,
+            &format!(
+                "for i in $(seq {n}); do mstate log m mstate_ev \"{{\\\"w\\\": {w}, \\\"i\\\": $i}}\" || exit 1; done"
+            ),
+        ));
+    }
+    for k in kids {
+        wait_ok(k, "appender loop");
+    }
+    let text = std::fs::read_to_string(live_log(d, "m")).unwrap();
+    // Every event is there exactly once.
+    let mut seen = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let ty = v["event_type"].as_str().unwrap().to_string();
+        if ty == "state_initialized" {
+            continue;
+        }
+        let key = (
+            ty,
+            v["data"]["w"].as_u64().unwrap(),
+            v["data"]["i"].as_u64().unwrap(),
+        );
+        assert!(seen.insert(key.clone()), "{key:?} twice");
+    }
+    assert_eq!(seen.len() as u64, 4 * n);
+    let expected = repeats_and_gaps(&seqs(&text));
+    let findings = doctor(d, &[]);
+    assert_eq!(doctor_seq_counts(&findings), expected, "{findings:#?}");
+    eprintln!("seq repeats: {}, gaps: {}", expected.0, expected.1);
+}
