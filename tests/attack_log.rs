@@ -213,3 +213,212 @@ fn seed_appenders_racing_mstate_appenders_every_repeat_is_found() {
     assert_eq!(doctor_seq_counts(&findings), expected, "{findings:#?}");
     eprintln!("seq repeats: {}, gaps: {}", expected.0, expected.1);
 }
+
+/// Run `mstate ARGS` in `dir` under `strace -f` with `strace_args`,
+/// writing the trace (with file descriptor paths) to `trace`.
+fn strace_run(dir: &Path, strace_args: &[&str], trace: &Path, args: &[&str]) -> Output {
+    Command::new("strace")
+        .args(["-f", "-y", "-o"])
+        .arg(trace)
+        .args(strace_args)
+        .arg(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MSTATE_DIR")
+        .env_remove("MSTATE_SESSION")
+        .output()
+        .unwrap()
+}
+
+/// Lines of a trace that name a syscall on a path ending in `suffix`.
+fn trace_calls(trace: &Path, syscall: &str, suffix: &str) -> Vec<String> {
+    let needle = format!("{suffix}>");
+    std::fs::read_to_string(trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!(" {syscall}(")) && l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Events of `id` whose data has `"i": i`.
+fn count_i(dir: &Path, id: &str, i: u64) -> usize {
+    std::fs::read_to_string(live_log(dir, id))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["data"]["i"].as_u64() == Some(i))
+        .count()
+}
+
+#[test]
+fn after_a_failed_or_killed_directory_sync_the_next_append_syncs_it_again() {
+    if !have_tool("strace") {
+        return;
+    }
+    for fault in ["error=EIO", "signal=KILL"] {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        let trace = d.join("trace");
+        ok(d, &["init", "m"]);
+        // The first append to a new log fails at its directory sync.
+        let out = strace_run(
+            d,
+            &["-e", &format!("inject=fsync:{fault}:when=1")],
+            &trace,
+            &["log", "n", "a", r#"{"i": 1}"#],
+        );
+        assert!(
+            !out.status.success(),
+            "{fault}: the failed append was acknowledged"
+        );
+        // The next one must not be acknowledged before the directory
+        // holding the log's name is synced.
+        let out = strace_run(
+            d,
+            &["-e", "trace=fsync,fdatasync"],
+            &trace,
+            &["log", "n", "a", r#"{"i": 2}"#],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir_syncs = trace_calls(&trace, "fsync", "/.milestones/state/events");
+        assert!(
+            !dir_syncs.is_empty(),
+            "{fault}: events/ was not synced by the next append"
+        );
+        assert_eq!(count_i(d, "n", 2), 1);
+    }
+}
+
+#[test]
+fn an_append_to_a_log_the_seed_began_syncs_the_directory() {
+    if !have_tool("strace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let seed = spawn_bash(d, r#"log_milestone_event n seed_ev '{"i": 0}'"#);
+    wait_ok(seed, "seed append");
+    let trace = d.join("trace");
+    let out = strace_run(
+        d,
+        &["-e", "trace=fsync,fdatasync"],
+        &trace,
+        &["log", "n", "a", r#"{"i": 1}"#],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The seed never synced the name of the file it created.
+    assert!(!trace_calls(&trace, "fsync", "/.milestones/state/events").is_empty());
+    // A log mstate began needs no directory sync per append.
+    let out = strace_run(
+        d,
+        &["-e", "trace=fsync,fdatasync"],
+        &trace,
+        &["log", "m", "a", r#"{"i": 1}"#],
+    );
+    assert!(out.status.success());
+    assert!(trace_calls(&trace, "fsync", "/.milestones/state/events").is_empty());
+}
+
+#[test]
+fn a_failed_fdatasync_is_retried_after_rewriting_the_line_in_place() {
+    if !have_tool("strace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let trace = d.join("trace");
+    ok(d, &["init", "m"]);
+    ok(d, &["log", "m", "a", r#"{"i": 1}"#]);
+    let before = std::fs::metadata(live_log(d, "m")).unwrap().len();
+    // One failed fdatasync: the kernel may have dropped the dirty pages,
+    // so the append writes its bytes again at their offset and syncs again.
+    let out = strace_run(
+        d,
+        &[
+            "-e",
+            "inject=fdatasync:error=EIO:when=1",
+            "-e",
+            "trace=fdatasync,pwrite64",
+        ],
+        &trace,
+        &["log", "m", "a", r#"{"i": 2}"#],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rewrites = trace_calls(&trace, "pwrite64", "milestone-m.jsonl");
+    assert_eq!(rewrites.len(), 1, "{rewrites:?}");
+    assert!(
+        rewrites[0].ends_with(&format!(", {before}) = {}", {
+            std::fs::metadata(live_log(d, "m")).unwrap().len() - before
+        })),
+        "{rewrites:?}"
+    );
+    let syncs = trace_calls(&trace, "fdatasync", "milestone-m.jsonl");
+    assert_eq!(syncs.len(), 2, "{syncs:?}");
+    assert!(syncs[1].ends_with("= 0"), "{syncs:?}");
+    assert_eq!(count_i(d, "m", 2), 1);
+    let findings = doctor(d, &[]);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+#[test]
+fn when_the_retried_sync_fails_too_the_next_append_rewrites_those_bytes_before_its_own() {
+    if !have_tool("strace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let trace = d.join("trace");
+    ok(d, &["init", "m"]);
+    let before = std::fs::metadata(live_log(d, "m")).unwrap().len();
+    let out = strace_run(
+        d,
+        &["-e", "inject=fdatasync:error=EIO:when=1+"],
+        &trace,
+        &["log", "m", "a", r#"{"i": 1}"#],
+    );
+    assert!(
+        !out.status.success(),
+        "an append whose bytes never synced was acknowledged"
+    );
+    let after = std::fs::metadata(live_log(d, "m")).unwrap().len();
+    // Doctor reports the bytes that may not be on disk.
+    let findings = doctor(d, &[]);
+    assert!(
+        findings.iter().any(|f| f["kind"] == "log_unsynced"),
+        "{findings:#?}"
+    );
+    // The next append first rewrites and syncs them, then writes its own.
+    let out = strace_run(
+        d,
+        &["-e", "trace=fdatasync,pwrite64,write"],
+        &trace,
+        &["log", "m", "a", r#"{"i": 2}"#],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rewrites = trace_calls(&trace, "pwrite64", "milestone-m.jsonl");
+    assert_eq!(rewrites.len(), 1, "{rewrites:?}");
+    assert!(
+        rewrites[0].ends_with(&format!(", {before}) = {}", after - before)),
+        "{rewrites:?}"
+    );
+    assert!(doctor(d, &[]).is_empty());
+    assert_eq!(count_i(d, "m", 2), 1);
+}

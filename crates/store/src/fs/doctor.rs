@@ -440,6 +440,23 @@ impl Doctor<'_> {
                 self.finding("corrupt_line", path, w, "leave it (readers skip it)", None)?;
             }
         }
+        let log = store.log_of(id);
+        let unsynced = log.unsynced()?;
+        if !unsynced.is_empty() {
+            let bytes: u64 = unsynced.iter().map(|r| r.len).sum();
+            let fence = log.unsynced_path();
+            self.finding(
+                "log_unsynced",
+                &fence,
+                format!(
+                    "{} range(s) of {bytes} bytes of {} may not be on disk: their sync failed and so did a second attempt; no later append is acknowledged until they are written again",
+                    unsynced.len(),
+                    self.rel(path)
+                ),
+                "write them again and sync them (the next append does too)",
+                Some(&mut || store.log_of(id).repair().map(|_| ())),
+            )?;
+        }
         let seq_repair = "leave it (nothing is lost; a seed line appended while an mstate append \
                           was numbering its own, a corrupt line or a removed one)";
         let (seq_total, seq_more) = (seq_problems.total(), seq_problems.more);

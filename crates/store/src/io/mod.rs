@@ -65,6 +65,10 @@ pub trait File: Send + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Write all of `buf` at the current position (the end, for append files).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Write all of `buf` at `offset`, also in a file opened for append:
+    /// rewrites bytes in place (after a failed sync, so that they are
+    /// written back again).
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Make written data durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
     /// Current length.
@@ -151,6 +155,21 @@ impl File for RealFile {
     }
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.0.write_all(buf)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        // Linux's pwrite appends on an O_APPEND descriptor: clear the flag
+        // for this write and put it back.
+        let flags = fcntl_getfl(&self.0)?;
+        let append = flags.contains(OFlags::APPEND);
+        if append {
+            fcntl_setfl(&self.0, flags - OFlags::APPEND)?;
+        }
+        let written = std::os::unix::fs::FileExt::write_all_at(&self.0, buf, offset);
+        if append {
+            fcntl_setfl(&self.0, flags)?;
+        }
+        written
     }
     fn sync(&self) -> io::Result<()> {
         self.0.sync_data()

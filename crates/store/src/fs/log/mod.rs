@@ -13,7 +13,11 @@
 //!   appenders can have one in flight, a torn one may sit before a whole
 //!   one at the end of the log. Readers skip what does not parse and
 //!   doctor reports it. The seed's `grep '"event_type":"X"'` still finds
-//!   mstate's lines.
+//!   mstate's lines. No append is acknowledged while the file's name may
+//!   not be durable (an empty or seed-begun file gets its directory synced
+//!   first), nor after a failed sync until its bytes were written again
+//!   and synced (see `unsynced.rs`); a failed sync whose retry fails too
+//!   fences the log: the next writer rewrites those bytes first.
 //! - **`seq` without gaps or repeats.** Events are numbered 1, 2, 3, ...
 //!   per milestone whatever the number of writer processes. A line without
 //!   `seq` (the seed's) counts as the previous line's plus one. Finding the
@@ -75,6 +79,7 @@ mod scan;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod unsynced;
 
 use std::path::{Path, PathBuf};
 
