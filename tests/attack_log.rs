@@ -422,3 +422,111 @@ fn when_the_retried_sync_fails_too_the_next_append_rewrites_those_bytes_before_i
     assert!(doctor(d, &[]).is_empty());
     assert_eq!(count_i(d, "m", 2), 1);
 }
+
+/// Events of type `ty` in the log of `id`.
+fn events_of_type(dir: &Path, id: &str, ty: &str) -> Vec<Value> {
+    std::fs::read_to_string(live_log(dir, id))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event_type"] == ty)
+        .collect()
+}
+
+fn stress(fast: u64, full: u64) -> u64 {
+    if std::env::var("MSTATE_STRESS").as_deref() == Ok("full") {
+        full
+    } else {
+        fast
+    }
+}
+
+#[test]
+fn doctor_repair_racing_complete_and_reopen_never_rolls_state_back() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    ok(d, &["save", "m", r#"{"n": 0}"#]);
+    let n = stress(50, 300);
+    let mover = spawn_bash(
+        d,
+        &format!(
+            "for i in $(seq {n}); do mstate save m \"{{\\\"n\\\": $i}}\" >/dev/null || exit 1; \
+             mstate complete m >/dev/null || exit 1; mstate reopen m >/dev/null || exit 1; done"
+        ),
+    );
+    let doctors = spawn_bash(
+        d,
+        &format!(
+            "for i in $(seq {}); do mstate doctor --repair >/dev/null 2>&1; done; true",
+            n * 2
+        ),
+    );
+    wait_ok(mover, "save/complete/reopen loop");
+    wait_ok(doctors, "doctor loop");
+    let state: Value = serde_json::from_str(&ok(d, &["load", "m"])).unwrap();
+    assert_eq!(state["n"], n, "the state went back");
+    let recovered = events_of_type(d, "m", "state_recovered");
+    assert!(
+        recovered.is_empty(),
+        "doctor recovered a state that was only moving: {recovered:?}"
+    );
+}
+
+#[test]
+fn doctor_repair_racing_session_start_never_removes_a_live_current_session() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let n = stress(40, 400);
+    // Each start must leave .current_session naming it until its end.
+    let starter = spawn_bash(
+        d,
+        &format!(
+            "for i in $(seq {n}); do s=$(mstate session start m) || exit 1; \
+             c=$(cat .milestones/state/.current_session 2>/dev/null); \
+             if [ \"$c\" != \"$s\" ]; then echo \"current is '$c', not $s\" >&2; exit 1; fi; \
+             mstate session end \"$s\" >/dev/null || exit 1; done"
+        ),
+    );
+    let doctors = spawn_bash(
+        d,
+        &format!(
+            "for i in $(seq {}); do mstate doctor --repair >/dev/null 2>&1; done; true",
+            n * 2
+        ),
+    );
+    wait_ok(starter, "session start/end loop");
+    wait_ok(doctors, "doctor loop");
+}
+
+#[test]
+fn doctor_repair_racing_log_and_save_loses_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let n = stress(40, 400);
+    let logger = spawn_bash(
+        d,
+        &format!("for i in $(seq {n}); do mstate log m ev \"{{\\\"i\\\": $i}}\" || exit 1; done"),
+    );
+    let saver = spawn_bash(
+        d,
+        &format!("for i in $(seq {n}); do mstate save m \"{{\\\"n\\\": $i}}\" >/dev/null || exit 1; done"),
+    );
+    let doctors = spawn_bash(
+        d,
+        &format!("for i in $(seq {n}); do mstate doctor --repair >/dev/null 2>&1; done; true"),
+    );
+    wait_ok(logger, "log loop");
+    wait_ok(saver, "save loop");
+    wait_ok(doctors, "doctor loop");
+    for i in 1..=n {
+        assert_eq!(count_i(d, "m", i), 1, "event {i}");
+    }
+    let state: Value = serde_json::from_str(&ok(d, &["load", "m"])).unwrap();
+    assert_eq!(state["n"], n);
+    let env: Value = serde_json::from_str(&ok(d, &["load", "m", "--envelope"])).unwrap();
+    assert_eq!(env["revision"], n);
+    assert!(doctor(d, &[]).is_empty());
+}

@@ -6,6 +6,18 @@
 //! they recover corrupt state from backups, quarantine torn log tails and
 //! mark abandoned sessions ended. Each repair is logged as an event of the
 //! milestone concerned, where there is one.
+//!
+//! Doctor reads without locks, so every repair checks again, under what
+//! the writers it could race take, before it changes anything: a corrupt
+//! state file is recovered only if it is still there and still corrupt
+//! with the milestone's lock held (a `complete`, `reopen` or `save` that
+//! moved or replaced it meanwhile is left alone); a torn tail is measured
+//! again under the log's `flock`; `.current_session` (which `session
+//! start` writes with no lock, after creating the session's file) is
+//! removed only if the session it names still does not exist, after
+//! renaming it aside, and put back if it changed; an abandoned session is
+//! ended only if it is still active and its process still gone; a stale
+//! lock is broken only if it is still the lock that was judged stale.
 
 use std::collections::BTreeSet;
 use std::io as stdio;
@@ -207,7 +219,10 @@ impl Doctor<'_> {
                         None,
                     )?;
                 }
-                let bytes = read_opt(&*self.store.io, &path)?.unwrap_or_default();
+                let Some(bytes) = read_opt(&*self.store.io, &path)? else {
+                    // Moved by `complete` or `reopen` since the listing.
+                    continue;
+                };
                 match backup::parse_envelope(&bytes) {
                     Ok(env) if env.milestone_id != id.as_str() => self.finding(
                         "envelope_mismatch",
@@ -227,11 +242,7 @@ impl Doctor<'_> {
                                 &path,
                                 problem,
                                 "recover the newest valid backup (logs state_recovered)",
-                                Some(&mut || {
-                                    store
-                                        .recover_state(&id, None, &WriteOptions::default())
-                                        .map(|_| ())
-                                }),
+                                Some(&mut || recover_if_still_corrupt(store, &id, &path)),
                             )?;
                         } else {
                             self.finding(
@@ -337,14 +348,16 @@ impl Doctor<'_> {
         let cur = store.layout.current_session();
         if let Some(bytes) = read_opt(&*store.io, &cur)? {
             let name = String::from_utf8_lossy(&bytes).trim().to_string();
-            if !ids.contains(&name) {
-                let io = &*store.io;
+            // `session start` creates the session's file before it points
+            // `.current_session` at it: a session newer than the listing
+            // is checked again.
+            if !ids.contains(&name) && !session_exists(store, &name)? {
                 self.finding(
                     "current_session",
                     &cur,
                     format!("names session '{name}', which does not exist"),
                     "remove it",
-                    Some(&mut || remove_file(io, &cur)),
+                    Some(&mut || remove_dangling_current(store, &name)),
                 )?;
             }
         }
@@ -603,10 +616,71 @@ fn remove_file(io: &dyn crate::io::Io, path: &Path) -> Result<()> {
     }
 }
 
+/// Recover the state file at `path` from its newest valid backup, if it
+/// is still there and still corrupt once the milestone's lock is held
+/// (the lock every state writer takes): a file a `complete`, `reopen` or
+/// `save` replaced or moved since it was read is left alone.
+fn recover_if_still_corrupt(store: &FsStore, id: &MilestoneId, path: &Path) -> Result<()> {
+    let opts = WriteOptions::default();
+    store.locked(id, "doctor", opts.lock_timeout, || {
+        let Some(bytes) = read_opt(&*store.io, path)? else {
+            return Ok(());
+        };
+        if backup::parse_envelope(&bytes).is_ok() {
+            return Ok(());
+        }
+        store.recover_state(id, None, &opts).map(|_| ())
+    })
+}
+
+/// Whether `sessions/<name>.json` exists now.
+fn session_exists(store: &FsStore, name: &str) -> Result<bool> {
+    let Ok(sid) = SessionId::new(name) else {
+        return Ok(false);
+    };
+    crate::fs::atomic::exists(&*store.io, &store.layout.session_file(&sid))
+}
+
+/// Remove `.current_session` if it still names `name` and that session
+/// still does not exist. `session start` takes no lock to write the
+/// pointer, so the pointer is first renamed aside (atomically taking the
+/// one that is there), checked, and put back unless a newer one was
+/// written meanwhile: a live session's pointer is never removed.
+fn remove_dangling_current(store: &FsStore, name: &str) -> Result<()> {
+    let io = &*store.io;
+    let cur = store.layout.current_session();
+    let aside = crate::fs::atomic::temp_path(&cur);
+    match io.rename(&cur, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == stdio::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("rename", &cur, e)),
+    }
+    let taken = read_opt(io, &aside)?
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let dangling = taken == name && !session_exists(store, &taken)?;
+    if !dangling {
+        match io.rename_noreplace(&aside, &cur) {
+            Ok(()) => {}
+            // A newer pointer was written while this one was aside: it wins.
+            Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                let _ = io.remove_file(&aside);
+                return Err(Error::io("rename", &aside, e));
+            }
+        }
+    }
+    remove_file(io, &aside)?;
+    let root = store.layout.root();
+    io.sync_dir(root)
+        .map_err(|e| Error::io("sync directory", root, e))
+}
+
 fn end_abandoned(store: &FsStore, record: &SessionRecord, reason: &str) -> Result<()> {
     let sid = SessionId::new(record.session_id.as_str())?;
     let mut r = store.read_session(&sid)?;
-    if r.status != ACTIVE {
+    // Ended meanwhile, or its process seen alive after all: leave it.
+    if r.status != ACTIVE || store.view(r.clone()).effective_status != ABANDONED {
         return Ok(());
     }
     r.status = COMPLETED.to_string();
