@@ -6,6 +6,18 @@
 //! they recover corrupt state from backups, quarantine torn log tails and
 //! mark abandoned sessions ended. Each repair is logged as an event of the
 //! milestone concerned, where there is one.
+//!
+//! Doctor reads without locks, so every repair checks again, under what
+//! the writers it could race take, before it changes anything: a corrupt
+//! state file is recovered only if it is still there and still corrupt
+//! with the milestone's lock held (a `complete`, `reopen` or `save` that
+//! moved or replaced it meanwhile is left alone); a torn tail is measured
+//! again under the log's `flock`; `.current_session` (which `session
+//! start` writes with no lock, after creating the session's file) is
+//! removed only if the session it names still does not exist, after
+//! renaming it aside, and put back if it changed; an abandoned session is
+//! ended only if it is still active and its process still gone; a stale
+//! lock is broken only if it is still the lock that was judged stale.
 
 use std::collections::BTreeSet;
 use std::io as stdio;
@@ -211,7 +223,10 @@ impl Doctor<'_> {
                         None,
                     )?;
                 }
-                let bytes = read_opt(&*self.store.io, &path)?.unwrap_or_default();
+                let Some(bytes) = read_opt(&*self.store.io, &path)? else {
+                    // Moved by `complete` or `reopen` since the listing.
+                    continue;
+                };
                 match backup::parse_envelope(&bytes) {
                     Ok(env) if env.milestone_id != id.as_str() => self.finding(
                         "envelope_mismatch",
@@ -231,11 +246,7 @@ impl Doctor<'_> {
                                 &path,
                                 problem,
                                 "recover the newest valid backup (logs state_recovered)",
-                                Some(&mut || {
-                                    store
-                                        .recover_state(&id, None, &WriteOptions::default())
-                                        .map(|_| ())
-                                }),
+                                Some(&mut || recover_if_still_corrupt(store, &id, &path)),
                             )?;
                         } else {
                             self.finding(
@@ -411,14 +422,16 @@ impl Doctor<'_> {
         let cur = store.layout.current_session();
         if let Some(bytes) = read_opt(&*store.io, &cur)? {
             let name = String::from_utf8_lossy(&bytes).trim().to_string();
-            if !ids.contains(&name) {
-                let io = &*store.io;
+            // `session start` creates the session's file before it points
+            // `.current_session` at it: a session newer than the listing
+            // is checked again.
+            if !ids.contains(&name) && !session_exists(store, &name)? {
                 self.finding(
                     "current_session",
                     &cur,
                     format!("names session '{name}', which does not exist"),
                     "remove it",
-                    Some(&mut || remove_file(io, &cur)),
+                    Some(&mut || remove_dangling_current(store, &name)),
                 )?;
             }
         }
@@ -459,33 +472,40 @@ impl Doctor<'_> {
 
     fn log(&mut self, id: &MilestoneId, path: &Path) -> Result<()> {
         let store = self.store;
-        let mut last_seq: Option<u64> = None;
-        let mut last_ts = None;
-        let mut problems: Vec<String> = Vec::new();
+        let mut last: Option<(u64, jiff::Timestamp)> = None;
+        let mut seq_problems = ProblemList::default();
+        let mut time_problems = ProblemList::default();
         let report = store
             .log_of(id)
             .query(&EventQuery::default(), &mut |line| {
-                if let Some(prev) = last_seq {
-                    if line.seq == prev && problems.len() < 20 {
-                        problems.push(format!("seq {} repeats", line.seq));
-                    } else if line.seq > prev + 1 && problems.len() < 20 {
-                        problems.push(format!("seq jumps from {prev} to {}", line.seq));
-                    } else if line.seq < prev && problems.len() < 20 {
-                        problems.push(format!("seq goes back from {prev} to {}", line.seq));
+                if let Some((prev, prev_ts)) = last {
+                    let problem = if line.seq == prev {
+                        Some(format!("seq {} repeats", line.seq))
+                    } else if line.seq < prev {
+                        Some(format!("seq goes back from {prev} to {}", line.seq))
+                    } else if line.seq > prev + 1 {
+                        Some(format!("seq jumps from {prev} to {}", line.seq))
+                    } else {
+                        None
+                    };
+                    if let Some(p) = problem {
+                        seq_problems.push(p);
                     }
-                }
-                if let Some(prev) = last_ts {
-                    if line.timestamp < prev && problems.len() < 20 {
-                        problems.push(format!(
+                    // The seed stamps whole seconds: going back less than
+                    // that is its rounding, not a clock step.
+                    if prev_ts
+                        .checked_sub(SEED_RESOLUTION)
+                        .is_ok_and(|floor| line.timestamp < floor)
+                    {
+                        time_problems.push(format!(
                             "timestamp goes back at seq {} ({} after {})",
                             line.seq,
                             time::format_micros(line.timestamp),
-                            time::format_micros(prev)
+                            time::format_micros(prev_ts)
                         ));
                     }
                 }
-                last_seq = Some(line.seq);
-                last_ts = Some(line.timestamp);
+                last = Some((line.seq, line.timestamp));
                 Ok(true)
             })?;
         for w in report.warnings {
@@ -507,11 +527,59 @@ impl Doctor<'_> {
                 self.finding("corrupt_line", path, w, "leave it (readers skip it)", None)?;
             }
         }
-        for p in problems {
+        let log = store.log_of(id);
+        let unsynced = log.unsynced()?;
+        if !unsynced.is_empty() {
+            let bytes: u64 = unsynced.iter().map(|r| r.len).sum();
+            let fence = log.unsynced_path();
+            self.finding(
+                "log_unsynced",
+                &fence,
+                format!(
+                    "{} range(s) of {bytes} bytes of {} may not be on disk: their sync failed and so did a second attempt; no later append is acknowledged until they are written again",
+                    unsynced.len(),
+                    self.rel(path)
+                ),
+                "write them again and sync them (the next append does too)",
+                Some(&mut || store.log_of(id).repair().map(|_| ())),
+            )?;
+        }
+        let seq_repair = "leave it (nothing is lost; a seed line appended while an mstate append \
+                          was numbering its own, a corrupt line or a removed one)";
+        let (seq_total, seq_more) = (seq_problems.total(), seq_problems.more);
+        for p in seq_problems.listed {
+            self.finding("log_seq", path, p, seq_repair, None)?;
+        }
+        if seq_more > 0 {
+            self.finding(
+                "log_seq_more",
+                path,
+                format!(
+                    "{} more seq repeats or gaps not listed ({} in all)",
+                    seq_more, seq_total
+                ),
+                seq_repair,
+                None,
+            )?;
+        }
+        let (time_total, time_more) = (time_problems.total(), time_problems.more);
+        for p in time_problems.listed {
             self.finding(
                 "log_order",
                 path,
                 p,
+                "leave it (nothing is lost; a clock step or a planted line; readers cope)",
+                None,
+            )?;
+        }
+        if time_more > 0 {
+            self.finding(
+                "log_order_more",
+                path,
+                format!(
+                    "{} more timestamps going back not listed ({} in all)",
+                    time_more, time_total
+                ),
                 "leave it (nothing is lost; readers cope)",
                 None,
             )?;
@@ -585,6 +653,35 @@ impl Doctor<'_> {
     }
 }
 
+/// How far the seed's whole-second timestamps can trail the line before.
+const SEED_RESOLUTION: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
+
+/// Most problems of one kind listed one by one per log; the rest are
+/// counted in one more finding, so every problem is accounted for.
+const MAX_LISTED: usize = 1000;
+
+/// Problems of one kind found in a log: the first [`MAX_LISTED`], and how
+/// many more.
+#[derive(Default)]
+struct ProblemList {
+    listed: Vec<String>,
+    more: u64,
+}
+
+impl ProblemList {
+    fn push(&mut self, p: String) {
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(p);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.listed.len() as u64 + self.more
+    }
+}
+
 fn remove_file(io: &dyn crate::io::Io, path: &Path) -> Result<()> {
     match io.remove_file(path) {
         Ok(()) => Ok(()),
@@ -593,10 +690,71 @@ fn remove_file(io: &dyn crate::io::Io, path: &Path) -> Result<()> {
     }
 }
 
+/// Recover the state file at `path` from its newest valid backup, if it
+/// is still there and still corrupt once the milestone's lock is held
+/// (the lock every state writer takes): a file a `complete`, `reopen` or
+/// `save` replaced or moved since it was read is left alone.
+fn recover_if_still_corrupt(store: &FsStore, id: &MilestoneId, path: &Path) -> Result<()> {
+    let opts = WriteOptions::default();
+    store.locked(id, "doctor", opts.lock_timeout, || {
+        let Some(bytes) = read_opt(&*store.io, path)? else {
+            return Ok(());
+        };
+        if backup::parse_envelope(&bytes).is_ok() {
+            return Ok(());
+        }
+        store.recover_state(id, None, &opts).map(|_| ())
+    })
+}
+
+/// Whether `sessions/<name>.json` exists now.
+fn session_exists(store: &FsStore, name: &str) -> Result<bool> {
+    let Ok(sid) = SessionId::new(name) else {
+        return Ok(false);
+    };
+    crate::fs::atomic::exists(&*store.io, &store.layout.session_file(&sid))
+}
+
+/// Remove `.current_session` if it still names `name` and that session
+/// still does not exist. `session start` takes no lock to write the
+/// pointer, so the pointer is first renamed aside (atomically taking the
+/// one that is there), checked, and put back unless a newer one was
+/// written meanwhile: a live session's pointer is never removed.
+fn remove_dangling_current(store: &FsStore, name: &str) -> Result<()> {
+    let io = &*store.io;
+    let cur = store.layout.current_session();
+    let aside = crate::fs::atomic::temp_path(&cur);
+    match io.rename(&cur, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == stdio::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("rename", &cur, e)),
+    }
+    let taken = read_opt(io, &aside)?
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let dangling = taken == name && !session_exists(store, &taken)?;
+    if !dangling {
+        match io.rename_noreplace(&aside, &cur) {
+            Ok(()) => {}
+            // A newer pointer was written while this one was aside: it wins.
+            Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                let _ = io.remove_file(&aside);
+                return Err(Error::io("rename", &aside, e));
+            }
+        }
+    }
+    remove_file(io, &aside)?;
+    let root = store.layout.root();
+    io.sync_dir(root)
+        .map_err(|e| Error::io("sync directory", root, e))
+}
+
 fn end_abandoned(store: &FsStore, record: &SessionRecord, reason: &str) -> Result<()> {
     let sid = SessionId::new(record.session_id.as_str())?;
     let mut r = store.read_session(&sid)?;
-    if r.status != ACTIVE {
+    // Ended meanwhile, or its process seen alive after all: leave it.
+    if r.status != ACTIVE || store.view(r.clone()).effective_status != ABANDONED {
         return Ok(());
     }
     r.status = COMPLETED.to_string();

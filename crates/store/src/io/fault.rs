@@ -154,6 +154,10 @@ impl File for FaultFile {
         }
         self.inner.write_all(buf)
     }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check()?;
+        self.inner.write_at(buf, offset)
+    }
     fn sync(&self) -> io::Result<()> {
         self.check()?;
         self.inner.sync()

@@ -67,6 +67,10 @@ pub trait File: Send + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Write all of `buf` at the current position (the end, for append files).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Write all of `buf` at `offset`, also in a file opened for append:
+    /// rewrites bytes in place (after a failed sync, so that they are
+    /// written back again).
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Make written data durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
     /// Current length.

@@ -445,6 +445,22 @@ impl File for RealFile {
         // std's write_all retries EINTR.
         self.0.write_all(buf)
     }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        // Linux's pwrite appends on an O_APPEND descriptor: clear the flag
+        // for this write and put it back.
+        let flags = retry(|| fcntl_getfl(&self.0))?;
+        let append = flags.contains(OFlags::APPEND);
+        if append {
+            retry(|| fcntl_setfl(&self.0, flags - OFlags::APPEND))?;
+        }
+        // std's write_all_at retries EINTR.
+        let written = std::os::unix::fs::FileExt::write_all_at(&self.0, buf, offset);
+        if append {
+            retry(|| fcntl_setfl(&self.0, flags))?;
+        }
+        written
+    }
     fn sync(&self) -> io::Result<()> {
         retry(|| rustix::fs::fdatasync(&self.0))
     }

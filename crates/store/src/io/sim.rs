@@ -599,6 +599,25 @@ impl File for SimFile {
         Ok(())
     }
 
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let ino = self.ino;
+        self.io.with(|s| {
+            match s.cur.inodes.get(&ino).map(|i| &i.node) {
+                Some(Node::File(_)) => {}
+                _ => return Err(einval()),
+            }
+            SimIo::record(
+                s,
+                Op::Write {
+                    ino,
+                    offset,
+                    data: buf.to_vec(),
+                },
+            );
+            Ok(())
+        })
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.io.with(|s| {
             SimIo::sync_ino(s, self.ino, false);

@@ -5,9 +5,16 @@
 //! meanwhile: then it retries on the new file), moves a torn tail to the
 //! quarantine, reads the last `seq` and timestamp from the end, writes the
 //! whole line with one `write`, unlocks, and syncs it (so the syncs of
-//! concurrent appenders overlap). The first line of a new file is synced
-//! with the directory under the lock, so no later append can be
-//! acknowledged while the file's name is not yet durable.
+//! concurrent appenders overlap).
+//!
+//! No append is acknowledged while the file's name may not be durable: an
+//! empty file may be new, so its directory is synced under the lock before
+//! the first line is written, and a file whose first line is mstate's was
+//! therefore named durably. A file the seed began (its first line has a
+//! whole-second timestamp) cannot be told apart from one never synced, so
+//! each append to it syncs the directory too before it is acknowledged.
+//! A failed sync is handled by [`super::unsynced`]: the line is written
+//! again in place and synced again, or fenced for the next writer.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,12 +29,16 @@ use crate::io::{File, FileId, LockMode};
 use crate::model::{Actor, Event};
 use crate::time;
 
-use super::line::{Encoder, LineFields};
+use super::line::{self, Encoder, LineFields, TS_PREFIX};
 use super::scan::{self, SMALL_CHUNK};
 use super::EventLog;
 
 /// How often an append retries when the live file keeps being replaced.
 const LOCK_ATTEMPTS: usize = 1000;
+
+/// How often an append numbers its line again because the seed appended
+/// meanwhile.
+const RENUMBER_ATTEMPTS: usize = 100;
 
 impl EventLog<'_> {
     /// Append one event durably and return it as stored.
@@ -67,15 +78,20 @@ impl EventLog<'_> {
         // Closing the file releases the lock too; an unlock error must not
         // turn a durable append into a reported failure.
         let _ = file.unlock();
-        let (timestamp, seq, synced) = result?;
-        if !synced {
-            // The line's place and seq were fixed by the write under the
-            // lock; its sync runs outside it, so appenders' syncs overlap
-            // and the filesystem commits several in one flush (group
-            // commit). The append is acknowledged only after its own sync,
-            // which covers every earlier write to the file.
-            file.sync().ctx("sync", &path)?;
+        let done = result?;
+        // The line's place and seq were fixed by the write under the lock;
+        // its sync runs outside it, so appenders' syncs overlap and the
+        // filesystem commits several in one flush (group commit). The
+        // append is acknowledged only after its own sync, which covers
+        // every earlier write to the file.
+        if let Err(e) = file.sync() {
+            self.resync(&*file, &path, done.offset, &done.line, e)?;
         }
+        if done.sync_dir {
+            let dir = self.layout.events();
+            self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+        }
+        let (timestamp, seq) = (done.timestamp, done.seq);
         Ok(Event {
             timestamp,
             milestone_id: self.id.to_string(),
@@ -89,40 +105,65 @@ impl EventLog<'_> {
         })
     }
 
-    /// Append under the lock; returns the timestamp and `seq` written, and
-    /// whether the line is already synced (the first line of a file is,
-    /// with its directory, before the lock is released).
+    /// Append under the lock: heal bytes an earlier failed sync left,
+    /// move a torn tail aside, number the line and write it.
     fn append_locked(
         &self,
         file: &mut dyn File,
         path: &Path,
         encoder: &Encoder,
-    ) -> Result<(String, u64, bool)> {
-        let len = file.len().ctx("inspect", path)?;
-        let end = scan::complete_end(&*file, 0, len, path)?;
-        if end < len {
-            self.quarantine(&*file, path, end, len)?;
-            file.set_len(end).ctx("truncate", path)?;
-            file.sync().ctx("sync", path)?;
-        }
-        let (last_seq, last_ts) = self.tail_of_live(&*file, path, end)?;
-        let seq = last_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
-            what: "event log".into(),
-            path: path.to_path_buf(),
-            detail: "its last seq is the largest number there is".into(),
-            hint: None,
-        })?;
-        let timestamp = time::format_micros(next_timestamp(last_ts, time::now()));
-        let bytes = encoder.line(&timestamp, seq);
-        file.write_all(&bytes).ctx("append to", path)?;
-        if end == 0 {
-            // The file may be new: make it and its name durable before any
-            // append to it can be acknowledged.
-            file.sync().ctx("sync", path)?;
+    ) -> Result<Appended> {
+        self.heal_unsynced(&*file, path)?;
+        let mut len = file.len().ctx("inspect", path)?;
+        let mut tries = 0;
+        let (end, timestamp, seq, bytes) = loop {
+            let end = scan::complete_end(&*file, 0, len, path)?;
+            if end < len {
+                self.quarantine(&*file, path, end, len)?;
+                file.set_len(end).ctx("truncate", path)?;
+                file.sync().ctx("sync", path)?;
+            }
+            let (last_seq, last_ts) = self.tail_of_live(&*file, path, end)?;
+            let seq = last_seq.checked_add(1).ok_or_else(|| Error::Corrupt {
+                what: "event log".into(),
+                path: path.to_path_buf(),
+                detail: "its last seq is the largest number there is".into(),
+                hint: None,
+            })?;
+            let timestamp = time::format_micros(next_timestamp(last_ts, time::now()));
+            let bytes = encoder.line(&timestamp, seq);
+            // The seed appends without the lock: if a line of its landed
+            // while this one was numbered, number again after it. This
+            // narrows the window in which both get one seq to the gap
+            // between this check and the write; only the seed taking the
+            // lock would close it.
+            let now_len = file.len().ctx("inspect", path)?;
+            if now_len == len || tries >= RENUMBER_ATTEMPTS {
+                break (end, timestamp, seq, bytes);
+            }
+            len = now_len;
+            tries += 1;
+        };
+        // Whether the file's name is durable: a file mstate began starts
+        // with an mstate line, written only after the directory was synced
+        // with the name in it; an empty file may be new; a file the seed
+        // began (or that cannot be told) gets its directory synced by
+        // every append before it is acknowledged.
+        let sync_dir = if end == 0 {
             let dir = self.layout.events();
             self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
-        }
-        Ok((timestamp, seq, end == 0))
+            false
+        } else {
+            !begun_by_mstate(&*file, path)?
+        };
+        file.write_all(&bytes).ctx("append to", path)?;
+        Ok(Appended {
+            timestamp,
+            seq,
+            offset: len,
+            line: bytes,
+            sync_dir,
+        })
     }
 
     /// The `seq` and timestamp of the log's last line, reading back from
@@ -287,6 +328,7 @@ impl EventLog<'_> {
         if let Some(file) = self.lock_live(false)? {
             let path = self.live_path();
             let result = (|| {
+                self.heal_unsynced(&*file, &path)?;
                 let len = file.len().ctx("inspect", &path)?;
                 let end = scan::complete_end(&*file, 0, len, &path)?;
                 if end < len {
@@ -308,6 +350,32 @@ impl EventLog<'_> {
                 .join(", ")
         }))
     }
+}
+
+/// What an append wrote under the lock.
+struct Appended {
+    timestamp: String,
+    seq: u64,
+    /// Where the line was written, unless seed lines landed first.
+    offset: u64,
+    /// The line, with its newline.
+    line: Vec<u8>,
+    /// Whether the directory must be synced before acknowledging.
+    sync_dir: bool,
+}
+
+/// Whether the log's first line is one mstate wrote: its timestamp has
+/// microseconds (the seed writes whole seconds).
+fn begun_by_mstate(file: &dyn File, path: &Path) -> Result<bool> {
+    // `{"timestamp":"2026-11-24T21:03:37.123456Z"`
+    const LEN: usize = TS_PREFIX.len() + 28;
+    let mut head = [0u8; LEN];
+    let got = scan::read_full_at(file, &mut head, 0).ctx("read", path)?;
+    Ok(got == LEN
+        && head.starts_with(TS_PREFIX)
+        && head[TS_PREFIX.len() + 19] == b'.'
+        && head[TS_PREFIX.len() + 26..] == *b"Z\""
+        && line::parse_ts(&head[TS_PREFIX.len()..LEN - 1]).is_some())
 }
 
 /// Whether the open `file` is the file at `path` now.

@@ -13,7 +13,11 @@
 //!   appenders can have one in flight, a torn one may sit before a whole
 //!   one at the end of the log. Readers skip what does not parse and
 //!   doctor reports it. The seed's `grep '"event_type":"X"'` still finds
-//!   mstate's lines.
+//!   mstate's lines. No append is acknowledged while the file's name may
+//!   not be durable (an empty or seed-begun file gets its directory synced
+//!   first), nor after a failed sync until its bytes were written again
+//!   and synced (see `unsynced.rs`); a failed sync whose retry fails too
+//!   fences the log: the next writer rewrites those bytes first.
 //! - **`seq` without gaps or repeats.** Events are numbered 1, 2, 3, ...
 //!   per milestone whatever the number of writer processes. A line without
 //!   `seq` (the seed's) counts as the previous line's plus one. Finding the
@@ -51,9 +55,13 @@
 //!
 //! ## Limits
 //!
-//! - The seed's own appends (`echo >>`) take no lock: a seed line landing
-//!   between an mstate append's read of the tail and its write shares its
-//!   `seq` (doctor reports the repeat). Nothing is lost or interleaved.
+//! - The seed's own appends (`echo >>`) take no lock, so `seq` is free of
+//!   gaps and repeats only among mstate's lines and the seed lines that
+//!   landed before an append looked. An append checks the file's length
+//!   again just before its write and numbers its line afresh when a seed
+//!   line arrived meanwhile, but a seed line landing between that check
+//!   and the write shares the mstate line's `seq`. Doctor lists every
+//!   repeat and gap. Nothing is lost or interleaved.
 //! - A corrupt line takes a `seq` like any other, so the shown numbers skip
 //!   where one was.
 //! - Lines further out of time order than [`ORDER_SLACK`] may be missed by
@@ -71,6 +79,7 @@ mod scan;
 mod segment;
 #[cfg(test)]
 mod tests;
+mod unsynced;
 
 use std::path::{Path, PathBuf};
 

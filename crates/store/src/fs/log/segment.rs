@@ -188,6 +188,9 @@ impl EventLog<'_> {
 
     fn seal_locked(&self, file: &dyn File, cutoff: Option<Timestamp>) -> Result<Option<PathBuf>> {
         let path = self.live_path();
+        // Bytes a failed sync left must be on disk before the file
+        // becomes a segment no appender looks at again.
+        self.heal_unsynced(file, &path)?;
         let segdir = self.layout.segments_dir(self.id);
         let live_id = file.id().ctx("inspect", &path)?;
         // A seal interrupted after its link leaves the live file linked as
