@@ -240,7 +240,11 @@ impl FsStore {
             .append(&self.opts.actor, session, &event_type, &data)
     }
 
-    /// Run `f` holding the lock of `id` (or under the lock an ancestor holds).
+    /// Run `f` holding the lock of `id`, or under the lock an ancestor or
+    /// the caller's process group holds: then `f` runs inside the lock's
+    /// short exclusion ([`Locks::enter`]), so the writes of several
+    /// processes under one holder never interleave. Calls must not nest
+    /// (a nested reentrant call would wait for its own exclusion).
     pub(crate) fn locked<T>(
         &self,
         id: &MilestoneId,
@@ -254,27 +258,53 @@ impl FsStore {
             timeout,
             owner_pid: self.opts.actor.pid,
             ttl: None,
+            group: None,
         };
-        let acquired = self.take_lock(id, &req)?;
-        let result = f();
-        if let Acquired::Fresh(info) = &acquired {
-            let released = self.locks().release_token(id, &info.id);
-            if result.is_ok() {
-                released?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let req = LockRequest {
+                timeout: left,
+                ..req.clone()
+            };
+            match self.take_lock(id, &req)? {
+                Acquired::Fresh(info) => {
+                    let result = f();
+                    let released = self.locks().release_token(id, &info.id);
+                    if result.is_ok() {
+                        released?;
+                    }
+                    return result;
+                }
+                Acquired::Reentrant(info) => {
+                    // Released or broken between the look and the exclusion:
+                    // take it again.
+                    if let Some(guard) = self.locks().enter(id, &info)? {
+                        let result = f();
+                        let _ = guard.unlock();
+                        return result;
+                    }
+                }
             }
         }
-        result
     }
 
-    /// Take the lock, logging any stale lock broken on the way.
+    /// Take the lock, logging any stale lock broken on the way. When that
+    /// cannot be logged, a lock taken here is released again before the
+    /// error is returned: a failure never leaves the caller holding it.
     fn take_lock(&self, id: &MilestoneId, req: &LockRequest) -> Result<Acquired> {
         let (acquired, broken) = self.locks().acquire(id, req)?;
         for b in broken {
-            self.emit(
+            if let Err(e) = self.emit(
                 id,
                 "lock_broken",
                 json!({"reason": b.reason, "holder": b.info, "by": req.operation}),
-            )?;
+            ) {
+                if let Acquired::Fresh(info) = &acquired {
+                    let _ = self.locks().release_token(id, &info.id);
+                }
+                return Err(e);
+            }
         }
         Ok(acquired)
     }
@@ -541,6 +571,20 @@ impl Store for FsStore {
         };
         if !own {
             self.emit(id, "lock_force_released", json!({"holder": info}))?;
+        }
+        Ok(Some(info))
+    }
+
+    fn lock_release_if_stale(&self, id: &MilestoneId) -> Result<Option<LockInfo>> {
+        let Some((info, stale)) = self.locks().release_if_stale(id)? else {
+            return Ok(None);
+        };
+        if let Some(reason) = stale {
+            self.emit(
+                id,
+                "lock_broken",
+                json!({"reason": reason, "holder": info, "by": "lock release --if-stale"}),
+            )?;
         }
         Ok(Some(info))
     }
