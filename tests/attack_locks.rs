@@ -341,3 +341,302 @@ fn release_force_in_the_shell_layer_leaves_a_live_holders_lock() {
     ok(d, &["lock", "release", "m", "--force"]);
     assert!(!lock_dir(d, "m").exists());
 }
+
+fn events_of(dir: &Path, id: &str, event_type: &str) -> Vec<Value> {
+    ok(
+        dir,
+        &["events", id, "--type", event_type, "--limit", "100000"],
+    )
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+/// `mstate ARGS` under `faketime OFFSET` (the wall clock stepped).
+fn faked(dir: &Path, offset: &str, args: &[&str]) -> Output {
+    let mut c = Command::new("faketime");
+    c.arg(offset)
+        .arg(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MSTATE_DIR")
+        .env_remove("MSTATE_SESSION")
+        .env_remove("MSTATE_LOCK_TIMEOUT");
+    c.output().unwrap()
+}
+
+fn status_line(dir: &Path, id: &str) -> String {
+    ok(dir, &["lock", "status", id])
+}
+
+// ---------------------------------------------------------------------
+// Finding 16: clock steps neither break a live lock nor keep an expired one.
+
+#[test]
+fn a_forward_clock_step_does_not_expire_a_ttl() {
+    if !have_tool("faketime") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "m", r#"{"v": 1}"#]);
+    let holder = Sleeper::new();
+    ok(
+        d,
+        &[
+            "lock",
+            "acquire",
+            "m",
+            "--ttl",
+            "10m",
+            "--owner-pid",
+            &holder.pid().to_string(),
+        ],
+    );
+    let status = faked(d, "+1 hour", &["lock", "status", "m"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("[held"), "{text}");
+    let save = faked(
+        d,
+        "+1 hour",
+        &["save", "m", r#"{"v": 2}"#, "--lock-timeout", "0.5"],
+    );
+    assert_eq!(
+        save.status.code(),
+        Some(5),
+        "a live lock was broken after a clock step: {}",
+        String::from_utf8_lossy(&save.stderr)
+    );
+    assert_eq!(load(d, "m")["v"], 1);
+}
+
+#[test]
+fn a_backward_clock_step_does_not_keep_an_expired_ttl() {
+    if !have_tool("faketime") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let holder = Sleeper::new();
+    // Taken while the clock was an hour ahead; the clock then steps back.
+    let out = faked(
+        d,
+        "+1 hour",
+        &[
+            "lock",
+            "acquire",
+            "m",
+            "--ttl",
+            "300ms",
+            "--owner-pid",
+            &holder.pid().to_string(),
+        ],
+    );
+    out_ok(&out, "acquire");
+    wait_until("the TTL to pass", Duration::from_secs(10), || {
+        status_line(d, "m").contains("TTL")
+    });
+    ok(d, &["save", "m", r#"{"v": 2}"#, "--lock-timeout", "5"]);
+    assert_eq!(events_of(d, "m", "lock_broken").len(), 1);
+}
+
+#[test]
+fn a_live_seed_lock_older_than_its_holder_by_the_wall_clock_is_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "m", r#"{"v": 1}"#]);
+    // The seed's lock of a live shell, its `acquired` an hour before the
+    // shell's start as the clock now says (the clock stepped forward).
+    let holder = Sleeper::new();
+    let lock = lock_dir(d, "m");
+    std::fs::create_dir(&lock).unwrap();
+    std::fs::write(lock.join("pid"), format!("{}\n", holder.pid())).unwrap();
+    let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    std::fs::write(
+        lock.join("acquired"),
+        format!("{}\n", hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    )
+    .unwrap();
+    let save = run(d, &["save", "m", r#"{"v": 2}"#, "--lock-timeout", "0.5"]);
+    assert_eq!(
+        save.status.code(),
+        Some(5),
+        "a live seed lock was broken: {}",
+        String::from_utf8_lossy(&save.stderr)
+    );
+    assert!(lock.join("pid").exists());
+    assert_eq!(load(d, "m")["v"], 1);
+}
+
+// ---------------------------------------------------------------------
+// Finding 14: a lock naming another host but carrying this boot's id.
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Plant a lock of `id` held by a dead pid, taken "on" `host` during this
+/// boot, in pid namespace `ns` (none: not recorded).
+fn plant_foreign_lock(dir: &Path, id: &str, host: &str, ns: Option<u64>) {
+    ok(
+        dir,
+        &[
+            "lock",
+            "acquire",
+            id,
+            "--owner-pid",
+            &dead_pid().to_string(),
+        ],
+    );
+    let info_path = lock_dir(dir, id).join("info.json");
+    let mut info: Value = serde_json::from_slice(&std::fs::read(&info_path).unwrap()).unwrap();
+    info["host"] = Value::from(host);
+    info["who"] = Value::from(format!("ci@{host}"));
+    info["boot_id"] = Value::from(boot_id());
+    match ns {
+        Some(ns) => info["pid_ns"] = Value::from(ns),
+        None => {
+            info.as_object_mut().unwrap().remove("pid_ns");
+        }
+    }
+    std::fs::write(&info_path, serde_json::to_vec(&info).unwrap()).unwrap();
+}
+
+#[test]
+fn a_lock_of_this_boot_under_another_hostname_in_another_namespace_is_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "m", r#"{"v": 1}"#]);
+    ok(d, &["save", "n", r#"{"v": 1}"#]);
+    plant_foreign_lock(d, "m", "old-container", Some(1));
+    plant_foreign_lock(d, "n", "old-container", None);
+    for id in ["m", "n"] {
+        // Held: its holder may live in another container.
+        let save = run(d, &["save", id, r#"{"v": 2}"#, "--lock-timeout", "0.3"]);
+        assert_eq!(save.status.code(), Some(5));
+        let status = status_line(d, id);
+        assert!(status.contains("unverified"), "{status}");
+    }
+    // ... but doctor does not call the store clean.
+    let doctor = run(d, &["doctor"]);
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "{text}");
+    assert!(text.contains("m.lock") && text.contains("n.lock"), "{text}");
+    assert!(text.contains("--force"), "{text}");
+    // Repair leaves them: only the user can tell.
+    run(d, &["doctor", "--repair"]);
+    assert!(lock_dir(d, "m").exists() && lock_dir(d, "n").exists());
+}
+
+#[test]
+fn a_lock_of_this_boot_and_namespace_under_another_hostname_is_checked() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "m", r#"{"v": 1}"#]);
+    let ns = std::fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    // The host was renamed: same kernel, same pids.
+    plant_foreign_lock(d, "m", "old-name", Some(ns));
+    ok(d, &["save", "m", r#"{"v": 2}"#, "--lock-timeout", "5"]);
+    assert_eq!(events_of(d, "m", "lock_broken").len(), 1);
+}
+
+// ---------------------------------------------------------------------
+// Finding 15: failures while taking a lock; sessions ended twice at once.
+
+#[test]
+fn a_lock_acquire_that_fails_does_not_leave_the_lock_held() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    // A stale lock to break, and an event log that cannot be appended to.
+    ok(
+        d,
+        &[
+            "lock",
+            "acquire",
+            "m",
+            "--owner-pid",
+            &dead_pid().to_string(),
+        ],
+    );
+    let log = d.join(".milestones/state/events/milestone-m.jsonl");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let holder = Sleeper::new();
+    let out = run(
+        d,
+        &[
+            "lock",
+            "acquire",
+            "m",
+            "--owner-pid",
+            &holder.pid().to_string(),
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let pid = std::fs::read_to_string(lock_dir(d, "m").join("pid")).unwrap_or_default();
+    assert_ne!(
+        pid.trim(),
+        holder.pid().to_string(),
+        "lock acquire failed but left the lock held"
+    );
+}
+
+#[test]
+fn lock_run_that_cannot_handle_signals_does_not_start_its_command() {
+    if !have_tool("strace") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    // The signal handling's self-pipe is a socketpair; nothing else makes one.
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=socketpair"])
+        .args(["-e", "inject=socketpair:error=EMFILE"])
+        .arg(bin())
+        .args(["lock", "run", "m", "--", "sh", "-c", ": > ran"])
+        .current_dir(d)
+        .env_remove("MSTATE_DIR")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !d.join("ran").exists(),
+        "the command ran although its lock could not be kept"
+    );
+    assert!(!lock_dir(d, "m").exists());
+    ok(d, &["save", "m", "{}", "--lock-timeout", "1"]);
+}
+
+#[test]
+fn concurrent_session_ends_log_one_session_ended() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    for round in 0..3 {
+        let sid = ok(d, &["session", "start", "m"]).trim().to_string();
+        let enders: Vec<Child> = (0..8)
+            .map(|_| {
+                cmd(d)
+                    .args(["session", "end", &sid])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for e in enders {
+            let out = e.wait_with_output().unwrap();
+            assert!(out.status.success());
+        }
+        let ended: Vec<Value> = events_of(d, "m", "session_ended")
+            .into_iter()
+            .filter(|e| e["data"]["session_id"] == sid.as_str())
+            .collect();
+        assert_eq!(ended.len(), 1, "round {round}: {ended:?}");
+    }
+}

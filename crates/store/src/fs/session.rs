@@ -5,6 +5,12 @@
 //! suffix `-2`, `-3`, ... is added only when that name is taken (the file is
 //! created exclusively, so two starts never share an id). A session whose
 //! owner process is gone without ending it is reported as `abandoned`.
+//!
+//! Ending a session happens under its milestone's lock, so concurrent ends
+//! of one session log `session_ended` once. A session written by the seed
+//! (no start time of its process) is abandoned only when its pid is gone:
+//! its creation time is not compared with the process's start time, which
+//! a step of the wall clock makes wrong.
 
 use std::io as stdio;
 
@@ -139,20 +145,26 @@ impl FsStore {
                 SessionId::new(cur)?
             }
         };
-        let mut record = self.read_session(&sid)?;
-        let id = MilestoneId::new(record.milestone_id.clone())?;
-        if record.status != COMPLETED {
-            record.status = COMPLETED.to_string();
-            record.ended_at = Some(time::format_micros(time::now()));
-            let path = self.layout.session_file(&sid);
-            write_replace(&*self.io, &path, &encode(&record)?)?;
-            self.append_as(
-                &id,
-                sid.as_str(),
-                "session_ended",
-                json!({"session_id": sid.as_str()}),
-            )?;
-        }
+        let id = MilestoneId::new(self.read_session(&sid)?.milestone_id)?;
+        // Ending is a read-modify-write of the session file: under the
+        // milestone's lock, so two ends at once log `session_ended` once.
+        let timeout = crate::store::DEFAULT_LOCK_TIMEOUT;
+        let record = self.locked(&id, "session end", timeout, || {
+            let mut record = self.read_session(&sid)?;
+            if record.status != COMPLETED {
+                record.status = COMPLETED.to_string();
+                record.ended_at = Some(time::format_micros(time::now()));
+                let path = self.layout.session_file(&sid);
+                write_replace(&*self.io, &path, &encode(&record)?)?;
+                self.append_as(
+                    &id,
+                    sid.as_str(),
+                    "session_ended",
+                    json!({"session_id": sid.as_str()}),
+                )?;
+            }
+            Ok(record)
+        })?;
         let cur_path = self.layout.current_session();
         let points_here = read_opt(&*self.io, &cur_path)?
             .is_some_and(|b| String::from_utf8_lossy(&b).trim() == sid.as_str());
@@ -248,12 +260,7 @@ impl FsStore {
             Some(start) if process::start_ticks(pid).is_some_and(|now| now != start) => {
                 Some(format!("pid {pid} now belongs to another process"))
             }
-            Some(_) => None,
-            None => {
-                let created = time::parse_timestamp(&r.created_at)?.as_second().max(0) as u64;
-                let started = process::start_epoch_secs(pid)?;
-                (started > created + 2).then(|| format!("pid {pid} now belongs to another process"))
-            }
+            _ => None,
         }
     }
 }
