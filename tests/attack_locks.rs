@@ -343,14 +343,15 @@ fn release_force_in_the_shell_layer_leaves_a_live_holders_lock() {
 }
 
 fn events_of(dir: &Path, id: &str, event_type: &str) -> Vec<Value> {
-    ok(
-        dir,
-        &["events", id, "--type", event_type, "--limit", "100000"],
-    )
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect()
+    let mut args = vec!["events", id, "--limit", "100000"];
+    if !event_type.is_empty() {
+        args.extend(["--type", event_type]);
+    }
+    ok(dir, &args)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// `mstate ARGS` under `faketime OFFSET` (the wall clock stepped).
@@ -639,4 +640,56 @@ fn concurrent_session_ends_log_one_session_ended() {
             .collect();
         assert_eq!(ended.len(), 1, "round {round}: {ended:?}");
     }
+}
+
+/// Log events of session `sid` from several processes while it ends:
+/// none may be recorded after its `session_ended`.
+fn events_racing_a_session_end(explicit: bool) {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let sid = ok(d, &["session", "start", "m"]).trim().to_string();
+    let log = if explicit {
+        format!(r#""$M" log m tick '{{}}' --session {sid}"#)
+    } else {
+        r#""$M" log m tick '{}'"#.to_string()
+    };
+    // Each logger logs until the session has ended, and a few times more.
+    let script = format!(
+        r#"n=0; while [ $n -lt 5 ]; do {log} >/dev/null 2>&1; if [ -e ended ]; then n=$((n + 1)); fi; done"#
+    );
+    let loggers: Vec<Child> = (0..4).map(|_| bash(d, &script).spawn().unwrap()).collect();
+    wait_until("events to be logged", Duration::from_secs(20), || {
+        events_of(d, "m", "tick").len() >= 8
+    });
+    ok(d, &["session", "end", &sid]);
+    std::fs::write(d.join("ended"), b"").unwrap();
+    for l in loggers {
+        assert!(l.wait_with_output().unwrap().status.success());
+    }
+    let all = events_of(d, "m", "");
+    let end = all
+        .iter()
+        .position(|e| e["event_type"] == "session_ended")
+        .expect("session_ended");
+    let after: Vec<&Value> = all[end + 1..]
+        .iter()
+        .filter(|e| e["session_id"] == sid.as_str())
+        .collect();
+    assert!(
+        after.is_empty(),
+        "{} events of {sid} after it ended, the first: {:?}",
+        after.len(),
+        after.first()
+    );
+    assert!(all[end + 1..].iter().any(|e| e["event_type"] == "tick") || explicit);
+}
+
+#[test]
+fn events_of_the_current_session_are_never_recorded_after_it_ended() {
+    events_racing_a_session_end(false);
+}
+
+#[test]
+fn events_naming_a_session_are_never_recorded_after_it_ended() {
+    events_racing_a_session_end(true);
 }

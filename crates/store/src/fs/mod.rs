@@ -224,7 +224,9 @@ impl FsStore {
     /// Append an event written by the store itself.
     pub(crate) fn emit(&self, id: &MilestoneId, event_type: &str, data: Value) -> Result<Event> {
         let session = self.current_session()?;
-        self.append_as(id, &session, event_type, data)
+        self.in_session(&session, false, |session| {
+            self.append_as(id, session, event_type, data)
+        })
     }
 
     /// Append an event written by the store itself, for a given session.
@@ -599,8 +601,10 @@ impl Store for FsStore {
             Some(s) => s.clone(),
             None => self.current_session()?,
         };
-        self.log_of(id)
-            .append(&self.opts.actor, &session, &event.event_type, &event.data)
+        self.in_session(&session, event.session_id.is_some(), |session| {
+            self.log_of(id)
+                .append(&self.opts.actor, session, &event.event_type, &event.data)
+        })
     }
 
     fn events(

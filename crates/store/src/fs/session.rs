@@ -20,7 +20,7 @@ use crate::error::{Error, IoContext, ObjectKind, Result};
 use crate::fs::atomic::{create_exclusive, read_opt, write_replace};
 use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
-use crate::io::FileKind;
+use crate::io::{FileKind, LockMode};
 use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionView};
 use crate::process::{self, Alive};
 use crate::time;
@@ -150,6 +150,13 @@ impl FsStore {
         // milestone's lock, so two ends at once log `session_ended` once.
         let timeout = crate::store::DEFAULT_LOCK_TIMEOUT;
         let record = self.locked(&id, "session end", timeout, || {
+            // Loggers of this session check it under a shared `flock` of
+            // the sessions directory ([`FsStore::in_session`]): with it held
+            // exclusively from the check to `session_ended`, no event of
+            // the session is recorded after that line.
+            let dir = self.layout.sessions();
+            let sessions = self.io.open_read(&dir).ctx("open", &dir)?;
+            sessions.lock(LockMode::Exclusive).ctx("lock", &dir)?;
             let mut record = self.read_session(&sid)?;
             if record.status != COMPLETED {
                 record.status = COMPLETED.to_string();
@@ -178,6 +185,47 @@ impl FsStore {
             self.io.sync_dir(root).ctx("sync directory", root)?;
         }
         Ok(record)
+    }
+
+    /// Run `append` for an event of `session` while that session cannot
+    /// end, telling it which session to record: `session` itself while it
+    /// is active (or unknown to the store, like `no-session` or a session
+    /// file the seed never wrote), and once it has ended, `no-session` when
+    /// the session was implied (the current one) or an error when the
+    /// caller named it. So no event of a session is ever recorded after
+    /// its `session_ended`.
+    pub(crate) fn in_session<T>(
+        &self,
+        session: &str,
+        named: bool,
+        append: impl FnOnce(&str) -> Result<T>,
+    ) -> Result<T> {
+        let Ok(sid) = SessionId::new(session) else {
+            return append(session);
+        };
+        if session == super::NO_SESSION {
+            return append(session);
+        }
+        let dir = self.layout.sessions();
+        let guard = match self.io.open_read(&dir) {
+            Ok(g) => g,
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => return append(session),
+            Err(e) => return Err(Error::io("open", &dir, e)),
+        };
+        guard.lock(LockMode::Shared).ctx("lock", &dir)?;
+        let ended = read_opt(&*self.io, &self.layout.session_file(&sid))?
+            .and_then(|b| serde_json::from_slice::<SessionRecord>(&b).ok())
+            .is_some_and(|r| r.status == COMPLETED);
+        let result = match (ended, named) {
+            (false, _) => append(session),
+            (true, false) => append(super::NO_SESSION),
+            (true, true) => Err(Error::invalid(
+                "session",
+                format!("session '{session}' has ended; log without --session, or start a new one"),
+            )),
+        };
+        let _ = guard.unlock();
+        result
     }
 
     /// Every session matching `filter`, oldest first.
