@@ -1,12 +1,33 @@
 //! `lock acquire|release|status|run`.
+//!
+//! `lock run` never lets go of the lock while its command may still write:
+//! signal handling is set up before the command can start (and the command
+//! is not started when that fails); the command runs in a process group
+//! recorded in the lock, so a runner killed with SIGKILL leaves the lock
+//! held until every process of that group has exited; and the runner
+//! releases only once the group is gone. When the runner leads its own
+//! process group (started by an interactive shell, or by `setsid`), the
+//! command stays in that group, which keeps the terminal's foreground; the
+//! lock records it. A runner in the foreground group of a terminal that it
+//! does not lead (started by a script run from a terminal) runs its command
+//! in that group too, unrecorded, so the command can read the terminal: a
+//! SIGKILL of that runner leaves the command unprotected.
+//!
+//! A shell that takes the lock with `lock acquire` and leads its process
+//! group has the group recorded, so its background jobs keep the lock after
+//! it died; a shell in a group it does not lead holds the lock alone (a
+//! group it does not lead may hold unrelated processes).
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use mstate_store::model::{Liveness, LockRequest};
+use mstate_store::process::{self, Alive};
 use mstate_store::Store;
 
 use super::milestone;
@@ -24,6 +45,20 @@ pub enum LockCommand {
     Status(StatusArgs),
     /// Run a command while holding the lock; mstate commands it runs use the held lock.
     Run(RunArgs),
+    /// Internal to `lock run`: wait until the runner holds the lock, then
+    /// become the command (exits 125 without running it otherwise).
+    #[command(name = "__gate", hide = true)]
+    Gate(GateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The read end of the runner's pipe.
+    #[arg(long)]
+    pub fd: i32,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -46,8 +81,12 @@ pub struct ReleaseArgs {
     /// Milestone id.
     pub milestone: String,
     /// Release the lock whoever holds it (logs a lock_force_released event).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "if_stale")]
     pub force: bool,
+    /// Release this shell's lock, or break one whose holder is gone or past
+    /// its TTL (logs lock_broken); a live holder's lock stays (exit 5).
+    #[arg(long)]
+    pub if_stale: bool,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +127,7 @@ fn request(
         timeout,
         owner_pid: owner,
         ttl,
+        group: None,
     })
 }
 
@@ -97,7 +137,9 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
         LockCommand::Acquire(a) => {
             let id = milestone(&a.milestone)?;
             let owner = a.owner_pid.unwrap_or_else(super::session::parent_pid);
-            let req = request(ctx, "lock acquire", &a.timeout, &a.ttl, owner)?;
+            let mut req = request(ctx, "lock acquire", &a.timeout, &a.ttl, owner)?;
+            // A shell leading its group: its jobs hold the lock with it.
+            req.group = (process::group_of(owner) == Some(owner)).then_some(owner);
             let info = ctx.store.lock_acquire(&id, &req)?;
             if ctx.global.json {
                 out.json(&info)?;
@@ -107,10 +149,14 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
         }
         LockCommand::Release(a) => {
             let id = milestone(&a.milestone)?;
-            let released = ctx.store.lock_release(&id, a.force)?;
+            let released = if a.if_stale {
+                ctx.store.lock_release_if_stale(&id)?
+            } else {
+                ctx.store.lock_release(&id, a.force)?
+            };
             if ctx.global.json {
                 out.json(&json!({"milestone_id": id, "released": released}))?;
-            } else if released.is_some() || a.force {
+            } else if released.is_some() || a.force || a.if_stale {
                 // Forced release of an unlocked milestone succeeds quietly,
                 // like the seed's `rm -rf` (EXIT traps call it regardless).
                 out.line(&format!("State lock released for milestone: {id}"))?;
@@ -132,6 +178,7 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
                         let state = match &s.liveness {
                             Liveness::Held => "held".to_string(),
                             Liveness::Stale(r) => format!("stale: {r}"),
+                            Liveness::Unverified(r) => format!("held, unverified: {r}"),
                         };
                         let mine = if s.held_by_caller {
                             ", by this shell"
@@ -156,57 +203,241 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
                 std::process::id(),
             )?;
             drop(out);
-            return run_locked(ctx, &id, &req, &a.command);
+            return run_locked(ctx, &id, req, &a.command);
         }
+        LockCommand::Gate(a) => return gate(&a),
     }
     Ok(())
+}
+
+/// Where the runner sends the signals it receives.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// No command yet; the first signal waits here.
+    Pending(Option<i32>),
+    Process(u32),
+    Group(u32),
+}
+
+fn send(target: Target, sig: i32) {
+    let Some(s) = rustix::process::Signal::from_named_raw(sig) else {
+        return;
+    };
+    let pid = |p: u32| rustix::process::Pid::from_raw(p as i32);
+    match target {
+        Target::Process(p) => {
+            if let Some(p) = pid(p) {
+                let _ = rustix::process::kill_process(p, s);
+            }
+        }
+        Target::Group(g) => {
+            if let Some(g) = pid(g) {
+                let _ = rustix::process::kill_process_group(g, s);
+            }
+        }
+        Target::Pending(_) => {}
+    }
+}
+
+/// Signals received by the runner, passed on to its command.
+struct Forwarder {
+    target: Arc<Mutex<Target>>,
+    handle: signal_hook::iterator::Handle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// Catch SIGINT, SIGTERM and SIGHUP from now on. Fails (and nothing is
+    /// caught) when the process cannot (no file descriptors, no threads).
+    fn start() -> std::io::Result<Self> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        let handle = signals.handle();
+        let target = Arc::new(Mutex::new(Target::Pending(None)));
+        let shared = Arc::clone(&target);
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    let Ok(mut t) = shared.lock() else { return };
+                    match *t {
+                        Target::Pending(_) => *t = Target::Pending(Some(sig)),
+                        target => send(target, sig),
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => Ok(Forwarder {
+                target,
+                handle,
+                thread,
+            }),
+            Err(e) => {
+                handle.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// From now on, signals go to `to`; one that came before goes now.
+    fn aim(&self, to: Target) {
+        if let Ok(mut t) = self.target.lock() {
+            if let Target::Pending(Some(sig)) = *t {
+                send(to, sig);
+            }
+            *t = to;
+        }
+    }
+
+    fn stop(self) {
+        self.handle.close();
+        let _ = self.thread.join();
+    }
+}
+
+fn cannot(what: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::Other(format!(
+        "{what}: {e}; the command was not started (free file descriptors or memory and retry)"
+    ))
+}
+
+/// How `lock run` places its command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Placement {
+    /// The runner leads its process group: the command stays in it and the
+    /// lock records it.
+    OwnGroup,
+    /// The runner is in the foreground of a terminal it does not lead: the
+    /// command stays in that group, unrecorded.
+    Foreground,
+    /// A new process group, led by the command, recorded in the lock.
+    NewGroup,
+}
+
+fn placement() -> Placement {
+    let me = rustix::process::getpid();
+    let group = rustix::process::getpgrp();
+    if group == me {
+        return Placement::OwnGroup;
+    }
+    let stdin = std::io::stdin();
+    if rustix::termios::isatty(&stdin) && rustix::termios::tcgetpgrp(&stdin).ok() == Some(group) {
+        return Placement::Foreground;
+    }
+    Placement::NewGroup
 }
 
 /// Run `command` holding the lock; exit with its status.
 fn run_locked(
     ctx: &Context,
     id: &mstate_store::MilestoneId,
-    req: &LockRequest,
+    mut req: LockRequest,
     command: &[String],
 ) -> CliResult {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let guard = ctx.store.lock_scoped(id, req)?;
-    let mut child = match Command::new(&command[0]).args(&command[1..]).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            guard.release()?;
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
+    let place = placement();
+    let status = match place {
+        Placement::NewGroup => run_in_new_group(ctx, id, req, command)?,
+        Placement::OwnGroup | Placement::Foreground => {
+            if place == Placement::OwnGroup {
+                req.group = Some(std::process::id());
+            }
+            let guard = ctx.store.lock_scoped(id, &req)?;
+            let forwarder = match Forwarder::start() {
+                Ok(f) => f,
+                Err(e) => {
+                    guard.release()?;
+                    return Err(cannot("cannot handle signals", e));
+                }
             };
-            return Err(
-                CliError::Other(format!("cannot run {:?}: {e}", command[0])).with_code(code)
-            );
+            let mut child = match Command::new(&command[0]).args(&command[1..]).spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    forwarder.stop();
+                    guard.release()?;
+                    return Err(spawn_error(&command[0], e));
+                }
+            };
+            forwarder.aim(Target::Process(child.id()));
+            let status = child.wait();
+            forwarder.stop();
+            guard.release()?;
+            status.map_err(|e| CliError::Other(format!("cannot wait for {:?}: {e}", command[0])))?
         }
     };
-    // Keep running through signals so the lock is released after the
-    // child ends; pass them on to the child.
-    let child_pid = child.id();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .map_err(|e| CliError::Other(format!("cannot handle signals: {e}")))?;
-    let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            if let (Some(pid), Some(s)) = (
-                rustix::process::Pid::from_raw(child_pid as i32),
-                rustix::process::Signal::from_named_raw(sig),
-            ) {
-                let _ = rustix::process::kill_process(pid, s);
-            }
+    exit_with(status)
+}
+
+/// `lock run` in a new process group: the command is started first, held
+/// at a gate (an `mstate lock __gate` waiting on a pipe) so that the lock
+/// can record its group before it runs; if the runner dies before opening
+/// the gate, the pipe closes and the command never runs.
+fn run_in_new_group(
+    ctx: &Context,
+    id: &mstate_store::MilestoneId,
+    mut req: LockRequest,
+    command: &[String],
+) -> CliResult<std::process::ExitStatus> {
+    use std::os::fd::AsRawFd;
+    let exe = std::env::current_exe().map_err(|e| cannot("cannot find mstate itself", e))?;
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| cannot("cannot create a pipe", e))?;
+    // The read end is inherited by the gate alone: this process is single
+    // threaded until the forwarder starts below.
+    rustix::io::fcntl_setfd(&rd, rustix::io::FdFlags::empty())
+        .map_err(|e| cannot("cannot pass a pipe on", e))?;
+    let spawned = Command::new(exe)
+        .args(["lock", "__gate", "--fd", &rd.as_raw_fd().to_string(), "--"])
+        .args(command)
+        .process_group(0)
+        .spawn();
+    drop(rd);
+    let mut gate = spawned.map_err(|e| spawn_error("mstate", e))?;
+    let pgid = gate.id();
+    req.group = Some(pgid);
+    let abandon = |gate: &mut std::process::Child, wr: rustix::fd::OwnedFd| {
+        drop(wr); // the gate sees the pipe close and exits
+        let _ = gate.wait();
+    };
+    let guard = match ctx.store.lock_scoped(id, &req) {
+        Ok(g) => g,
+        Err(e) => {
+            abandon(&mut gate, wr);
+            return Err(e.into());
         }
-    });
-    let status = child.wait();
-    handle.close();
-    let _ = forwarder.join();
+    };
+    let forwarder = match Forwarder::start() {
+        Ok(f) => f,
+        Err(e) => {
+            abandon(&mut gate, wr);
+            guard.release()?;
+            return Err(cannot("cannot handle signals", e));
+        }
+    };
+    forwarder.aim(Target::Group(pgid));
+    // Open the gate. If the gate is gone already (a signal), its status says so.
+    let _ = rustix::io::write(&wr, b"1");
+    drop(wr);
+    let status = gate.wait();
+    // The command may have left processes of its group running: they may
+    // still write, so the lock stays until the last has exited.
+    while process::group_alive(pgid, None) == Alive::Yes {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    forwarder.stop();
     guard.release()?;
-    let status =
-        status.map_err(|e| CliError::Other(format!("cannot wait for {:?}: {e}", command[0])))?;
+    status.map_err(|e| CliError::Other(format!("cannot wait for {:?}: {e}", command[0])))
+}
+
+fn spawn_error(what: &str, e: std::io::Error) -> CliError {
+    let code = if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    CliError::Other(format!("cannot run {what:?}: {e}")).with_code(code)
+}
+
+fn exit_with(status: std::process::ExitStatus) -> CliResult {
     use std::os::unix::process::ExitStatusExt;
     let code = match (status.code(), status.signal()) {
         (Some(c), _) => c,
@@ -218,4 +449,35 @@ fn run_locked(
     } else {
         Err(CliError::Exit(code.clamp(0, 255) as u8))
     }
+}
+
+/// `lock __gate`: wait for the runner's go, then become the command.
+fn gate(a: &GateArgs) -> CliResult {
+    use std::os::fd::FromRawFd;
+    if a.fd <= 2 {
+        return Err(CliError::Invalid(
+            "lock __gate is internal to `mstate lock run`".into(),
+        ));
+    }
+    // SAFETY: `lock run` passes the number of the pipe's read end it made
+    // inheritable for this process alone, and nothing else in this process
+    // knows the number, so the descriptor is open and owned here only. A
+    // number that is not open makes the read below fail with EBADF, which
+    // is handled; the `OwnedFd` then closes nothing another owner holds.
+    let fd = unsafe { rustix::fd::OwnedFd::from_raw_fd(a.fd) };
+    let mut byte = [0u8; 1];
+    let go = loop {
+        match rustix::io::read(&fd, &mut byte) {
+            Ok(n) => break n == 1,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break false,
+        }
+    };
+    drop(fd);
+    if !go {
+        // The runner did not get the lock, or died: do not run.
+        return Err(CliError::Exit(125));
+    }
+    let e = Command::new(&a.command[0]).args(&a.command[1..]).exec();
+    Err(spawn_error(&a.command[0], e))
 }

@@ -6,6 +6,11 @@
 # - acquire_state_lock holds the lock for this shell ($$) across commands;
 #   save_milestone_state and the others reuse it instead of deadlocking.
 # - a stale lock is broken only when its holder is gone, never by age.
+# - release_state_lock ID force releases this shell's own lock, or one whose
+#   holder is gone or past its TTL; a live holder's lock stays (a warning on
+#   stderr, status 0), so `trap 'release_state_lock ID force' EXIT` in
+#   every worker no longer breaks the lock of a worker still running.
+#   `mstate lock release ID --force` still breaks any lock, explicitly.
 # - event data that is not valid JSON is kept as a JSON string, with a
 #   warning on stderr, instead of writing a broken line.
 # - detailed errors go to stderr; the seed's one-line ERROR stays on stdout.
@@ -32,8 +37,17 @@ release_state_lock() {
     local milestone_id=$1
     local force=${2:-false}
     if [ "$force" = "force" ]; then
-        __mstate lock release "$milestone_id" --force
-        return $?
+        local out rc=0
+        out=$(__mstate lock release "$milestone_id" --if-stale 2>&1) || rc=$?
+        if [ "$rc" -eq 5 ]; then
+            echo "WARNING: lock of milestone $milestone_id is held by a live process; left in place (break it with: mstate lock release $milestone_id --force)" >&2
+            return 0
+        fi
+        if [ "$rc" -ne 0 ]; then
+            printf '%s\n' "$out" >&2
+            return "$rc"
+        fi
+        printf '%s\n' "$out"
     fi
     if ! __mstate lock release "$milestone_id"; then
         echo "WARNING: Cannot release lock not owned by this process"

@@ -132,6 +132,7 @@ impl Lib {
             timeout: self.opts.lock_timeout,
             owner_pid: std::process::id(),
             ttl: None,
+            group: None,
         };
         let held = self.store.lock_scoped(&self.id, &req).map_err(e)?;
         held.release().map_err(e)

@@ -115,6 +115,7 @@ fn benches(c: &mut Criterion) {
                 timeout: Duration::from_secs(60),
                 owner_pid: std::process::id(),
                 ttl: None,
+                group: None,
             };
             g.bench_function("lock-acquire-release", |b| {
                 b.iter(|| s.lock_scoped(&id, &req).unwrap().release().unwrap())

@@ -160,6 +160,24 @@ pub struct LockInfo {
     /// Written by the seed's functions (no info file).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub seed: bool,
+    /// A process group whose members also hold the lock: while any lives,
+    /// the lock is not stale, and each may use it as its own (the command
+    /// of `lock run`, the jobs of a shell leading its group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid: Option<u32>,
+    /// Start time (clock ticks since boot) of the group's leader, to tell
+    /// a group number reused after the group died out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgid_start: Option<u64>,
+    /// `CLOCK_BOOTTIME` seconds when the lock was taken: the TTL is
+    /// measured on this clock (wall-clock steps do not move it) when the
+    /// boot id is this boot's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_clock: Option<f64>,
+    /// Pid namespace of the process that took the lock: its pid can be
+    /// checked only from the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
 }
 
 impl LockInfo {
@@ -188,6 +206,11 @@ pub enum Liveness {
     Held,
     /// The holder is gone, or the lock outlived its TTL; the reason says which.
     Stale(String),
+    /// Treated as held, but the holder cannot be checked from here (a
+    /// process of another pid namespace on this kernel: a container, maybe
+    /// restarted under a new hostname); the reason says why. Only an
+    /// explicit `lock release --force` breaks it.
+    Unverified(String),
 }
 
 /// `lock status` output.
@@ -212,6 +235,9 @@ pub struct LockRequest {
     pub owner_pid: u32,
     /// Break the lock after this long even if the holder lives.
     pub ttl: Option<std::time::Duration>,
+    /// A process group whose members hold the lock with the owner (see
+    /// [`LockInfo::pgid`]); `None` for the owner alone.
+    pub group: Option<u32>,
 }
 
 /// Who is acting: the identity written into events, sessions and locks.

@@ -5,6 +5,13 @@
 //! (clock ticks since boot, field 22 of `/proc/<pid>/stat`) and the boot
 //! id, so a pid reused by an unrelated process, or a lock left from before a
 //! reboot, is recognised as stale.
+//!
+//! A lock may also record a process group: the holder then counts as
+//! alive while any member of that group lives, so the children of a
+//! `lock run` (or of a shell leading its group) that outlive the process
+//! which took the lock keep it. Durations such as a lock's TTL are measured
+//! with [`boot_clock`] (`CLOCK_BOOTTIME`), which wall-clock steps do not
+//! move.
 
 use std::sync::OnceLock;
 
@@ -65,6 +72,84 @@ pub fn own_start_ticks() -> Option<u64> {
     } else {
         start_ticks(me)
     }
+}
+
+/// Process group of `pid`.
+pub fn group_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+/// The process group of this process.
+pub fn own_group() -> u32 {
+    rustix::process::getpgrp().as_raw_nonzero().get() as u32
+}
+
+/// Whether `pgid` is the process group led by the process that had start
+/// time `leader_start` and still has a member on this host.
+///
+/// The kernel does not hand out a number as a pid while a process group of
+/// that number exists, so the group is the one recorded unless its number
+/// now names a process that started at another time (the group died out
+/// and its number was reused).
+pub fn group_alive(pgid: u32, leader_start: Option<u64>) -> Alive {
+    let Some(p) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return Alive::No;
+    };
+    if let (Some(recorded), Some(now)) = (leader_start, start_ticks(pgid)) {
+        if recorded != now && group_of(pgid) == Some(pgid) {
+            return Alive::No;
+        }
+    }
+    match rustix::process::test_kill_process_group(p) {
+        Ok(()) | Err(rustix::io::Errno::PERM) => {}
+        Err(rustix::io::Errno::SRCH) => return Alive::No,
+        Err(_) => return Alive::Unknown,
+    }
+    // The group exists, but its members may all have exited and wait to be
+    // reaped (a reparented zombie waits for init): look for a live one,
+    // the leader first.
+    if alive(pgid) == Alive::Yes && group_of(pgid) == Some(pgid) {
+        return Alive::Yes;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Alive::Yes;
+    };
+    let live_member = entries.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(stat_fields)
+            .is_some_and(|f| {
+                f.first().is_some_and(|st| st != "Z" && st != "X")
+                    && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+            })
+    });
+    if live_member {
+        Alive::Yes
+    } else {
+        Alive::No
+    }
+}
+
+/// Seconds on `CLOCK_BOOTTIME`: time since boot, suspend included, never
+/// stepped by changes of the wall clock. Comparable only within one boot.
+pub fn boot_clock() -> Option<f64> {
+    let ts = rustix::time::clock_gettime_dynamic(rustix::time::DynamicClockId::Boottime).ok()?;
+    Some(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
+}
+
+/// Identity of this process's pid namespace (the inode of
+/// `/proc/self/ns/pid`): pids recorded by a process of another namespace
+/// (another container on the same kernel) mean nothing here.
+pub fn pid_namespace() -> Option<u64> {
+    static NS: OnceLock<Option<u64>> = OnceLock::new();
+    *NS.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+    })
 }
 
 /// Parent of `pid`.
@@ -132,6 +217,28 @@ mod tests {
         assert!(chain.len() >= 2, "{chain:?}");
         assert!(boot_id().is_some());
         assert!(start_epoch_secs(me).is_some());
+        assert_eq!(group_of(me), Some(own_group()));
+        assert_eq!(group_alive(own_group(), None), Alive::Yes);
+        assert!(boot_clock().is_some_and(|t| t > 0.0));
+        assert!(pid_namespace().is_some());
+    }
+
+    #[test]
+    fn a_group_is_alive_while_a_member_lives() {
+        use std::os::unix::process::CommandExt;
+        let mut leader = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = leader.id();
+        let start = start_ticks(pgid);
+        assert_eq!(group_alive(pgid, start), Alive::Yes);
+        // Another start time for the leader: the number was reused.
+        assert_eq!(group_alive(pgid, start.map(|s| s + 1)), Alive::No);
+        leader.kill().unwrap();
+        leader.wait().unwrap();
+        assert_eq!(group_alive(pgid, start), Alive::No);
     }
 
     #[test]

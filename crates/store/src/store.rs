@@ -183,6 +183,11 @@ pub trait Store: Send + Sync {
     /// `force` whoever holds it. Returns the released lock, if there was one.
     fn lock_release(&self, id: &MilestoneId, force: bool) -> Result<Option<LockInfo>>;
 
+    /// Release the caller's own lock, or break one whose holder is gone or
+    /// past its TTL (logged as `lock_broken`); a live holder's lock stays
+    /// (`LockNotOwned`). Returns the released lock, if there was one.
+    fn lock_release_if_stale(&self, id: &MilestoneId) -> Result<Option<LockInfo>>;
+
     /// The current lock, if any.
     fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>>;
 

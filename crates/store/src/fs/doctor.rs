@@ -627,7 +627,23 @@ impl Doctor<'_> {
             let Some(info) = locks.read(&id)? else {
                 continue;
             };
-            if let Liveness::Stale(reason) = locks.liveness(&id, &info)? {
+            let liveness = locks.liveness(&id, &info)?;
+            if let Liveness::Unverified(reason) = &liveness {
+                // Held, as far as anyone here can tell: only the user can.
+                self.finding(
+                    "unverified_lock",
+                    &path,
+                    format!(
+                        "lock of '{id}' held by {} cannot be verified: {reason}",
+                        info.describe()
+                    ),
+                    &format!(
+                        "leave it; if its holder is gone, run `mstate lock release {id} --force`"
+                    ),
+                    None,
+                )?;
+            }
+            if let Liveness::Stale(reason) = liveness {
                 self.finding(
                     "stale_lock",
                     &path,

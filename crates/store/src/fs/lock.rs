@@ -2,24 +2,52 @@
 //!
 //! A lock is the directory `.locks/<id>.lock/` holding `pid` and `acquired`
 //! exactly as the seed writes them, plus `info.json` (who, what, since when,
-//! the owner's start time and boot id). The seed takes it with `mkdir`, so
-//! the directory's existence is the lock, and both tools exclude each other.
+//! the owner's start time, boot id and pid namespace, the process group
+//! that holds it with the owner, and the boot-clock time it was taken). The
+//! seed takes it with `mkdir`, so the directory's existence is the lock, and
+//! both tools exclude each other.
 //!
 //! Guarantees:
 //! - Taking the lock is atomic and complete: the directory is filled under a
 //!   temporary name and renamed into place with `RENAME_NOREPLACE`, so no
 //!   one ever sees a lock without its owner.
-//! - A holder that died (its pid is gone, reused by another process, or from
+//! - A lock is never broken while a process that may write under it lives:
+//!   the holder counts as alive while its pid lives (with the start time it
+//!   had) or, when the lock records a process group (`lock run`'s command,
+//!   the jobs of a shell leading its group), while any member of that group
+//!   lives. A holder that is gone (pid gone or reused, group gone, or from
 //!   before a reboot) is recognised at once and its lock broken; a live
 //!   holder is never broken by age, only past the TTL it asked for or by an
 //!   explicit forced release.
+//! - The TTL is measured on `CLOCK_BOOTTIME` when the lock was taken on
+//!   this boot, so steps of the wall clock (NTP, a restored VM) neither
+//!   break a live lock early nor keep an expired one; locks of another
+//!   machine fall back to the wall clock.
+//! - A process whose ancestor owns the lock (the shell that ran
+//!   `lock acquire`, or `lock run`), or that belongs to the lock's process
+//!   group, uses the held lock instead of waiting for itself; each such
+//!   reentrant write or read-modify-write also takes an exclusive `flock`
+//!   of the lock directory for its duration, so writers inside one holder
+//!   never interleave. Releasing and breaking take the same `flock`, so an
+//!   in-flight reentrant write finishes before its lock goes.
 //! - Waiters sleep on inotify (only a release of this lock wakes them) and
 //!   on the holder's pidfd (its exit wakes them), so a hand-off or a dead
 //!   holder is noticed within milliseconds; every 100 ms they re-check the
 //!   holder's liveness anyway.
-//! - A process whose ancestor owns the lock (the shell that ran
-//!   `lock acquire`, or `lock run`) uses the held lock instead of waiting
-//!   for itself.
+//!
+//! Limits, by decision:
+//! - A lock of another machine (another host name and boot id) is held: its
+//!   holder cannot be checked from here. One with another host name but this
+//!   machine's boot id is of this kernel (a container, perhaps restarted
+//!   under a new hostname, or a renamed host): its pid is checked when it
+//!   was taken in this pid namespace; otherwise the lock is
+//!   [`Liveness::Unverified`]: held, and reported by `doctor`, until
+//!   released with `--force`.
+//! - A seed lock (no `info.json`) records no start time: it is held while
+//!   its pid lives. Its `acquired` time is not compared with the process's
+//!   start time, since a step of the wall clock makes that comparison break
+//!   live locks; a pid reused by another process therefore keeps a seed lock
+//!   until that process exits (or `lock release --force`).
 
 use std::fmt;
 use std::io;
@@ -31,7 +59,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::atomic::{discard, nonce, read_opt};
 use crate::fs::layout::Layout;
 use crate::id::MilestoneId;
-use crate::io::{FileKind, Io, LockMode, PollWatch, Watch};
+use crate::io::{File, FileKind, Io, LockMode, PollWatch, Watch};
 use crate::model::{Actor, Liveness, LockInfo, LockRequest, LockStatus};
 use crate::process::{self, Alive};
 use crate::time;
@@ -42,9 +70,6 @@ const RECHECK: Duration = Duration::from_millis(100);
 /// A lock directory without a `pid` file older than this is a crashed
 /// acquisition (the seed writes the pid right after `mkdir`).
 const INCOMPLETE_GRACE: Duration = Duration::from_secs(10);
-
-/// A pid that started this long after the lock was taken is not the holder.
-const SEED_START_SLACK_SECS: u64 = 2;
 
 /// How a lock came to be ours.
 #[derive(Debug, Clone)]
@@ -144,7 +169,7 @@ impl Locks<'_> {
         let start = Instant::now();
         let deadline = start + req.timeout;
         let mut broken = Vec::new();
-        let mut ancestry: Option<Vec<(u32, Option<u64>)>> = None;
+        let mut caller: Option<Caller> = None;
         let locks_dir = self.layout.locks();
         let lock_name = format!("{id}.lock");
         // Create only when the lock looks free: a waiter that retried the
@@ -163,8 +188,8 @@ impl Locks<'_> {
                 attempt = true;
                 continue; // released between our attempt and our look
             };
-            let anc = ancestry.get_or_insert_with(|| process::ancestry(self.actor.pid));
-            if owned_by(&current, anc) {
+            let me = caller.get_or_insert_with(|| Caller::of(self.actor.pid));
+            if owned_by(&current, me) {
                 return Ok((Acquired::Reentrant(current), broken));
             }
             // Woken by a release and beaten to the lock: the winner took it
@@ -216,10 +241,14 @@ impl Locks<'_> {
                 }
                 Some(w) => {
                     let wait = (deadline - now).min(RECHECK);
-                    // A holder on this host is watched for its exit.
+                    // A holder on this host is watched for its exit; once it
+                    // is gone, the leader of its group, if that still runs.
                     let holder = (current.pid != 0
                         && current.host.as_ref().is_none_or(|h| h == &self.actor.host))
-                    .then_some(current.pid);
+                    .then(|| match current.pgid {
+                        Some(g) if process::alive(current.pid) == Alive::No => g,
+                        _ => current.pid,
+                    });
                     if w.wait_released(wait, &lock_name, holder).is_err() {
                         *watch = Some(Box::new(PollWatch));
                     }
@@ -241,14 +270,16 @@ impl Locks<'_> {
         }
     }
 
-    /// Release the lock held by this process or an ancestor; with `force`,
-    /// whoever holds it. Returns the released lock's info and whether it
-    /// was the caller's own.
+    /// Release the lock held by this process, an ancestor or its group;
+    /// with `force`, whoever holds it. Returns the released lock's info and
+    /// whether it was the caller's own. An in-flight reentrant write under
+    /// the lock finishes first.
     pub fn release(&self, id: &MilestoneId, force: bool) -> Result<Option<(LockInfo, bool)>> {
+        let _inner = self.exclude_writers(id)?;
         let Some(cur) = self.read(id)? else {
             return Ok(None);
         };
-        let own = owned_by(&cur, &process::ancestry(self.actor.pid));
+        let own = owned_by(&cur, &Caller::of(self.actor.pid));
         if !force && !own {
             return Err(Error::LockNotOwned {
                 milestone: id.to_string(),
@@ -259,13 +290,86 @@ impl Locks<'_> {
         Ok(Some((cur, own)))
     }
 
+    /// Release the caller's own lock, or break one whose holder is gone or
+    /// past its TTL; a live holder's lock stays (`LockNotOwned`). Returns
+    /// the released lock, whether it was the caller's, and why it was
+    /// stale when it was not.
+    pub fn release_if_stale(&self, id: &MilestoneId) -> Result<Option<(LockInfo, Option<String>)>> {
+        let Some(cur) = self.read(id)? else {
+            return Ok(None);
+        };
+        if owned_by(&cur, &Caller::of(self.actor.pid)) {
+            return Ok(self.release(id, false)?.map(|(info, _)| (info, None)));
+        }
+        match self.liveness(id, &cur)? {
+            Liveness::Stale(reason) => {
+                if self.break_stale(id, &cur)? {
+                    Ok(Some((cur, Some(reason))))
+                } else {
+                    // Changed meanwhile: judge the new lock afresh.
+                    self.release_if_stale(id)
+                }
+            }
+            Liveness::Held | Liveness::Unverified(_) => Err(Error::LockNotOwned {
+                milestone: id.to_string(),
+                holder: Some(Box::new(cur)),
+            }),
+        }
+    }
+
+    /// Enter the lock `seen`, which this process holds reentrantly (an
+    /// ancestor or its process group owns it), for one write: an exclusive
+    /// `flock` of the lock directory, held until the returned file is
+    /// dropped. `None` when the lock changed meanwhile (released or broken):
+    /// the caller takes it afresh.
+    pub fn enter(&self, id: &MilestoneId, seen: &LockInfo) -> Result<Option<Box<dyn File>>> {
+        let dir = self.layout.lock_dir(id);
+        let guard = match self.io.open_read(&dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open lock", &dir, e)),
+        };
+        guard.lock(LockMode::Exclusive).ctx("lock", &dir)?;
+        let same_dir = match (guard.id(), self.io.metadata(&dir)) {
+            (Ok(a), Ok(m)) => a == m.id,
+            _ => false,
+        };
+        if same_dir && self.read(id)?.as_ref() == Some(seen) {
+            Ok(Some(guard))
+        } else {
+            let _ = guard.unlock();
+            Ok(None)
+        }
+    }
+
+    /// Wait for in-flight reentrant writes under the lock of `id` and keep
+    /// new ones out until the returned file is dropped (see [`Self::enter`]).
+    /// `None` when there is no lock directory to exclude on.
+    fn exclude_writers(&self, id: &MilestoneId) -> Result<Option<Box<dyn File>>> {
+        let dir = self.layout.lock_dir(id);
+        match self.io.metadata(&dir) {
+            Ok(m) if m.kind == FileKind::Dir => {}
+            // Nothing a writer could have entered: a file, a link, nothing.
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("inspect lock", &dir, e)),
+        }
+        let guard = match self.io.open_read(&dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open lock", &dir, e)),
+        };
+        guard.lock(LockMode::Exclusive).ctx("lock", &dir)?;
+        Ok(Some(guard))
+    }
+
     /// The lock of `id`, if any, with whether its holder is alive.
     pub fn status(&self, id: &MilestoneId) -> Result<Option<LockStatus>> {
         let Some(info) = self.read(id)? else {
             return Ok(None);
         };
         let liveness = self.liveness(id, &info)?;
-        let held_by_caller = owned_by(&info, &process::ancestry(self.actor.pid));
+        let held_by_caller = owned_by(&info, &Caller::of(self.actor.pid));
         Ok(Some(LockStatus {
             milestone_id: id.to_string(),
             info,
@@ -276,6 +380,7 @@ impl Locks<'_> {
 
     fn new_info(&self, id: &MilestoneId, req: &LockRequest) -> LockInfo {
         let own = req.owner_pid == self.actor.pid;
+        let group = req.group.filter(|g| *g != 0);
         LockInfo {
             id: nonce(),
             milestone_id: id.to_string(),
@@ -294,6 +399,10 @@ impl Locks<'_> {
             host: Some(self.actor.host.clone()),
             ttl_secs: req.ttl.map(|d| d.as_secs_f64()),
             seed: false,
+            pgid: group,
+            pgid_start: group.and_then(process::start_ticks),
+            boot_clock: process::boot_clock(),
+            pid_ns: process::pid_namespace(),
         }
     }
 
@@ -405,6 +514,10 @@ impl Locks<'_> {
                 host: None,
                 ttl_secs: None,
                 seed: false,
+                pgid: None,
+                pgid_start: None,
+                boot_clock: None,
+                pid_ns: None,
             }));
         }
         let read = |name: &str| -> Result<Option<Vec<u8>>> {
@@ -451,15 +564,25 @@ impl Locks<'_> {
             host: None,
             ttl_secs: None,
             seed: true,
+            pgid: None,
+            pgid_start: None,
+            boot_clock: None,
+            pid_ns: None,
         }))
     }
 
     /// Is the holder of `info` still there?
     pub fn liveness(&self, id: &MilestoneId, info: &LockInfo) -> Result<Liveness> {
-        let created = time::parse_timestamp(&info.created);
-        if let (Some(ttl), Some(created)) = (info.ttl_secs, created) {
-            let age = time::now().duration_since(created).as_secs_f64();
-            if age > ttl {
+        let ours = process::boot_id();
+        let same_boot = info.boot_id.is_some() && info.boot_id == ours;
+        if let Some(ttl) = info.ttl_secs {
+            // On this boot, the boot clock; across machines, the wall clock.
+            let age = match (same_boot, info.boot_clock, process::boot_clock()) {
+                (true, Some(then), Some(now)) => Some(now - then),
+                _ => time::parse_timestamp(&info.created)
+                    .map(|t| time::now().duration_since(t).as_secs_f64()),
+            };
+            if age.is_some_and(|a| a > ttl) {
                 return Ok(Liveness::Stale(format!("its TTL of {ttl}s has passed")));
             }
         }
@@ -491,49 +614,63 @@ impl Locks<'_> {
                 Liveness::Held
             });
         }
-        if let Some(host) = &info.host {
-            if host != &self.actor.host {
-                return Ok(Liveness::Held); // cannot check another machine
+        let other_host = info.host.as_ref().filter(|h| **h != self.actor.host);
+        if same_boot {
+            // This kernel. Its pids mean something here only if the lock
+            // was taken in this pid namespace.
+            let this_ns = info.pid_ns.is_some() && info.pid_ns == process::pid_namespace();
+            let unknown_ns = info.pid_ns.is_none() && other_host.is_some();
+            if (info.pid_ns.is_some() && !this_ns) || unknown_ns {
+                let place = match other_host {
+                    Some(h) => format!("on host {h:?}, "),
+                    None => String::new(),
+                };
+                return Ok(Liveness::Unverified(format!(
+                    "it was taken {place}on this machine's boot but in another pid \
+                     namespace (another container, or one restarted under a new \
+                     hostname), so pid {} cannot be checked from here",
+                    info.pid
+                )));
             }
+        } else if other_host.is_some() {
+            return Ok(Liveness::Held); // cannot check another machine
+        } else if info.boot_id.is_some() && ours.is_some() {
+            return Ok(Liveness::Stale(
+                "it was taken before the last reboot".into(),
+            ));
         }
-        if let (Some(theirs), Some(ours)) = (&info.boot_id, process::boot_id()) {
-            if theirs != &ours {
-                return Ok(Liveness::Stale(
-                    "it was taken before the last reboot".into(),
-                ));
+        let gone = if process::alive(info.pid) == Alive::No {
+            Some(format!("its holder, pid {}, is gone", info.pid))
+        } else if info
+            .pid_start
+            .is_some_and(|start| process::start_ticks(info.pid).is_some_and(|now| now != start))
+        {
+            Some(format!("pid {} now belongs to another process", info.pid))
+        } else {
+            None
+        };
+        let Some(reason) = gone else {
+            return Ok(Liveness::Held);
+        };
+        if let Some(g) = info.pgid {
+            if process::group_alive(g, info.pgid_start) != Alive::No {
+                return Ok(Liveness::Held); // its command or jobs still run
             }
-        }
-        if process::alive(info.pid) == Alive::No {
             return Ok(Liveness::Stale(format!(
-                "its holder, pid {}, is gone",
-                info.pid
+                "{reason}, and so is every process of its group {g}"
             )));
         }
-        if let Some(start) = info.pid_start {
-            if process::start_ticks(info.pid).is_some_and(|now| now != start) {
-                return Ok(Liveness::Stale(format!(
-                    "pid {} now belongs to another process",
-                    info.pid
-                )));
-            }
-        } else if let (Some(created), Some(started)) =
-            (created, process::start_epoch_secs(info.pid))
-        {
-            let created = created.as_second().max(0) as u64;
-            if started > created + SEED_START_SLACK_SECS {
-                return Ok(Liveness::Stale(format!(
-                    "pid {} started after the lock was taken, so it is not the holder",
-                    info.pid
-                )));
-            }
-        }
-        Ok(Liveness::Held)
+        Ok(Liveness::Stale(reason))
     }
 
     /// Break the stale lock `seen`, unless it changed meanwhile. Breakers
     /// serialise on a `flock` of the locks directory and re-read the lock
     /// under it, so one breaker never removes a lock another just took.
+    ///
+    /// A reentrant write in flight under the lock (see [`Self::enter`])
+    /// finishes first: breakers take its `flock` before anything else.
     pub fn break_stale(&self, id: &MilestoneId, seen: &LockInfo) -> Result<bool> {
+        let _inner = self.exclude_writers(id)?;
         let locks = self.layout.locks();
         let guard = self.io.open_read(&locks).ctx("open", &locks)?;
         guard.lock(LockMode::Exclusive).ctx("lock", &locks)?;
@@ -571,8 +708,25 @@ impl Locks<'_> {
     }
 }
 
-/// Whether `info` is owned by a process in `ancestry` (this process first).
-fn owned_by(info: &LockInfo, ancestry: &[(u32, Option<u64>)]) -> bool {
+/// Who is asking about a lock: a process's ancestry (nearest first, each
+/// with its start time) and its process group.
+struct Caller {
+    ancestry: Vec<(u32, Option<u64>)>,
+    group: Option<u32>,
+}
+
+impl Caller {
+    fn of(pid: u32) -> Self {
+        Caller {
+            ancestry: process::ancestry(pid),
+            group: process::group_of(pid),
+        }
+    }
+}
+
+/// Whether `info` is owned by the caller: by it or an ancestor, or by its
+/// process group when the lock records that group.
+fn owned_by(info: &LockInfo, caller: &Caller) -> bool {
     if info.pid == 0 {
         return false;
     }
@@ -581,13 +735,20 @@ fn owned_by(info: &LockInfo, ancestry: &[(u32, Option<u64>)]) -> bool {
             return false;
         }
     }
-    ancestry.iter().any(|(pid, start)| {
+    if info.pid_ns.is_some() && info.pid_ns != process::pid_namespace() {
+        return false;
+    }
+    let by_ancestor = caller.ancestry.iter().any(|(pid, start)| {
         *pid == info.pid
             && match (info.pid_start, start) {
                 (Some(a), Some(b)) => a == *b,
                 _ => true,
             }
-    })
+    });
+    by_ancestor
+        || info.pgid.is_some_and(|g| {
+            caller.group == Some(g) && process::group_alive(g, info.pgid_start) == Alive::Yes
+        })
 }
 
 fn is_exists(e: &io::Error) -> bool {

@@ -238,7 +238,9 @@ impl FsStore {
     /// Append an event written by the store itself.
     pub(crate) fn emit(&self, id: &MilestoneId, event_type: &str, data: Value) -> Result<Event> {
         let session = self.current_session()?;
-        self.append_as(id, &session, event_type, data)
+        self.in_session(&session, false, |session| {
+            self.append_as(id, session, event_type, data)
+        })
     }
 
     /// Note a failure that came after an operation's commit point: the
@@ -281,7 +283,11 @@ impl FsStore {
             .append(&self.opts.actor, session, &event_type, &data)
     }
 
-    /// Run `f` holding the lock of `id` (or under the lock an ancestor holds).
+    /// Run `f` holding the lock of `id`, or under the lock an ancestor or
+    /// the caller's process group holds: then `f` runs inside the lock's
+    /// short exclusion ([`Locks::enter`]), so the writes of several
+    /// processes under one holder never interleave. Calls must not nest
+    /// (a nested reentrant call would wait for its own exclusion).
     pub(crate) fn locked<T>(
         &self,
         id: &MilestoneId,
@@ -295,22 +301,44 @@ impl FsStore {
             timeout,
             owner_pid: self.opts.actor.pid,
             ttl: None,
+            group: None,
         };
-        let acquired = self.take_lock(id, &req)?;
-        let result = f();
-        if let Acquired::Fresh(info) = &acquired {
-            if let Err(e) = self.locks().release_token(id, &info.id) {
-                if result.is_ok() {
-                    // The operation is done; its lock is broken as stale
-                    // once this process is gone.
-                    self.warn(format!("the lock of '{id}' could not be released: {e}"));
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let req = LockRequest {
+                timeout: left,
+                ..req.clone()
+            };
+            match self.take_lock(id, &req)? {
+                Acquired::Fresh(info) => {
+                    let result = f();
+                    if let Err(e) = self.locks().release_token(id, &info.id) {
+                        if result.is_ok() {
+                            // The operation is done; its lock is broken as
+                            // stale once this process is gone.
+                            self.warn(format!("the lock of '{id}' could not be released: {e}"));
+                        }
+                    }
+                    return result;
+                }
+                Acquired::Reentrant(info) => {
+                    // Released or broken between the look and the exclusion:
+                    // take it again.
+                    if let Some(guard) = self.locks().enter(id, &info)? {
+                        let result = f();
+                        let _ = guard.unlock();
+                        return result;
+                    }
                 }
             }
         }
-        result
     }
 
-    /// Take the lock, logging any stale lock broken on the way.
+    /// Take the lock, logging any stale lock broken on the way. A break that
+    /// cannot be logged is a warning: the lock is taken and the operation
+    /// goes on, so a failure never leaves the caller holding a lock it was
+    /// told it did not get.
     fn take_lock(&self, id: &MilestoneId, req: &LockRequest) -> Result<Acquired> {
         let (acquired, broken) = self.locks().acquire(id, req)?;
         // The lock is ours now: a failure to log the break must not leave
@@ -597,6 +625,20 @@ impl Store for FsStore {
         Ok(Some(info))
     }
 
+    fn lock_release_if_stale(&self, id: &MilestoneId) -> Result<Option<LockInfo>> {
+        let Some((info, stale)) = self.locks().release_if_stale(id)? else {
+            return Ok(None);
+        };
+        if let Some(reason) = stale {
+            self.emit(
+                id,
+                "lock_broken",
+                json!({"reason": reason, "holder": info, "by": "lock release --if-stale"}),
+            )?;
+        }
+        Ok(Some(info))
+    }
+
     fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>> {
         self.locks().status(id)
     }
@@ -607,8 +649,10 @@ impl Store for FsStore {
             Some(s) => s.clone(),
             None => self.current_session()?,
         };
-        self.log_of(id)
-            .append(&self.opts.actor, &session, &event.event_type, &event.data)
+        self.in_session(&session, event.session_id.is_some(), |session| {
+            self.log_of(id)
+                .append(&self.opts.actor, session, &event.event_type, &event.data)
+        })
     }
 
     fn events(

@@ -5,6 +5,12 @@
 //! suffix `-2`, `-3`, ... is added only when that name is taken (the file is
 //! created exclusively, so two starts never share an id). A session whose
 //! owner process is gone without ending it is reported as `abandoned`.
+//!
+//! Ending a session happens under its milestone's lock, so concurrent ends
+//! of one session log `session_ended` once. A session written by the seed
+//! (no start time of its process) is abandoned only when its pid is gone:
+//! its creation time is not compared with the process's start time, which
+//! a step of the wall clock makes wrong.
 
 use std::io as stdio;
 
@@ -14,7 +20,7 @@ use crate::error::{Error, IoContext, ObjectKind, Result};
 use crate::fs::atomic::{create_exclusive, read_opt, write_replace};
 use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
-use crate::io::FileKind;
+use crate::io::{FileKind, LockMode};
 use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionView};
 use crate::process::{self, Alive};
 use crate::time;
@@ -139,20 +145,33 @@ impl FsStore {
                 SessionId::new(cur)?
             }
         };
-        let mut record = self.read_session(&sid)?;
-        let id = MilestoneId::new(record.milestone_id.clone())?;
-        if record.status != COMPLETED {
-            record.status = COMPLETED.to_string();
-            record.ended_at = Some(time::format_micros(time::now()));
-            let path = self.layout.session_file(&sid);
-            write_replace(&*self.io, &path, &encode(&record)?)?;
-            self.append_as(
-                &id,
-                sid.as_str(),
-                "session_ended",
-                json!({"session_id": sid.as_str()}),
-            )?;
-        }
+        let id = MilestoneId::new(self.read_session(&sid)?.milestone_id)?;
+        // Ending is a read-modify-write of the session file: under the
+        // milestone's lock, so two ends at once log `session_ended` once.
+        let timeout = crate::store::DEFAULT_LOCK_TIMEOUT;
+        let record = self.locked(&id, "session end", timeout, || {
+            // Loggers of this session check it under a shared `flock` of
+            // the sessions directory ([`FsStore::in_session`]): with it held
+            // exclusively from the check to `session_ended`, no event of
+            // the session is recorded after that line.
+            let dir = self.layout.sessions();
+            let sessions = self.io.open_read(&dir).ctx("open", &dir)?;
+            sessions.lock(LockMode::Exclusive).ctx("lock", &dir)?;
+            let mut record = self.read_session(&sid)?;
+            if record.status != COMPLETED {
+                record.status = COMPLETED.to_string();
+                record.ended_at = Some(time::format_micros(time::now()));
+                let path = self.layout.session_file(&sid);
+                write_replace(&*self.io, &path, &encode(&record)?)?;
+                self.append_as(
+                    &id,
+                    sid.as_str(),
+                    "session_ended",
+                    json!({"session_id": sid.as_str()}),
+                )?;
+            }
+            Ok(record)
+        })?;
         let cur_path = self.layout.current_session();
         let points_here = read_opt(&*self.io, &cur_path)?
             .is_some_and(|b| String::from_utf8_lossy(&b).trim() == sid.as_str());
@@ -166,6 +185,47 @@ impl FsStore {
             self.io.sync_dir(root).ctx("sync directory", root)?;
         }
         Ok(record)
+    }
+
+    /// Run `append` for an event of `session` while that session cannot
+    /// end, telling it which session to record: `session` itself while it
+    /// is active (or unknown to the store, like `no-session` or a session
+    /// file the seed never wrote), and once it has ended, `no-session` when
+    /// the session was implied (the current one) or an error when the
+    /// caller named it. So no event of a session is ever recorded after
+    /// its `session_ended`.
+    pub(crate) fn in_session<T>(
+        &self,
+        session: &str,
+        named: bool,
+        append: impl FnOnce(&str) -> Result<T>,
+    ) -> Result<T> {
+        let Ok(sid) = SessionId::new(session) else {
+            return append(session);
+        };
+        if session == super::NO_SESSION {
+            return append(session);
+        }
+        let dir = self.layout.sessions();
+        let guard = match self.io.open_read(&dir) {
+            Ok(g) => g,
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => return append(session),
+            Err(e) => return Err(Error::io("open", &dir, e)),
+        };
+        guard.lock(LockMode::Shared).ctx("lock", &dir)?;
+        let ended = read_opt(&*self.io, &self.layout.session_file(&sid))?
+            .and_then(|b| serde_json::from_slice::<SessionRecord>(&b).ok())
+            .is_some_and(|r| r.status == COMPLETED);
+        let result = match (ended, named) {
+            (false, _) => append(session),
+            (true, false) => append(super::NO_SESSION),
+            (true, true) => Err(Error::invalid(
+                "session",
+                format!("session '{session}' has ended; log without --session, or start a new one"),
+            )),
+        };
+        let _ = guard.unlock();
+        result
     }
 
     /// Every session matching `filter`, oldest first.
@@ -248,12 +308,7 @@ impl FsStore {
             Some(start) if process::start_ticks(pid).is_some_and(|now| now != start) => {
                 Some(format!("pid {pid} now belongs to another process"))
             }
-            Some(_) => None,
-            None => {
-                let created = time::parse_timestamp(&r.created_at)?.as_second().max(0) as u64;
-                let started = process::start_epoch_secs(pid)?;
-                (started > created + 2).then(|| format!("pid {pid} now belongs to another process"))
-            }
+            _ => None,
         }
     }
 }

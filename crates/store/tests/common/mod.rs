@@ -248,6 +248,7 @@ pub fn cases() -> Vec<Case> {
                     timeout: std::time::Duration::from_secs(1),
                     owner_pid: PID_BEFORE,
                     ttl: None,
+                    group: None,
                 };
                 s.lock_acquire(&id(), &req)?;
                 Ok(())
@@ -262,6 +263,7 @@ pub fn cases() -> Vec<Case> {
                     timeout: std::time::Duration::from_secs(1),
                     owner_pid: PID_BEFORE,
                     ttl: None,
+                    group: None,
                 };
                 s.lock_acquire(&id(), &req).unwrap();
             },
