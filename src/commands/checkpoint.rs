@@ -62,11 +62,17 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                 a.force,
                 &ctx.write_options(None)?,
             )?;
-            if ctx.global.json {
-                out.json(&info)?;
-            } else {
-                out.line(&format!("Checkpoint created: {}", info.name))?;
-            }
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&info)?;
+                } else {
+                    out.line(&format!("Checkpoint created: {}", info.name))?;
+                }
+                out.finish()
+            };
+            print(out).map_err(|e| {
+                e.committed(|| format!("checkpoint '{}' of '{id}' was created", info.name))
+            })
         }
         CheckpointCommand::List(a) => {
             let id = milestone(&a.milestone)?;
@@ -85,6 +91,7 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                     ))?;
                 }
             }
+            out.finish()
         }
         CheckpointCommand::Restore(a) => {
             let id = milestone(&a.milestone)?;
@@ -92,26 +99,41 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
             let r =
                 ctx.store
                     .checkpoint_restore(&id, &name, &ctx.write_options(a.expect_revision)?)?;
-            if ctx.global.json {
-                out.json(&r)?;
-            } else {
-                if let Some(pre) = &r.pre_restore {
-                    out.line(&format!("Checkpoint created: {pre}"))?;
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&r)?;
+                } else {
+                    if let Some(pre) = &r.pre_restore {
+                        out.line(&format!("Checkpoint created: {pre}"))?;
+                    }
+                    out.line(&format!("State restored from checkpoint: {name}"))?;
+                    note(&format!("{id} is now at revision {}", r.saved.revision));
                 }
-                out.line(&format!("State restored from checkpoint: {name}"))?;
-                note(&format!("{id} is now at revision {}", r.saved.revision));
-            }
+                out.finish()
+            };
+            print(out).map_err(|e| {
+                e.committed(|| {
+                    format!(
+                        "'{id}' was restored from checkpoint '{name}' and is at revision {}",
+                        r.saved.revision
+                    )
+                })
+            })
         }
         CheckpointCommand::Delete(a) => {
             let id = milestone(&a.milestone)?;
             let name = checkpoint_name(&a.name)?;
             ctx.store.checkpoint_delete(&id, &name)?;
-            if ctx.global.json {
-                out.json(&json!({"milestone_id": id, "deleted": name}))?;
-            } else {
-                out.line(&format!("Checkpoint deleted: {name}"))?;
-            }
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&json!({"milestone_id": id, "deleted": name}))?;
+                } else {
+                    out.line(&format!("Checkpoint deleted: {name}"))?;
+                }
+                out.finish()
+            };
+            print(out)
+                .map_err(|e| e.committed(|| format!("checkpoint '{name}' of '{id}' was deleted")))
         }
     }
-    Ok(())
 }

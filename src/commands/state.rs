@@ -65,13 +65,16 @@ pub struct UpdateArgs {
 pub fn cmd_init(ctx: &Context, a: &InitArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let r = ctx.store.init(&id)?;
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&r)?;
-    } else {
-        out.line(&format!("State management initialized for milestone: {id}"))?;
-    }
-    Ok(())
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        if ctx.global.json {
+            out.json(&r)?;
+        } else {
+            out.line(&format!("State management initialized for milestone: {id}"))?;
+        }
+        out.finish()
+    };
+    print().map_err(|e| e.committed(|| format!("milestone '{id}' is initialized")))
 }
 
 pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
@@ -81,13 +84,29 @@ pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
     let saved = ctx
         .store
         .save_text(&id, &bytes, &ctx.write_options(a.expect_revision)?)?;
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&saved)?;
-    } else {
-        out.line(&saved.revision.to_string())?;
-    }
-    Ok(())
+    print_saved(ctx, &saved)
+}
+
+/// Print the revision a save or update committed. A failed write of it
+/// still says that the state was committed, and at which revision.
+fn print_saved(ctx: &Context, saved: &mstate_store::model::Saved) -> CliResult {
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        if ctx.global.json {
+            out.json(saved)?;
+        } else {
+            out.line(&saved.revision.to_string())?;
+        }
+        out.finish()
+    };
+    print().map_err(|e| {
+        e.committed(|| {
+            format!(
+                "the state of '{}' is at revision {}",
+                saved.milestone_id, saved.revision
+            )
+        })
+    })
 }
 
 pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
@@ -137,7 +156,7 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
     } else {
         out.json_text(&loaded.state)?;
     }
-    Ok(())
+    out.finish()
 }
 
 /// A small value as compact JSON text, for [`Out::json_members`].
@@ -177,13 +196,7 @@ pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
     let saved = ctx
         .store
         .update(&id, &mut edit, &ctx.write_options(a.expect_revision)?)?;
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&saved)?;
-    } else {
-        out.line(&saved.revision.to_string())?;
-    }
-    Ok(())
+    print_saved(ctx, &saved)
 }
 
 pub fn cmd_list(ctx: &Context) -> CliResult {
@@ -191,11 +204,11 @@ pub fn cmd_list(ctx: &Context) -> CliResult {
     let mut out = Out::new();
     if ctx.global.json {
         out.json(&list)?;
-        return Ok(());
+        return out.finish();
     }
     if list.is_empty() {
         note("no milestones yet; create one with `mstate init <milestone>`");
-        return Ok(());
+        return out.finish();
     }
     let width = list
         .iter()
@@ -223,7 +236,7 @@ pub fn cmd_list(ctx: &Context) -> CliResult {
             updated
         ))?;
     }
-    Ok(())
+    out.finish()
 }
 
 pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
@@ -235,11 +248,14 @@ pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
         ctx.store.reopen(&id, &opts)?;
     }
     let status = if complete { "completed" } else { "active" };
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&json!({"milestone_id": id, "status": status}))?;
-    } else {
-        out.line(&format!("Milestone {id} is now {status}"))?;
-    }
-    Ok(())
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        if ctx.global.json {
+            out.json(&json!({"milestone_id": id, "status": status}))?;
+        } else {
+            out.line(&format!("Milestone {id} is now {status}"))?;
+        }
+        out.finish()
+    };
+    print().map_err(|e| e.committed(|| format!("'{id}' is now {status}")))
 }
