@@ -34,7 +34,7 @@ pub fn cmd_doctor(ctx: &Context, a: &DoctorArgs) -> CliResult {
         if repaired == 0 {
             return e;
         }
-        e.committed(|| format!("{repaired} repairs were made"))
+        e.committed(|| format!("{repaired} of the findings were repaired"))
     })?;
     if report.clean() {
         Ok(())
