@@ -142,6 +142,13 @@ fn attempt(case: &str, json: bool, sink: &Sink) -> (Vec<String>, Output, tempfil
         let pid = std::process::id().to_string();
         ok(t.path(), &["lock", "acquire", "m", "--owner-pid", &pid]);
     }
+    if case.starts_with("doctor --repair") {
+        // Something to repair: a temp file of a writer that is gone.
+        let tmp = t
+            .path()
+            .join(".milestones/state/active/m.json.tmp.4194303-1-0");
+        std::fs::write(tmp, b"{").unwrap();
+    }
     let a = args(case, &sid, json);
     let out = run_to(t.path(), &a, sink);
     (a, out, t)
@@ -279,24 +286,32 @@ fn a_committed_save_says_it_was_committed_when_its_output_fails() {
 
 #[test]
 fn a_committed_write_names_what_was_done_when_its_output_fails() {
-    for (case, done) in [
-        ("init m2", "initialized"),
+    for (case, json, done) in [
+        ("init m2", false, "initialized"),
         (
             "checkpoint create m cp2",
+            false,
             "checkpoint 'cp2' of 'm' was created",
         ),
-        ("checkpoint restore m cp1", "revision 3"),
+        ("checkpoint restore m cp1", false, "revision 3"),
         (
             "checkpoint delete m cp1",
+            false,
             "checkpoint 'cp1' of 'm' was deleted",
         ),
-        ("recover m", "revision 3"),
-        ("complete m", "'m' is now completed"),
-        ("session start m --owner-pid $PID", "session-"),
-        ("session end", "was ended"),
-        ("cleanup m", "cleanup of 'm' was done"),
+        ("recover m", false, "revision 3"),
+        ("complete m", false, "'m' is now completed"),
+        ("session start m --owner-pid $PID", false, "session-"),
+        ("session end", false, "was ended"),
+        ("cleanup m", false, "cleanup of 'm' was done"),
+        (
+            r#"log m note {"x":1}"#,
+            true,
+            "appended to the log of 'm' as seq",
+        ),
+        ("doctor --repair", true, "1 of the findings were repaired"),
     ] {
-        let (a, out, _t) = attempt(case, false, &Sink::Full);
+        let (a, out, _t) = attempt(case, json, &Sink::Full);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{a:?}: {err}");
         assert!(
