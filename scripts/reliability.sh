@@ -22,6 +22,10 @@ echo "== process kills and concurrency (MSTATE_STRESS=full)"
 MSTATE_STRESS=full MSTATE_RELIABILITY_REPORT="$out/stress.jsonl" \
   timeout 3600 cargo test --release -q --test reliability -- --nocapture --test-threads 1
 
+echo "== syscall attacks on the real binary (strace, MSTATE_STRESS=full: every invocation)"
+MSTATE_STRESS=full MSTATE_RELIABILITY_REPORT="$out/attack_syscalls.jsonl" \
+  timeout 5400 cargo test --release -q --test attack_syscalls -- --nocapture
+
 echo "== real faults (full disk, read-only, ulimit -f)"
 timeout 600 cargo test --release -q --test real_faults -- --nocapture 2>&1 | tee "$out/real_faults.txt"
 
@@ -57,7 +61,17 @@ if faults:
     lines += ["### Fault injection", "", "| operation | faults injected | runs checked |", "|---|---:|---:|"]
     lines += [f"| {r['operation']} | {r['faults']} | {r['runs']} |" for r in faults]
     lines += [f"| **all** | {sum(r['faults'] for r in faults)} | {sum(r['runs'] for r in faults)} |", ""]
-other = [r for r in rows if r["family"] not in ("crash", "faults")]
+attack = [r for r in rows if r["family"] == "attack_syscalls"]
+if attack:
+    lines += ["### Syscall attacks on the real binary", "",
+              "| command | syscall names | invocations | cases | EIO | ENOSPC | ENOSPC from N on | EINTR | SIGKILL | failures |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['command']} | {r['syscall_names']} | {r['syscall_invocations']} | {r['cases']} | {r['eio']} | "
+              f"{r['enospc']} | {r['disk_full_from_n']} | {r['eintr']} | {r['kill']} | {r['failures']} |" for r in attack]
+    lines += [f"| **all** | | | {sum(r['cases'] for r in attack)} | {sum(r['eio'] for r in attack)} | "
+              f"{sum(r['enospc'] for r in attack)} | {sum(r['disk_full_from_n'] for r in attack)} | "
+              f"{sum(r['eintr'] for r in attack)} | {sum(r['kill'] for r in attack)} | {sum(r['failures'] for r in attack)} |", ""]
+other = [r for r in rows if r["family"] not in ("crash", "faults", "attack_syscalls")]
 if other:
     lines += ["### Processes, concurrency, fuzzing", ""]
     for r in other:

@@ -47,7 +47,33 @@ impl Cli {
     /// help request, goes through the whole tree, so messages are the same.
     pub fn from_env() -> Cli {
         let args: Vec<OsString> = std::env::args_os().collect();
-        lean(&args).unwrap_or_else(|| Cli::parse_from(args))
+        if let Some(cli) = lean(&args) {
+            return cli;
+        }
+        Cli::try_parse_from(args).unwrap_or_else(|e| exit_with(&e))
+    }
+}
+
+/// Print clap's help, version or usage error and exit with its status,
+/// as `clap::Error::exit` does, except that help or version that cannot
+/// be written to stdout (a full disk, not a closed pipe) is exit 1 with
+/// the reason, not a silent success.
+fn exit_with(e: &clap::Error) -> ! {
+    use std::io::IsTerminal;
+    if e.use_stderr() || std::io::stdout().is_terminal() {
+        // Usage errors go to stderr; a terminal gets clap's colours.
+        e.exit();
+    }
+    let mut out = crate::output::Out::new();
+    let printed = out
+        .bytes(e.render().to_string().as_bytes())
+        .and_then(|_| out.finish());
+    match printed {
+        Ok(()) => std::process::exit(e.exit_code()),
+        Err(err) => {
+            crate::output::report_error(&err, false);
+            std::process::exit(i32::from(err.code()));
+        }
     }
 }
 

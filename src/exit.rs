@@ -2,6 +2,7 @@
 //! becomes a message and a code.
 
 use std::fmt;
+use std::io;
 
 use mstate_store::ErrorKind;
 
@@ -30,6 +31,13 @@ pub enum CliError {
     Invalid(String),
     /// Any other failure (reading stdin, running a child).
     Other(String),
+    /// The output could not be written (a closed pipe is not an error).
+    /// `committed` says what the command had already made durable, so a
+    /// caller seeing exit 1 does not take a committed write for a failed one.
+    Output {
+        error: io::Error,
+        committed: Option<String>,
+    },
     /// Exit with this code without a message (a child's status).
     Exit(u8),
 }
@@ -47,7 +55,7 @@ impl CliError {
                 ErrorKind::Corrupt => CORRUPT,
             },
             CliError::Invalid(_) => INVALID,
-            CliError::Other(_) => FAILURE,
+            CliError::Other(_) | CliError::Output { .. } => FAILURE,
             CliError::Exit(code) => *code,
         }
     }
@@ -66,6 +74,40 @@ impl CliError {
 }
 
 impl CliError {
+    /// A failed write of the output.
+    pub fn output(error: io::Error) -> CliError {
+        CliError::Output {
+            error,
+            committed: None,
+        }
+    }
+
+    /// For an output error of a command whose change was already
+    /// committed: say what was committed (`what()`, e.g. "the state of 'm'
+    /// is at revision 3"). Other errors are returned unchanged.
+    pub fn committed(self, what: impl FnOnce() -> String) -> CliError {
+        match self {
+            CliError::Output {
+                error,
+                committed: None,
+            } => CliError::Output {
+                error,
+                committed: Some(what()),
+            },
+            other => other,
+        }
+    }
+
+    /// What was committed before the output failed, if anything.
+    pub fn committed_text(&self) -> Option<&str> {
+        match self {
+            CliError::Output {
+                committed: Some(c), ..
+            } => Some(c),
+            _ => None,
+        }
+    }
+
     /// Report this error's message, but exit with `code`.
     pub fn with_code(self, code: u8) -> CliError {
         crate::output::report_error(&self, false);
@@ -78,6 +120,13 @@ impl fmt::Display for CliError {
         match self {
             CliError::Store(e) => write!(f, "{e}"),
             CliError::Invalid(m) | CliError::Other(m) => f.write_str(m),
+            CliError::Output { error, committed } => {
+                write!(f, "cannot write the output: {error}")?;
+                match committed {
+                    Some(c) => write!(f, "; the change itself was committed: {c}"),
+                    None => Ok(()),
+                }
+            }
             CliError::Exit(code) => write!(f, "exit status {code}"),
         }
     }

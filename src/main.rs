@@ -20,7 +20,13 @@ fn main() -> ExitCode {
     );
     let cli = cli::Cli::from_env();
     let json = cli.global.json;
-    match commands::run(cli) {
+    // An output error of an `Out` dropped on an early return is reported
+    // here, so no failed write of the output ends as a success.
+    let result = commands::run(cli).and_then(|()| match output::unreported_error() {
+        Some(e) => Err(exit::CliError::output(e)),
+        None => Ok(()),
+    });
+    match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
             output::report_error(&err, json);

@@ -1,24 +1,61 @@
 //! Printing: results on stdout (text or JSON), warnings and errors on
-//! stderr. A closed stdout (`mstate events | head`) ends the command
-//! quietly.
+//! stderr.
+//!
+//! Guarantees: a failed write of the output (a full disk, an unwritable
+//! descriptor, an I/O error) is an error, reported as "cannot write the
+//! output: ..." with exit 1, never a silent success; a command that had
+//! committed a change before its output failed says what it committed
+//! ([`CliError::committed`]). A closed pipe (`mstate events m | head -1`)
+//! is the reader being done: the command ends quietly with its own status.
 
-use std::io::{self, BufWriter, StdoutLock, Write};
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
+use std::sync::Mutex;
 
 use mstate_store::json::write_nested;
 use serde::Serialize;
 
 use crate::exit::{CliError, CliResult};
 
-/// Buffered stdout that treats a closed pipe as the reader being done.
+/// Standard output written with `write(2)` itself: std's `Stdout` treats
+/// EBADF as success (output to an unwritable descriptor would vanish
+/// without an error) and line-buffers on top of our own buffer.
+struct RawStdout;
+
+impl Write for RawStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // `write_all` retries EINTR and short writes.
+        Ok(rustix::io::write(io::stdout().as_fd(), buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A failed flush of an [`Out`] dropped without [`Out::finish`] (an early
+/// return): `main` reports it, so no path loses an output error.
+static UNREPORTED: Mutex<Option<io::Error>> = Mutex::new(None);
+
+/// The output error of an `Out` that was dropped unfinished, if any.
+pub fn unreported_error() -> Option<io::Error> {
+    UNREPORTED.lock().ok().and_then(|mut e| e.take())
+}
+
+/// Buffered stdout that treats a closed pipe as the reader being done and
+/// any other failed write as an error.
 pub struct Out {
-    inner: BufWriter<StdoutLock<'static>>,
+    inner: BufWriter<RawStdout>,
+    /// The reader went away, or a write failed: nothing more is written.
+    done: bool,
     closed: bool,
 }
 
 impl Out {
     pub fn new() -> Self {
         Out {
-            inner: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+            inner: BufWriter::with_capacity(64 * 1024, RawStdout),
+            done: false,
             closed: false,
         }
     }
@@ -28,26 +65,46 @@ impl Out {
         self.closed
     }
 
+    /// Drop what is buffered without writing it.
+    fn discard(&mut self) {
+        self.done = true;
+        let old = std::mem::replace(&mut self.inner, BufWriter::with_capacity(0, RawStdout));
+        let _ = old.into_parts();
+    }
+
     fn check(&mut self, r: io::Result<()>) -> CliResult<bool> {
         match r {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 self.closed = true;
+                self.discard();
                 Ok(false)
             }
-            Err(e) => Err(CliError::Other(format!("cannot write output: {e}"))),
+            Err(e) => {
+                self.discard();
+                Err(CliError::output(e))
+            }
         }
     }
 
     /// Write `s` and a newline; false once the reader is gone.
     pub fn line(&mut self, s: &str) -> CliResult<bool> {
-        if self.closed {
+        if self.done {
             return Ok(false);
         }
         let r = self
             .inner
             .write_all(s.as_bytes())
             .and_then(|()| self.inner.write_all(b"\n"));
+        self.check(r)
+    }
+
+    /// Write `bytes` as they are.
+    pub fn bytes(&mut self, bytes: &[u8]) -> CliResult<bool> {
+        if self.done {
+            return Ok(false);
+        }
+        let r = self.inner.write_all(bytes);
         self.check(r)
     }
 
@@ -75,7 +132,7 @@ impl Out {
         members: Option<&[(&str, &str)]>,
         text: &str,
     ) -> CliResult<bool> {
-        if self.closed {
+        if self.done {
             return Ok(false);
         }
         let w = &mut self.inner;
@@ -98,17 +155,36 @@ impl Out {
 
     /// Flush now (for streaming output such as `--follow`).
     pub fn flush(&mut self) -> CliResult<bool> {
-        if self.closed {
+        if self.done {
             return Ok(false);
         }
         let r = self.inner.flush();
         self.check(r)
     }
+
+    /// Write out what is buffered: the end of a command's output, where a
+    /// failed write becomes the command's error.
+    pub fn finish(mut self) -> CliResult {
+        self.flush()?;
+        self.done = true;
+        Ok(())
+    }
 }
 
 impl Drop for Out {
     fn drop(&mut self) {
-        let _ = self.inner.flush();
+        if self.done {
+            return;
+        }
+        match self.inner.flush() {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                if let Ok(mut slot) = UNREPORTED.lock() {
+                    slot.get_or_insert(e);
+                }
+            }
+            _ => {}
+        }
+        self.discard();
     }
 }
 
@@ -129,10 +205,13 @@ pub fn report_error(err: &CliError, json: bool) {
     }
     let mut stderr = io::stderr().lock();
     if json {
-        let v = serde_json::json!({
-            "error": {"kind": err.kind_name(), "code": err.code(), "message": err.to_string()}
+        let mut e = serde_json::json!({
+            "kind": err.kind_name(), "code": err.code(), "message": err.to_string()
         });
-        let _ = writeln!(stderr, "{v}");
+        if let Some(c) = err.committed_text() {
+            e["committed"] = serde_json::Value::String(c.to_string());
+        }
+        let _ = writeln!(stderr, "{}", serde_json::json!({ "error": e }));
     } else {
         let _ = writeln!(stderr, "mstate: error: {err}");
     }

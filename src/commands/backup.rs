@@ -31,11 +31,11 @@ pub fn cmd_backups(ctx: &Context, a: &BackupsArgs) -> CliResult {
     let mut out = Out::new();
     if ctx.global.json {
         out.json(&list)?;
-        return Ok(());
+        return out.finish();
     }
     if list.is_empty() {
         note(&format!("no backups of '{id}' yet"));
-        return Ok(());
+        return out.finish();
     }
     for b in &list {
         let rev = b.revision.map_or("-".into(), |r| format!("r{r}"));
@@ -45,7 +45,7 @@ pub fn cmd_backups(ctx: &Context, a: &BackupsArgs) -> CliResult {
             b.name, b.size, b.modified
         ))?;
     }
-    Ok(())
+    out.finish()
 }
 
 pub fn cmd_recover(ctx: &Context, a: &RecoverArgs) -> CliResult {
@@ -54,18 +54,28 @@ pub fn cmd_recover(ctx: &Context, a: &RecoverArgs) -> CliResult {
         .store
         .recover(&id, a.from.as_deref(), &ctx.write_options(None)?)?;
     let warnings = committed_warnings(ctx);
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&with_warnings(&r, &warnings)?)?;
-    } else {
-        if let Some(m) = &r.corrupt_moved_to {
-            note(&format!("Corrupted state moved aside to {m}"));
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        if ctx.global.json {
+            out.json(&with_warnings(&r, &warnings)?)?;
+        } else {
+            if let Some(m) = &r.corrupt_moved_to {
+                note(&format!("Corrupted state moved aside to {m}"));
+            }
+            out.line(&format!(
+                "State recovered successfully from: .milestones/state/backups/{}",
+                r.backup
+            ))?;
+            note(&format!("{id} is now at revision {}", r.revision));
         }
-        out.line(&format!(
-            "State recovered successfully from: .milestones/state/backups/{}",
-            r.backup
-        ))?;
-        note(&format!("{id} is now at revision {}", r.revision));
-    }
-    Ok(())
+        out.finish()
+    };
+    print().map_err(|e| {
+        e.committed(|| {
+            format!(
+                "'{id}' was recovered from backup {} and is at revision {}",
+                r.backup, r.revision
+            )
+        })
+    })
 }

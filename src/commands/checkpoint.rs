@@ -64,11 +64,17 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                 &ctx.write_options(None)?,
             )?;
             let warnings = committed_warnings(ctx);
-            if ctx.global.json {
-                out.json(&with_warnings(&info, &warnings)?)?;
-            } else {
-                out.line(&format!("Checkpoint created: {}", info.name))?;
-            }
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&with_warnings(&info, &warnings)?)?;
+                } else {
+                    out.line(&format!("Checkpoint created: {}", info.name))?;
+                }
+                out.finish()
+            };
+            print(out).map_err(|e| {
+                e.committed(|| format!("checkpoint '{}' of '{id}' was created", info.name))
+            })
         }
         CheckpointCommand::List(a) => {
             let id = milestone(&a.milestone)?;
@@ -87,6 +93,7 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                     ))?;
                 }
             }
+            out.finish()
         }
         CheckpointCommand::Restore(a) => {
             let id = milestone(&a.milestone)?;
@@ -95,30 +102,45 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                 ctx.store
                     .checkpoint_restore(&id, &name, &ctx.write_options(a.expect_revision)?)?;
             let warnings = committed_warnings(ctx);
-            if ctx.global.json {
-                out.json(&with_warnings(&r, &warnings)?)?;
-            } else {
-                if let Some(pre) = &r.pre_restore {
-                    out.line(&format!("Checkpoint created: {pre}"))?;
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&with_warnings(&r, &warnings)?)?;
+                } else {
+                    if let Some(pre) = &r.pre_restore {
+                        out.line(&format!("Checkpoint created: {pre}"))?;
+                    }
+                    out.line(&format!("State restored from checkpoint: {name}"))?;
+                    note(&format!("{id} is now at revision {}", r.saved.revision));
                 }
-                out.line(&format!("State restored from checkpoint: {name}"))?;
-                note(&format!("{id} is now at revision {}", r.saved.revision));
-            }
+                out.finish()
+            };
+            print(out).map_err(|e| {
+                e.committed(|| {
+                    format!(
+                        "'{id}' was restored from checkpoint '{name}' and is at revision {}",
+                        r.saved.revision
+                    )
+                })
+            })
         }
         CheckpointCommand::Delete(a) => {
             let id = milestone(&a.milestone)?;
             let name = checkpoint_name(&a.name)?;
             ctx.store.checkpoint_delete(&id, &name)?;
             let warnings = committed_warnings(ctx);
-            if ctx.global.json {
-                out.json(&with_warnings(
-                    &json!({"milestone_id": id, "deleted": name}),
-                    &warnings,
-                )?)?;
-            } else {
-                out.line(&format!("Checkpoint deleted: {name}"))?;
-            }
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&with_warnings(
+                        &json!({"milestone_id": id, "deleted": name}),
+                        &warnings,
+                    )?)?;
+                } else {
+                    out.line(&format!("Checkpoint deleted: {name}"))?;
+                }
+                out.finish()
+            };
+            print(out)
+                .map_err(|e| e.committed(|| format!("checkpoint '{name}' of '{id}' was deleted")))
         }
     }
-    Ok(())
 }

@@ -5,6 +5,7 @@ use clap_complete::Shell;
 
 use crate::cli::Cli;
 use crate::exit::CliResult;
+use crate::output::Out;
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -14,6 +15,10 @@ pub struct CompletionsArgs {
 
 pub fn cmd_completions(a: &CompletionsArgs) -> CliResult {
     let mut cmd = Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "mstate", &mut std::io::stdout());
-    Ok(())
+    // Into memory first: `generate` panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "mstate", &mut script);
+    let mut out = Out::new();
+    out.bytes(&script)?;
+    out.finish()
 }

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 
 use clap::Args;
 
+use mstate_store::model::DoctorReport;
 use mstate_store::Store;
 
 use crate::context::Context;
@@ -28,6 +29,21 @@ pub fn cmd_doctor(ctx: &Context, a: &DoctorArgs) -> CliResult {
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
+    let repaired = report.findings.iter().filter(|f| f.repaired).count();
+    print_report(ctx, a, &report).map_err(|e| {
+        if repaired == 0 {
+            return e;
+        }
+        e.committed(|| format!("{repaired} of the findings were repaired"))
+    })?;
+    if report.clean() {
+        Ok(())
+    } else {
+        Err(CliError::Exit(crate::exit::FAILURE))
+    }
+}
+
+fn print_report(ctx: &Context, a: &DoctorArgs, report: &DoctorReport) -> CliResult {
     let mut out = Out::new();
     if ctx.global.json {
         out.json(&serde_json::json!({
@@ -64,9 +80,5 @@ pub fn cmd_doctor(ctx: &Context, a: &DoctorArgs) -> CliResult {
             ));
         }
     }
-    if report.clean() {
-        Ok(())
-    } else {
-        Err(CliError::Exit(crate::exit::FAILURE))
-    }
+    out.finish()
 }

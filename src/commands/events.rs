@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use mstate_store::json::parse_strict;
 use mstate_store::model::{EventQuery, NewEvent, ReadReport};
 use mstate_store::time::{format_micros, now, parse_duration, parse_time_arg, parse_timestamp};
-use mstate_store::{CleanupOptions, EventType, LogLine, MilestoneId, SessionId, Store};
+use mstate_store::{
+    CleanupOptions, CleanupReport, EventType, LogLine, MilestoneId, SessionId, Store,
+};
 
 use super::{json_input, milestone};
 use crate::context::Context;
@@ -152,10 +154,20 @@ pub fn cmd_log(ctx: &Context, a: &LogArgs) -> CliResult {
             session_id: session,
         },
     )?;
-    if ctx.global.json {
-        Out::new().json(&event)?;
+    if !ctx.global.json {
+        return Ok(());
     }
-    Ok(())
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        out.json(&event)?;
+        out.finish()
+    };
+    print().map_err(|e| {
+        e.committed(|| match event.seq {
+            Some(seq) => format!("the event was appended to the log of '{id}' as seq {seq}"),
+            None => format!("the event was appended to the log of '{id}'"),
+        })
+    })
 }
 
 fn build_query(a: &EventsArgs) -> CliResult<EventQuery> {
@@ -343,7 +355,7 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
             out.line(&format!("=== Milestone Event Timeline: {id} ==="))?;
             for (_, _, v) in &events {
                 if !out.line(&text_line(v))? {
-                    return Ok(());
+                    return out.finish();
                 }
             }
             if !spans.is_empty() {
@@ -397,7 +409,7 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
             }
         }
     }
-    Ok(())
+    out.finish()
 }
 
 /// Fail with "not found" (exit 3) when the store knows nothing of `id`.
@@ -499,13 +511,26 @@ pub fn cmd_cleanup(ctx: &Context, a: &CleanupArgs) -> CliResult {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let done = |e: CliError| {
+        if a.dry_run {
+            return e;
+        }
+        e.committed(|| match (&a.milestone, reports.len()) {
+            (Some(m), _) => format!("the cleanup of '{m}' was done"),
+            (None, n) => format!("the cleanup of {n} milestones was done"),
+        })
+    };
+    print_cleanup(ctx, a, &reports).map_err(done)
+}
+
+fn print_cleanup(ctx: &Context, a: &CleanupArgs, reports: &[CleanupReport]) -> CliResult {
     let mut out = Out::new();
     if ctx.global.json {
         out.json(&reports)?;
-        return Ok(());
+        return out.finish();
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
-    for r in &reports {
+    for r in reports {
         out.line(&format!(
             "{}: {verb} {} events, {} backups, {} checkpoints, {} sessions",
             r.milestone_id,
@@ -526,5 +551,5 @@ pub fn cmd_cleanup(ctx: &Context, a: &CleanupArgs) -> CliResult {
     if reports.is_empty() {
         note("no milestones to clean");
     }
-    Ok(())
+    out.finish()
 }

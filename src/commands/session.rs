@@ -95,11 +95,17 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
                 make_current: !a.no_current,
             };
             let record = ctx.store.session_start(&id, &start)?;
-            if ctx.global.json {
-                out.json(&record)?;
-            } else {
-                out.line(&record.session_id)?;
-            }
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&record)?;
+                } else {
+                    out.line(&record.session_id)?;
+                }
+                out.finish()
+            };
+            print(out).map_err(|e| {
+                e.committed(|| format!("session {} of '{id}' was started", record.session_id))
+            })
         }
         SessionCommand::End(a) => {
             let sid = a.session.as_deref().map(SessionId::new).transpose()?;
@@ -107,11 +113,16 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
                 Err(mstate_store::Error::NotFound { .. }) if a.missing_ok => return Ok(()),
                 r => r?,
             };
-            if ctx.global.json {
-                out.json(&record)?;
-            } else {
-                out.line(&format!("Session ended: {}", record.session_id))?;
-            }
+            let print = |mut out: Out| -> CliResult {
+                if ctx.global.json {
+                    out.json(&record)?;
+                } else {
+                    out.line(&format!("Session ended: {}", record.session_id))?;
+                }
+                out.finish()
+            };
+            print(out)
+                .map_err(|e| e.committed(|| format!("session {} was ended", record.session_id)))
         }
         SessionCommand::Current => {
             let cur = ctx.store.current_session()?;
@@ -120,6 +131,7 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
             } else {
                 out.line(&cur)?;
             }
+            out.finish()
         }
         SessionCommand::List(a) => {
             let filter = SessionFilter {
@@ -155,13 +167,14 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
                     ))?;
                 }
             }
+            out.finish()
         }
         SessionCommand::Show(a) => {
             let view = ctx
                 .store
                 .session_get(&SessionId::new(a.session.as_str())?)?;
             out.json(&view)?;
+            out.finish()
         }
     }
-    Ok(())
 }

@@ -36,5 +36,5 @@ pub fn cmd_shell_init(a: &ShellInitArgs) -> CliResult {
         out.line("# zsh: the functions are POSIX-style; word splitting is not relied on.")?;
     }
     out.line(body.trim_end())?;
-    Ok(())
+    out.finish()
 }

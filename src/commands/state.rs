@@ -66,13 +66,16 @@ pub fn cmd_init(ctx: &Context, a: &InitArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let r = ctx.store.init(&id)?;
     let warnings = committed_warnings(ctx);
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&with_warnings(&r, &warnings)?)?;
-    } else {
-        out.line(&format!("State management initialized for milestone: {id}"))?;
-    }
-    Ok(())
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        if ctx.global.json {
+            out.json(&with_warnings(&r, &warnings)?)?;
+        } else {
+            out.line(&format!("State management initialized for milestone: {id}"))?;
+        }
+        out.finish()
+    };
+    print().map_err(|e| e.committed(|| format!("milestone '{id}' is initialized")))
 }
 
 pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
@@ -82,14 +85,33 @@ pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
     let saved = ctx
         .store
         .save_text(&id, &bytes, &ctx.write_options(a.expect_revision)?)?;
-    let warnings = committed_warnings(ctx);
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&with_warnings(&saved, &warnings)?)?;
-    } else {
-        out.line(&saved.revision.to_string())?;
-    }
-    Ok(())
+    print_saved(ctx, &saved, &committed_warnings(ctx))
+}
+
+/// Print the revision a save or update committed. A failed write of it
+/// still says that the state was committed, and at which revision.
+fn print_saved(
+    ctx: &Context,
+    saved: &mstate_store::model::Saved,
+    warnings: &[String],
+) -> CliResult {
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        if ctx.global.json {
+            out.json(&with_warnings(saved, warnings)?)?;
+        } else {
+            out.line(&saved.revision.to_string())?;
+        }
+        out.finish()
+    };
+    print().map_err(|e| {
+        e.committed(|| {
+            format!(
+                "the state of '{}' is at revision {}",
+                saved.milestone_id, saved.revision
+            )
+        })
+    })
 }
 
 pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
@@ -155,7 +177,7 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
     } else {
         out.json_text(&loaded.state)?;
     }
-    Ok(())
+    out.finish()
 }
 
 /// Show the warnings of a command that succeeded: failures after its
@@ -221,14 +243,7 @@ pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
     let saved = ctx
         .store
         .update(&id, &mut edit, &ctx.write_options(a.expect_revision)?)?;
-    let warnings = committed_warnings(ctx);
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&with_warnings(&saved, &warnings)?)?;
-    } else {
-        out.line(&saved.revision.to_string())?;
-    }
-    Ok(())
+    print_saved(ctx, &saved, &committed_warnings(ctx))
 }
 
 pub fn cmd_list(ctx: &Context) -> CliResult {
@@ -236,11 +251,11 @@ pub fn cmd_list(ctx: &Context) -> CliResult {
     let mut out = Out::new();
     if ctx.global.json {
         out.json(&list)?;
-        return Ok(());
+        return out.finish();
     }
     if list.is_empty() {
         note("no milestones yet; create one with `mstate init <milestone>`");
-        return Ok(());
+        return out.finish();
     }
     let width = list
         .iter()
@@ -268,7 +283,7 @@ pub fn cmd_list(ctx: &Context) -> CliResult {
             updated
         ))?;
     }
-    Ok(())
+    out.finish()
 }
 
 pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
@@ -281,14 +296,17 @@ pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
     }
     let warnings = committed_warnings(ctx);
     let status = if complete { "completed" } else { "active" };
-    let mut out = Out::new();
-    if ctx.global.json {
-        out.json(&with_warnings(
-            &json!({"milestone_id": id, "status": status}),
-            &warnings,
-        )?)?;
-    } else {
-        out.line(&format!("Milestone {id} is now {status}"))?;
-    }
-    Ok(())
+    let print = || -> CliResult {
+        let mut out = Out::new();
+        if ctx.global.json {
+            out.json(&with_warnings(
+                &json!({"milestone_id": id, "status": status}),
+                &warnings,
+            )?)?;
+        } else {
+            out.line(&format!("Milestone {id} is now {status}"))?;
+        }
+        out.finish()
+    };
+    print().map_err(|e| e.committed(|| format!("'{id}' is now {status}")))
 }

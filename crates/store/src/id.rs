@@ -6,6 +6,14 @@
 //! `-` or `.`, at most [`MAX_NAME_LEN`] bytes, and only letters, digits and a
 //! few punctuation characters (so look-alikes of `/` or `.` from other
 //! scripts, and invisible characters, are refused too).
+//!
+//! Every file name the store builds from a valid name fits the 255-byte
+//! limit of a file name ([`MAX_FILE_NAME`]), its temporary twin included:
+//! a 128-byte id gives `<id>-<stamp>-r<rev>.json` backups, `<id>.json`
+//! plus `.corrupted.<stamp>` or `.tmp.<nonce>` and `milestone-<id>.jsonl`
+//! well inside it. The one pair that could exceed it, an id and a
+//! checkpoint name in `<id>-checkpoint-<name>.json`, is bounded together
+//! by [`check_checkpoint_file`] ([`MAX_CHECKPOINT_ID_AND_NAME`] bytes).
 
 use std::fmt;
 use std::ops::Deref;
@@ -14,6 +22,47 @@ use crate::error::{Error, Result};
 
 /// Longest accepted name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
+
+/// Longest file name (one path component) that Linux filesystems accept
+/// (`NAME_MAX`), in bytes.
+pub const MAX_FILE_NAME: usize = 255;
+
+/// Room kept after a file name for the temporary twin it is written as
+/// first, `<name>.tmp.<nonce>` (`fs::atomic::temp_path`): `.tmp.`, a pid
+/// (a `u32`, 10 digits), `-`, nanoseconds in hex (a `u64`, 16 digits), `-`
+/// and a counter (a `u64`, 20 digits).
+pub const TEMP_SUFFIX_RESERVE: usize = 5 + 10 + 1 + 16 + 1 + 20;
+
+/// Longest milestone id and checkpoint name together, in bytes: 185, so
+/// that `<id>-checkpoint-<name>.json` and its temporary twin fit in
+/// [`MAX_FILE_NAME`]. The checkpoints the store names itself
+/// (`manual-<stamp>`, `pre-restore-<stamp>`, at most 34 bytes) always fit
+/// beside an id of [`MAX_NAME_LEN`].
+pub const MAX_CHECKPOINT_ID_AND_NAME: usize =
+    MAX_FILE_NAME - "-checkpoint-".len() - ".json".len() - TEMP_SUFFIX_RESERVE;
+
+/// Refuse a milestone id and a checkpoint name that are each valid but
+/// together make a checkpoint file name longer than a filesystem accepts:
+/// invalid input, refused before anything is touched, rather than an
+/// `ENAMETOOLONG` half way through a command.
+pub fn check_checkpoint_file(id: &MilestoneId, name: &CheckpointName) -> Result<()> {
+    let together = id.len() + name.len();
+    if together <= MAX_CHECKPOINT_ID_AND_NAME {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "checkpoint name",
+        format!(
+            "{:?} and the milestone id {:?} are {together} bytes together; at most \
+             {MAX_CHECKPOINT_ID_AND_NAME} are allowed, so that the file \
+             <id>-checkpoint-<name>.json fits the {MAX_FILE_NAME}-byte limit of a file \
+             name; choose a name of at most {} bytes",
+            shorten(name),
+            shorten(id),
+            MAX_CHECKPOINT_ID_AND_NAME.saturating_sub(id.len())
+        ),
+    ))
+}
 
 /// ASCII punctuation accepted inside names besides letters and digits.
 const NAME_PUNCT: &[char] = &['.', '_', '-', '+', '@'];
@@ -212,6 +261,36 @@ mod tests {
         }
         assert!(EventType::new("x'; touch /tmp/pwned; echo '").is_err());
         assert!(EventType::new("été").is_err());
+    }
+
+    #[test]
+    fn the_temp_suffix_reserve_holds_the_longest_nonce() {
+        let longest = format!(".tmp.{}-{:x}-{}", u32::MAX, u64::MAX, u64::MAX);
+        assert_eq!(longest.len(), TEMP_SUFFIX_RESERVE);
+        let tmp = crate::fs::atomic::temp_path(std::path::Path::new("x.json"));
+        let suffix = tmp.to_string_lossy().len() - "x.json".len();
+        assert!(suffix <= TEMP_SUFFIX_RESERVE, "{tmp:?}");
+        assert_eq!(MAX_CHECKPOINT_ID_AND_NAME, 185);
+    }
+
+    #[test]
+    fn checkpoint_files_fit_in_a_file_name() {
+        let id = MilestoneId::new("a".repeat(MAX_NAME_LEN)).unwrap();
+        let fits =
+            CheckpointName::new("b".repeat(MAX_CHECKPOINT_ID_AND_NAME - MAX_NAME_LEN)).unwrap();
+        check_checkpoint_file(&id, &fits).unwrap();
+        let file = format!("{id}-checkpoint-{fits}.json");
+        assert!(file.len() + TEMP_SUFFIX_RESERVE <= MAX_FILE_NAME);
+        let long = CheckpointName::new(format!("{fits}b")).unwrap();
+        let err = check_checkpoint_file(&id, &long).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
+        // The names the store gives checkpoints itself fit any id.
+        for auto in [
+            "manual-20261124-120000-123456",
+            "pre-restore-20261124-120000-123456",
+        ] {
+            check_checkpoint_file(&id, &CheckpointName::new(auto).unwrap()).unwrap();
+        }
     }
 
     proptest! {

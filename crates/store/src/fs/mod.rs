@@ -541,6 +541,9 @@ impl Store for FsStore {
         force: bool,
         opts: &WriteOptions,
     ) -> Result<CheckpointInfo> {
+        if let Some(name) = name {
+            crate::id::check_checkpoint_file(id, name)?;
+        }
         self.locked(id, "checkpoint create", opts.lock_timeout, || {
             self.create_checkpoint(id, name, force)
         })
@@ -571,10 +574,12 @@ impl Store for FsStore {
         name: &CheckpointName,
         opts: &WriteOptions,
     ) -> Result<Restored> {
+        crate::id::check_checkpoint_file(id, name)?;
         self.restore_checkpoint(id, name, opts)
     }
 
     fn checkpoint_delete(&self, id: &MilestoneId, name: &CheckpointName) -> Result<()> {
+        crate::id::check_checkpoint_file(id, name)?;
         let path = self.layout.checkpoint_file(id, name);
         match self.io.remove_file(&path) {
             Ok(()) => {}
