@@ -27,24 +27,33 @@ pub fn run(cli: Cli) -> CliResult {
         _ => {}
     }
     let ctx = Context::open(cli.global)?;
-    match cli.command {
-        Command::Init(a) => state::cmd_init(&ctx, &a),
-        Command::Save(a) => state::cmd_save(&ctx, &a),
-        Command::Load(a) => state::cmd_load(&ctx, &a),
-        Command::Update(a) => state::cmd_update(&ctx, &a),
-        Command::List => state::cmd_list(&ctx),
-        Command::Complete(a) => state::cmd_complete(&ctx, &a, true),
-        Command::Reopen(a) => state::cmd_complete(&ctx, &a, false),
-        Command::Backups(a) => backup::cmd_backups(&ctx, &a),
-        Command::Recover(a) => backup::cmd_recover(&ctx, &a),
-        Command::Checkpoint(c) => checkpoint::cmd_checkpoint(&ctx, &c),
-        Command::Lock(c) => lock::cmd_lock(&ctx, c),
-        Command::Log(a) => events::cmd_log(&ctx, &a),
-        Command::Events(a) => events::cmd_events(&ctx, &a),
-        Command::Timeline(a) => events::cmd_timeline(&ctx, &a),
-        Command::Cleanup(a) => events::cmd_cleanup(&ctx, &a),
-        Command::Session(c) => session::cmd_session(&ctx, &c),
-        Command::Doctor(a) => doctor::cmd_doctor(&ctx, &a),
+    let result = dispatch(&ctx, cli.command);
+    // Failures after a commit point that the command did not show itself
+    // (an event that could not be logged): the change stands, so they are
+    // warnings, shown whatever the command's outcome.
+    state::committed_warnings(&ctx);
+    result
+}
+
+fn dispatch(ctx: &Context, command: Command) -> CliResult {
+    match command {
+        Command::Init(a) => state::cmd_init(ctx, &a),
+        Command::Save(a) => state::cmd_save(ctx, &a),
+        Command::Load(a) => state::cmd_load(ctx, &a),
+        Command::Update(a) => state::cmd_update(ctx, &a),
+        Command::List => state::cmd_list(ctx),
+        Command::Complete(a) => state::cmd_complete(ctx, &a, true),
+        Command::Reopen(a) => state::cmd_complete(ctx, &a, false),
+        Command::Backups(a) => backup::cmd_backups(ctx, &a),
+        Command::Recover(a) => backup::cmd_recover(ctx, &a),
+        Command::Checkpoint(c) => checkpoint::cmd_checkpoint(ctx, &c),
+        Command::Lock(c) => lock::cmd_lock(ctx, c),
+        Command::Log(a) => events::cmd_log(ctx, &a),
+        Command::Events(a) => events::cmd_events(ctx, &a),
+        Command::Timeline(a) => events::cmd_timeline(ctx, &a),
+        Command::Cleanup(a) => events::cmd_cleanup(ctx, &a),
+        Command::Session(c) => session::cmd_session(ctx, &c),
+        Command::Doctor(a) => doctor::cmd_doctor(ctx, &a),
         Command::Completions(_) | Command::ShellInit(_) => Ok(()),
     }
 }
