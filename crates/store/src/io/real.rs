@@ -154,8 +154,8 @@ impl std::fmt::Display for NotAFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "expected a regular file, found {}; mstate never opens special files \
-             (move it away)",
+            "expected a regular file, found {}; mstate neither follows links nor \
+             opens special files in the store (move it away)",
             self.0
         )
     }
