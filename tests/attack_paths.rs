@@ -438,11 +438,32 @@ fn fifos_and_sockets_at_store_paths_are_refused_never_waited_on() {
     }
 }
 
-/// `strace -f -o /dev/null ARGS... -- mstate ...` in `dir`.
+/// `strace -f -o /dev/null -e INJECT mstate ARGS` in `dir`.
 fn strace(dir: &Path, inject: &str, args: &[&str]) -> Output {
+    strace_paths(dir, inject, args, false)
+}
+
+/// As [`strace`]; with `store_only`, the injection only hits calls on the
+/// store directory and its layout directories (`strace -P`), not the
+/// dynamic loader's or the C library's.
+fn strace_paths(dir: &Path, inject: &str, args: &[&str], store_only: bool) -> Output {
     let mut c = Command::new("strace");
-    c.current_dir(dir)
-        .args(["-f", "-o", "/dev/null", "-e"])
+    c.current_dir(dir).args(["-f", "-o", "/dev/null"]);
+    if store_only {
+        let store = dir.join(".milestones/state");
+        c.arg("-P").arg(&store);
+        for sub in [
+            "active",
+            "completed",
+            "backups",
+            "events",
+            "sessions",
+            ".locks",
+        ] {
+            c.arg("-P").arg(store.join(sub));
+        }
+    }
+    c.arg("-e")
         .arg(inject)
         .arg(bin())
         .args(args)
@@ -452,49 +473,86 @@ fn strace(dir: &Path, inject: &str, args: &[&str]) -> Output {
     run_deadline(c, &format!("{inject} mstate {args:?}"), 60)
 }
 
-/// Interrupted calls are retried: a save and a log under `EINTR` on every
-/// other rename, mkdir, link, unlink or open succeed and are recorded.
+/// Every writing command, in an order where each can succeed.
+fn writing_commands(pid: &str) -> Vec<Vec<String>> {
+    let list: [&[&str]; 15] = [
+        &["save", "m", "{\"n\": 1}"],
+        &["update", "m", "--merge", "{\"u\": 1}"],
+        &["log", "m", "probe", "{\"i\": 7}"],
+        &["checkpoint", "create", "m", "c"],
+        &["checkpoint", "restore", "m", "c"],
+        &["recover", "m"],
+        &["lock", "acquire", "m", "--owner-pid", "PID"],
+        &["lock", "release", "m", "--force"],
+        &["session", "start", "m"],
+        &["session", "end"],
+        &["cleanup", "m", "--retention-days", "7"],
+        &["complete", "m"],
+        &["reopen", "m"],
+        &["checkpoint", "delete", "m", "c"],
+        &["doctor", "--repair"],
+    ];
+    list.iter()
+        .map(|args| {
+            args.iter()
+                .map(|a| {
+                    if *a == "PID" {
+                        pid.to_string()
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Interrupted calls are retried: every writing command succeeds under
+/// `EINTR` on the first, or every other, rename, mkdir, link, unlink, open
+/// or sync on the store, and what it wrote is there.
 #[test]
 fn interrupted_calls_are_retried() {
     if !have_tool("strace") {
         return;
     }
-    for set in [
+    let cases = [
         "rename,renameat,renameat2",
         "mkdir,mkdirat",
         "link,linkat",
         "unlink,unlinkat,rmdir",
         "open,openat,openat2",
         "fsync,fdatasync,flock",
-    ] {
-        for when in ["1", "1+2"] {
+    ]
+    .map(|set| {
+        // The first call, and every other one after it, fails. One thread
+        // per set of calls: the cases are independent.
+        std::thread::spawn(move || {
             let fx = Fixture::new();
             ok(&fx.project, &["save", "m", "{\"n\": 0}"]);
-            let inject = format!("inject={set}:error=EINTR:when={when}");
-            let out = strace(&fx.project, &inject, &["save", "m", "{\"n\": 1}"]);
-            assert!(
-                out.status.success(),
-                "save under {inject}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let out = strace(&fx.project, &inject, &["log", "m", "probe", "{\"i\": 7}"]);
-            assert!(
-                out.status.success(),
-                "log under {inject}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let inject = format!("inject={set}:error=EINTR:when=1+2");
+            for args in writing_commands(&std::process::id().to_string()) {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = strace_paths(&fx.project, &inject, &args, true);
+                assert!(
+                    out.status.success(),
+                    "{args:?} under {inject}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
             let state: Value = serde_json::from_str(&ok(&fx.project, &["load", "m"])).unwrap();
             assert_eq!(state["n"], 1, "{inject}");
-            let probes = live_events(&fx.store())
-                .into_iter()
-                .filter(|e| e["event_type"] == "probe" && e["data"]["i"] == 7)
-                .count();
+            assert_eq!(state["u"], 1, "{inject}");
+            let out = run(&fx.project, &["events", "m", "--type", "probe"]);
+            let probes = String::from_utf8_lossy(&out.stdout).lines().count();
             assert_eq!(probes, 1, "{inject}");
             assert!(
                 !fx.store().join(".locks/m.lock").exists(),
                 "{inject}: lock left"
             );
-        }
+        })
+    });
+    for case in cases {
+        case.join().unwrap();
     }
 }
 
@@ -518,21 +576,20 @@ fn failing_close_and_getdents_never_panic() {
     ];
     // The dynamic loader's own closes come first (four on glibc: a failure
     // there stops the program before it starts, exit 127); the later ones
-    // are mstate's.
-    for inject in [
-        "inject=close:error=EIO:when=5+",
-        "inject=close:error=EIO:when=6",
-        "inject=close:error=EIO:when=8+",
-        "inject=close:error=EIO:when=11",
-        "inject=getdents64:error=EIO",
-        "inject=getdents64:error=EIO:when=2+",
-        "inject=getdents64:error=EIO:when=3",
+    // are mstate's. `true`: only the calls on the store (`strace -P`).
+    for (inject, store_only) in [
+        ("inject=close:error=EIO:when=5+", false),
+        ("inject=close:error=EIO:when=8", false),
+        ("inject=close:error=EIO", true),
+        ("inject=close:error=EIO:when=2+2", true),
+        ("inject=getdents64:error=EIO", false),
+        ("inject=getdents64:error=EIO:when=2+", false),
     ] {
         let fx = Fixture::new();
         ok(&fx.project, &["save", "m", "{\"n\": 1}"]);
         ok(&fx.project, &["log", "m", "probe", "{}"]);
         for args in commands {
-            let out = strace(&fx.project, inject, args);
+            let out = strace_paths(&fx.project, inject, args, store_only);
             assert_no_panic(&out, &format!("{args:?} under {inject}"));
         }
         let out = mstate(&fx.project, &["doctor", "--repair"]);

@@ -154,8 +154,8 @@ impl std::fmt::Display for NotAFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "expected a regular file, found {}; mstate never opens special files \
-             (move it away)",
+            "expected a regular file, found {}; mstate neither follows links nor \
+             opens special files in the store (move it away)",
             self.0
         )
     }
@@ -296,8 +296,11 @@ fn walk(dir: BorrowedFd<'_>, comps: &[&OsStr], full: &Path) -> io::Result<OwnedF
             Err(e) => return Err(e),
         }
     }
-    let mut cur = open_dir_at(dir, comps[0], full)?;
-    for c in &comps[1..] {
+    let Some((first, rest)) = comps.split_first() else {
+        return retry(|| rustix::fs::openat(dir, ".", DIR_FLAGS, Mode::empty()));
+    };
+    let mut cur = open_dir_at(dir, first, full)?;
+    for c in rest {
         cur = open_dir_at(cur.as_fd(), c, full)?;
     }
     Ok(cur)
