@@ -682,3 +682,71 @@ fn a_committed_change_whose_event_failed_exits_zero_with_a_warning() {
         }
     }
 }
+
+// ---- 3 under a race: seed saves while mstate compare-and-sets ----
+
+#[test]
+fn racing_seed_saves_never_slip_under_a_compare_and_set() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "m", r#"{"start": true}"#]);
+    // The seed saves in a loop of its own, taking its lock each time.
+    let mut seed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{}\nfor i in 1 2 3 4; do save_milestone_state m \"{{\\\"seed\\\": $i}}\" >/dev/null || exit 1; done",
+            seed_functions()
+        ))
+        .current_dir(d)
+        .env("TZ", "UTC")
+        .spawn()
+        .unwrap();
+    // mstate reads, then writes what it read under --expect-revision.
+    let mut won = Vec::new();
+    let mut j = 0;
+    loop {
+        let done = seed.try_wait().unwrap().is_some();
+        j += 1;
+        let env = envelope(d);
+        let seen = env["state"].clone();
+        let data = serde_json::json!({"mstate": j, "saw": seen}).to_string();
+        // Every backup kept: each win is checked against one below.
+        let out = run_env(
+            d,
+            &[
+                "save",
+                "m",
+                &data,
+                "--expect-revision",
+                &env["revision"].to_string(),
+            ],
+            &[("MSTATE_MAX_BACKUPS", "100000")],
+        );
+        match out.status.code() {
+            Some(0) => won.push((rev(&String::from_utf8_lossy(&out.stdout)), seen)),
+            Some(4) => {}
+            other => panic!("save: {other:?} {}", stderr(&out)),
+        }
+        if done || j > 400 {
+            break;
+        }
+    }
+    assert!(seed.wait().unwrap().success());
+    assert!(!won.is_empty());
+    // Each successful compare-and-set replaced exactly the state it read:
+    // the backup of the revision it replaced holds that state.
+    let backups = d.join(".milestones/state/backups");
+    for (r, seen) in won {
+        let suffix = format!("-r{}.json", r - 1);
+        let file = std::fs::read_dir(&backups)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no backup of revision {}", r - 1));
+        let replaced = json(&std::fs::read_to_string(file.path()).unwrap());
+        assert_eq!(
+            replaced["state"], seen,
+            "revision {r} replaced a state it did not see"
+        );
+    }
+}
