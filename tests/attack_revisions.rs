@@ -90,10 +90,13 @@ fn a_seed_save_between_two_mstate_saves_moves_the_revision_on() {
     // The seed's state is kept as a backup of its own revision.
     let backups: Vec<Value> = serde_json::from_str(&ok(d, &["--json", "backups", "m"])).unwrap();
     assert!(
-        backups.iter().any(|b| b["name"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("-r{}.json", r - 1))),
+        backups.iter().any(|b| {
+            b["name"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-r{}.json", r - 1))
+                && b["revision"] == r - 1
+        }),
         "{backups:?}"
     );
 }
