@@ -496,6 +496,7 @@ fn corrupt_template(root: &Path) -> PathBuf {
     for v in 1..=3 {
         ok(&d, &["save", "m", &format!(r#"{{"v": {v}}}"#)]);
     }
+    ok(&d, &["checkpoint", "create", "m", "three"]);
     std::fs::write(state_file(&d), b"{\"v\": 3, trunc").unwrap();
     d
 }
@@ -507,41 +508,60 @@ fn replacing_a_corrupt_state_killed_at_any_call_leaves_a_state_file() {
     }
     let root = tempfile::tempdir().unwrap();
     let template = corrupt_template(root.path());
-    let ops: [&[&str]; 3] = [
+    let ops: [&[&str]; 5] = [
         &["load", "m"],
         &["save", "m", r#"{"v": 9}"#],
         &["recover", "m"],
+        &["checkpoint", "restore", "m", "three"],
+        &["doctor", "--repair"],
     ];
-    let mut cases = 0;
-    // Failures are gathered, the missing state files first: each kill
-    // point is a case of its own.
-    let (mut missing, mut reused) = (Vec::new(), Vec::new());
+    // Every (command, syscall, n) is a case of its own, run on a fresh
+    // copy; cases run on a few threads.
+    let mut points = Vec::new();
     for op in ops {
         let counts = syscall_counts(&template, op, writing());
         assert!(!counts.is_empty(), "{op:?}: strace saw nothing");
         for (name, n) in counts {
-            for when in 1..=n {
-                cases += 1;
-                let d = root.path().join(format!("case-{cases}"));
-                copy_tree(&template, &d);
-                injected(&d, &format!("{name}:signal=KILL:when={when}"), op);
-                let ctx = format!("{op:?} killed at {name} #{when}");
-                if !state_file(&d).exists() {
-                    missing.push(format!("{ctx}: no state file"));
-                }
-                let load = run(&d, &["load", "m", "--envelope"]);
-                if !load.status.success() {
-                    missing.push(format!("{ctx}: load: {}", stderr(&load)));
-                } else {
-                    let env = json(&String::from_utf8_lossy(&load.stdout));
-                    if env["revision"].as_u64().is_none_or(|r| r <= 3) {
-                        reused.push(format!("{ctx}: {env}"));
-                    }
-                }
-                let _ = std::fs::remove_dir_all(&d);
-            }
+            points.extend((1..=n).map(|when| (op, name.clone(), when)));
         }
     }
+    let cases = points.len();
+    // Failures are gathered, the missing state files first.
+    let missing = std::sync::Mutex::new(Vec::new());
+    let reused = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (k, chunk) in points.chunks(cases.div_ceil(4)).enumerate() {
+            let (root, template, missing, reused) = (root.path(), &template, &missing, &reused);
+            scope.spawn(move || {
+                for (i, (op, name, when)) in chunk.iter().enumerate() {
+                    let d = root.join(format!("case-{k}-{i}"));
+                    copy_tree(template, &d);
+                    injected(&d, &format!("{name}:signal=KILL:when={when}"), op);
+                    let ctx = format!("{op:?} killed at {name} #{when}");
+                    if !state_file(&d).exists() {
+                        missing
+                            .lock()
+                            .unwrap()
+                            .push(format!("{ctx}: no state file"));
+                    }
+                    let load = run(&d, &["load", "m", "--envelope"]);
+                    if !load.status.success() {
+                        missing
+                            .lock()
+                            .unwrap()
+                            .push(format!("{ctx}: load: {}", stderr(&load)));
+                    } else {
+                        let env = json(&String::from_utf8_lossy(&load.stdout));
+                        if env["revision"].as_u64().is_none_or(|r| r <= 3) {
+                            reused.lock().unwrap().push(format!("{ctx}: {env}"));
+                        }
+                    }
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+            });
+        }
+    });
+    let (missing, reused) = (missing.into_inner().unwrap(), reused.into_inner().unwrap());
     assert!(
         missing.is_empty(),
         "{} of {cases} kills:\n{}",
