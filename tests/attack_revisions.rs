@@ -90,10 +90,13 @@ fn a_seed_save_between_two_mstate_saves_moves_the_revision_on() {
     // The seed's state is kept as a backup of its own revision.
     let backups: Vec<Value> = serde_json::from_str(&ok(d, &["--json", "backups", "m"])).unwrap();
     assert!(
-        backups.iter().any(|b| b["name"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("-r{}.json", r - 1))),
+        backups.iter().any(|b| {
+            b["name"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-r{}.json", r - 1))
+                && b["revision"] == r - 1
+        }),
         "{backups:?}"
     );
 }
@@ -493,6 +496,7 @@ fn corrupt_template(root: &Path) -> PathBuf {
     for v in 1..=3 {
         ok(&d, &["save", "m", &format!(r#"{{"v": {v}}}"#)]);
     }
+    ok(&d, &["checkpoint", "create", "m", "three"]);
     std::fs::write(state_file(&d), b"{\"v\": 3, trunc").unwrap();
     d
 }
@@ -504,41 +508,60 @@ fn replacing_a_corrupt_state_killed_at_any_call_leaves_a_state_file() {
     }
     let root = tempfile::tempdir().unwrap();
     let template = corrupt_template(root.path());
-    let ops: [&[&str]; 3] = [
+    let ops: [&[&str]; 5] = [
         &["load", "m"],
         &["save", "m", r#"{"v": 9}"#],
         &["recover", "m"],
+        &["checkpoint", "restore", "m", "three"],
+        &["doctor", "--repair"],
     ];
-    let mut cases = 0;
-    // Failures are gathered, the missing state files first: each kill
-    // point is a case of its own.
-    let (mut missing, mut reused) = (Vec::new(), Vec::new());
+    // Every (command, syscall, n) is a case of its own, run on a fresh
+    // copy; cases run on a few threads.
+    let mut points = Vec::new();
     for op in ops {
         let counts = syscall_counts(&template, op, writing());
         assert!(!counts.is_empty(), "{op:?}: strace saw nothing");
         for (name, n) in counts {
-            for when in 1..=n {
-                cases += 1;
-                let d = root.path().join(format!("case-{cases}"));
-                copy_tree(&template, &d);
-                injected(&d, &format!("{name}:signal=KILL:when={when}"), op);
-                let ctx = format!("{op:?} killed at {name} #{when}");
-                if !state_file(&d).exists() {
-                    missing.push(format!("{ctx}: no state file"));
-                }
-                let load = run(&d, &["load", "m", "--envelope"]);
-                if !load.status.success() {
-                    missing.push(format!("{ctx}: load: {}", stderr(&load)));
-                } else {
-                    let env = json(&String::from_utf8_lossy(&load.stdout));
-                    if env["revision"].as_u64().is_none_or(|r| r <= 3) {
-                        reused.push(format!("{ctx}: {env}"));
-                    }
-                }
-                let _ = std::fs::remove_dir_all(&d);
-            }
+            points.extend((1..=n).map(|when| (op, name.clone(), when)));
         }
     }
+    let cases = points.len();
+    // Failures are gathered, the missing state files first.
+    let missing = std::sync::Mutex::new(Vec::new());
+    let reused = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (k, chunk) in points.chunks(cases.div_ceil(4)).enumerate() {
+            let (root, template, missing, reused) = (root.path(), &template, &missing, &reused);
+            scope.spawn(move || {
+                for (i, (op, name, when)) in chunk.iter().enumerate() {
+                    let d = root.join(format!("case-{k}-{i}"));
+                    copy_tree(template, &d);
+                    injected(&d, &format!("{name}:signal=KILL:when={when}"), op);
+                    let ctx = format!("{op:?} killed at {name} #{when}");
+                    if !state_file(&d).exists() {
+                        missing
+                            .lock()
+                            .unwrap()
+                            .push(format!("{ctx}: no state file"));
+                    }
+                    let load = run(&d, &["load", "m", "--envelope"]);
+                    if !load.status.success() {
+                        missing
+                            .lock()
+                            .unwrap()
+                            .push(format!("{ctx}: load: {}", stderr(&load)));
+                    } else {
+                        let env = json(&String::from_utf8_lossy(&load.stdout));
+                        if env["revision"].as_u64().is_none_or(|r| r <= 3) {
+                            reused.lock().unwrap().push(format!("{ctx}: {env}"));
+                        }
+                    }
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+            });
+        }
+    });
+    let (missing, reused) = (missing.into_inner().unwrap(), reused.into_inner().unwrap());
     assert!(
         missing.is_empty(),
         "{} of {cases} kills:\n{}",
@@ -681,5 +704,73 @@ fn a_committed_change_whose_event_failed_exits_zero_with_a_warning() {
                 );
             }
         }
+    }
+}
+
+// ---- 3 under a race: seed saves while mstate compare-and-sets ----
+
+#[test]
+fn racing_seed_saves_never_slip_under_a_compare_and_set() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "m", r#"{"start": true}"#]);
+    // The seed saves in a loop of its own, taking its lock each time.
+    let mut seed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{}\nfor i in 1 2 3 4; do save_milestone_state m \"{{\\\"seed\\\": $i}}\" >/dev/null || exit 1; done",
+            seed_functions()
+        ))
+        .current_dir(d)
+        .env("TZ", "UTC")
+        .spawn()
+        .unwrap();
+    // mstate reads, then writes what it read under --expect-revision.
+    let mut won = Vec::new();
+    let mut j = 0;
+    loop {
+        let done = seed.try_wait().unwrap().is_some();
+        j += 1;
+        let env = envelope(d);
+        let seen = env["state"].clone();
+        let data = serde_json::json!({"mstate": j, "saw": seen}).to_string();
+        // Every backup kept: each win is checked against one below.
+        let out = run_env(
+            d,
+            &[
+                "save",
+                "m",
+                &data,
+                "--expect-revision",
+                &env["revision"].to_string(),
+            ],
+            &[("MSTATE_MAX_BACKUPS", "100000")],
+        );
+        match out.status.code() {
+            Some(0) => won.push((rev(&String::from_utf8_lossy(&out.stdout)), seen)),
+            Some(4) => {}
+            other => panic!("save: {other:?} {}", stderr(&out)),
+        }
+        if done || j > 400 {
+            break;
+        }
+    }
+    assert!(seed.wait().unwrap().success());
+    assert!(!won.is_empty());
+    // Each successful compare-and-set replaced exactly the state it read:
+    // the backup of the revision it replaced holds that state.
+    let backups = d.join(".milestones/state/backups");
+    for (r, seen) in won {
+        let suffix = format!("-r{}.json", r - 1);
+        let file = std::fs::read_dir(&backups)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no backup of revision {}", r - 1));
+        let replaced = json(&std::fs::read_to_string(file.path()).unwrap());
+        assert_eq!(
+            replaced["state"], seen,
+            "revision {r} replaced a state it did not see"
+        );
     }
 }

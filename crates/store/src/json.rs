@@ -66,21 +66,37 @@ pub fn text_depth(bytes: &[u8]) -> usize {
     max
 }
 
-/// Nesting depth of a value (iterative: no recursion on deep input).
+/// Nesting depth of a value: iterative (no recursion on deep input), with
+/// memory in proportion to the depth, not the size.
 pub fn value_depth(v: &Value) -> usize {
-    let mut max = 0;
-    let mut stack = vec![(v, 0usize)];
-    while let Some((v, d)) = stack.pop() {
+    enum Children<'a> {
+        Array(std::slice::Iter<'a, Value>),
+        Object(serde_json::map::Values<'a>),
+    }
+    fn children(v: &Value) -> Option<Children<'_>> {
         match v {
-            Value::Array(a) => {
-                max = max.max(d + 1);
-                stack.extend(a.iter().map(|x| (x, d + 1)));
+            Value::Array(a) => Some(Children::Array(a.iter())),
+            Value::Object(o) => Some(Children::Object(o.values())),
+            _ => None,
+        }
+    }
+    let mut stack: Vec<Children<'_>> = children(v).into_iter().collect();
+    let mut max = stack.len();
+    while let Some(top) = stack.last_mut() {
+        let next = match top {
+            Children::Array(it) => it.next(),
+            Children::Object(it) => it.next(),
+        };
+        match next {
+            Some(child) => {
+                if let Some(c) = children(child) {
+                    stack.push(c);
+                    max = max.max(stack.len());
+                }
             }
-            Value::Object(o) => {
-                max = max.max(d + 1);
-                stack.extend(o.values().map(|x| (x, d + 1)));
+            None => {
+                stack.pop();
             }
-            _ => {}
         }
     }
     max
@@ -767,6 +783,17 @@ mod reindent_tests {
             }
             super::dedent_in_place(&mut nested, depth);
             prop_assert_eq!(std::str::from_utf8(&nested).unwrap(), text);
+        }
+    }
+
+    proptest! {
+        /// The depth measured on text is the depth of the value it encodes.
+        #[test]
+        fn text_and_value_depths_agree(v in arb_value()) {
+            let text = serde_json::to_string(&v).unwrap();
+            prop_assert_eq!(super::text_depth(text.as_bytes()), super::value_depth(&v));
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            prop_assert_eq!(super::text_depth(pretty.as_bytes()), super::value_depth(&v));
         }
     }
 

@@ -18,8 +18,9 @@ pub struct Envelope {
     pub timestamp: String,
     pub milestone_id: String,
     pub version: String,
-    /// Increases by one per write; files written by the seed have none and
-    /// load as revision 0.
+    /// Increases with every write and never goes back; files written by
+    /// the seed have none and load as revision 0 (a write over one takes
+    /// the revisions above the highest issued).
     #[serde(default)]
     pub revision: u64,
     pub state: Value,

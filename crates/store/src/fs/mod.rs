@@ -514,10 +514,16 @@ impl Store for FsStore {
             .filter(|e| e.kind == backup::Kind::Backup)
         {
             let parsed = backup::read_head(&*self.io, &self.layout, &e.file)?;
+            // A file the seed wrote has no revision inside: the one it
+            // counted as is in the backup's name.
+            let revision = parsed.as_ref().ok().map(|env| match env.revision {
+                0 => backup::revision_in_name(id, &e.file).unwrap_or(0),
+                r => r,
+            });
             out.push(BackupInfo {
                 size: e.meta.len,
                 modified: backup::mtime_string(e.meta.modified),
-                revision: parsed.as_ref().ok().map(|env| env.revision),
+                revision,
                 valid: parsed.is_ok(),
                 name: e.file,
             });
