@@ -530,3 +530,141 @@ fn doctor_repair_racing_log_and_save_loses_nothing() {
     assert_eq!(env["revision"], n);
     assert!(doctor(d, &[]).is_empty());
 }
+
+/// The stored lines of the log of `id` whose timestamps lie in
+/// `[since, until]`: what a full scan answers.
+fn lines_between(
+    dir: &Path,
+    id: &str,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+) -> Vec<String> {
+    std::fs::read_to_string(live_log(dir, id))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let ts: jiff::Timestamp = v["timestamp"].as_str().unwrap().parse().unwrap();
+            ts >= since && ts <= until
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_time_queries(d: &Path) {
+    let now = jiff::Timestamp::now();
+    let text = std::fs::read_to_string(live_log(d, "m")).unwrap();
+    let mut stamps: Vec<jiff::Timestamp> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["timestamp"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    stamps.push(now);
+    stamps.sort();
+    let far_past: jiff::Timestamp = "2000-01-01T00:00:00Z".parse().unwrap();
+    let far_future: jiff::Timestamp = "2200-01-01T00:00:00Z".parse().unwrap();
+    let mut bounds = vec![far_past, far_future];
+    bounds.extend(stamps.iter().copied());
+    for &since in &bounds {
+        for &until in &bounds {
+            if since > until {
+                continue;
+            }
+            let s = since.to_string();
+            let u = until.to_string();
+            let got: Vec<String> = ok(d, &["events", "m", "--since", &s, "--until", &u])
+                .lines()
+                .map(str::to_string)
+                .collect();
+            assert_eq!(
+                got,
+                lines_between(d, "m", since, until),
+                "--since {s} --until {u}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_line_stamped_in_the_future_does_not_hold_every_later_timestamp() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    ok(d, &["log", "m", "before", r#"{"i": 0}"#]);
+    // A line an hour ahead: planted, as by a host whose clock ran ahead.
+    let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(live_log(d, "m"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(f, "{}", mstate_line(3, &format!("{ahead}"))).unwrap();
+    drop(f);
+    for i in 1..=3 {
+        ok(d, &["log", "m", "after", &format!(r#"{{"i": {i}}}"#)]);
+    }
+    let now = jiff::Timestamp::now();
+    for v in events_of_type(d, "m", "after") {
+        let ts: jiff::Timestamp = v["timestamp"].as_str().unwrap().parse().unwrap();
+        assert!(
+            ts <= now,
+            "{ts} is after now ({now}): held at the future line"
+        );
+    }
+    let until_now = ok(
+        d,
+        &[
+            "events",
+            "m",
+            "--type",
+            "after",
+            "--until",
+            &now.to_string(),
+        ],
+    );
+    assert_eq!(until_now.lines().count(), 3, "{until_now}");
+    check_time_queries(d);
+}
+
+#[test]
+fn after_an_append_under_a_clock_an_hour_ahead_later_appends_are_stamped_by_the_real_clock() {
+    if !have_tool("faketime") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let out = Command::new("faketime")
+        .args(["-f", "+1h"])
+        .arg(bin())
+        .args(["log", "m", "ahead", "{}"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 1..=3 {
+        ok(d, &["log", "m", "after", &format!(r#"{{"i": {i}}}"#)]);
+    }
+    let now = jiff::Timestamp::now();
+    let until_now = ok(
+        d,
+        &[
+            "events",
+            "m",
+            "--type",
+            "after",
+            "--until",
+            &now.to_string(),
+        ],
+    );
+    assert_eq!(until_now.lines().count(), 3, "{until_now}");
+    let since = ok(d, &["events", "m", "--type", "after", "--since", "1m"]);
+    assert_eq!(since.lines().count(), 3, "{since}");
+    check_time_queries(d);
+}
