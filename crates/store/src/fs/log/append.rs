@@ -67,6 +67,7 @@ impl EventLog<'_> {
         };
         let encoder =
             Encoder::new(&fields).map_err(|e| Error::invalid("event data", e.to_string()))?;
+        self.note_clock()?;
         let Some(mut file) = self.lock_live(true)? else {
             return Err(Error::io(
                 "open",
@@ -261,7 +262,7 @@ impl EventLog<'_> {
         ))
     }
 
-    fn ensure_events_dir(&self) -> Result<()> {
+    pub(super) fn ensure_events_dir(&self) -> Result<()> {
         let dir = self.layout.events();
         if !atomic::exists(self.io, self.layout.root())? {
             return Err(Error::io(

@@ -80,6 +80,7 @@
 //! - A query holds one open file per segment; retention keeps them few.
 
 mod append;
+mod clock;
 mod follow;
 mod line;
 mod query;
@@ -99,6 +100,7 @@ use crate::id::MilestoneId;
 use crate::io::Io;
 use crate::model::{EventQuery, ReadReport};
 
+pub use self::clock::{clock_check, ClockCheck};
 use self::scan::Part;
 
 /// One line handed to a query's sink.
