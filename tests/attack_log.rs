@@ -530,3 +530,247 @@ fn doctor_repair_racing_log_and_save_loses_nothing() {
     assert_eq!(env["revision"], n);
     assert!(doctor(d, &[]).is_empty());
 }
+
+/// The stored lines of the log of `id` whose timestamps lie in
+/// `[since, until]`: what a full scan answers.
+fn lines_between(
+    dir: &Path,
+    id: &str,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+) -> Vec<String> {
+    std::fs::read_to_string(live_log(dir, id))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let ts: jiff::Timestamp = v["timestamp"].as_str().unwrap().parse().unwrap();
+            ts >= since && ts <= until
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_time_queries(d: &Path) {
+    let now = jiff::Timestamp::now();
+    let text = std::fs::read_to_string(live_log(d, "m")).unwrap();
+    let mut stamps: Vec<jiff::Timestamp> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["timestamp"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    stamps.push(now);
+    stamps.sort();
+    let far_past: jiff::Timestamp = "2000-01-01T00:00:00Z".parse().unwrap();
+    let far_future: jiff::Timestamp = "2200-01-01T00:00:00Z".parse().unwrap();
+    let mut bounds = vec![far_past, far_future];
+    bounds.extend(stamps.iter().copied());
+    for &since in &bounds {
+        for &until in &bounds {
+            if since > until {
+                continue;
+            }
+            let s = since.to_string();
+            let u = until.to_string();
+            let got: Vec<String> = ok(d, &["events", "m", "--since", &s, "--until", &u])
+                .lines()
+                .map(str::to_string)
+                .collect();
+            assert_eq!(
+                got,
+                lines_between(d, "m", since, until),
+                "--since {s} --until {u}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_line_stamped_in_the_future_does_not_hold_every_later_timestamp() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    ok(d, &["log", "m", "before", r#"{"i": 0}"#]);
+    // A line an hour ahead: planted, as by a host whose clock ran ahead.
+    let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(live_log(d, "m"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(f, "{}", mstate_line(3, &format!("{ahead}"))).unwrap();
+    drop(f);
+    for i in 1..=3 {
+        ok(d, &["log", "m", "after", &format!(r#"{{"i": {i}}}"#)]);
+    }
+    let now = jiff::Timestamp::now();
+    for v in events_of_type(d, "m", "after") {
+        let ts: jiff::Timestamp = v["timestamp"].as_str().unwrap().parse().unwrap();
+        assert!(
+            ts <= now,
+            "{ts} is after now ({now}): held at the future line"
+        );
+    }
+    let until_now = ok(
+        d,
+        &[
+            "events",
+            "m",
+            "--type",
+            "after",
+            "--until",
+            &now.to_string(),
+        ],
+    );
+    assert_eq!(until_now.lines().count(), 3, "{until_now}");
+    check_time_queries(d);
+}
+
+#[test]
+fn after_an_append_under_a_clock_an_hour_ahead_later_appends_are_stamped_by_the_real_clock() {
+    if !have_tool("faketime") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let out = Command::new("faketime")
+        .args(["-f", "+1h"])
+        .arg(bin())
+        .args(["log", "m", "ahead", "{}"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 1..=3 {
+        ok(d, &["log", "m", "after", &format!(r#"{{"i": {i}}}"#)]);
+    }
+    let now = jiff::Timestamp::now();
+    let until_now = ok(
+        d,
+        &[
+            "events",
+            "m",
+            "--type",
+            "after",
+            "--until",
+            &now.to_string(),
+        ],
+    );
+    assert_eq!(until_now.lines().count(), 3, "{until_now}");
+    let since = ok(d, &["events", "m", "--type", "after", "--since", "1m"]);
+    assert_eq!(since.lines().count(), 3, "{since}");
+    check_time_queries(d);
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
+}
+
+/// Events in every part of the log of `id` (segments and live file).
+fn all_event_lines(dir: &Path, id: &str) -> usize {
+    let mut n = 0;
+    let seg = dir.join(format!(".milestones/state/events/segments/{id}"));
+    for e in std::fs::read_dir(seg).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".jsonl") {
+            n += std::fs::read_to_string(e.path())
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("\"event_type\""))
+                .count();
+        }
+    }
+    n + std::fs::read_to_string(live_log(dir, id))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"event_type\""))
+        .count()
+}
+
+#[test]
+fn a_backup_made_seconds_ago_of_a_state_written_days_ago_survives_cleanup() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    ok(d, &["save", "m", r#"{"n": 1}"#]);
+    // The state was last written 8 days ago.
+    let state = d.join(".milestones/state/active/m.json");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&state)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // Now it is replaced: its backup is made now.
+    ok(d, &["save", "m", r#"{"n": 2}"#]);
+    let backups = d.join(".milestones/state/backups");
+    let before = count_files(&backups);
+    assert!(before >= 1);
+    ok(d, &["cleanup", "m", "--retention-days", "7"]);
+    assert_eq!(
+        count_files(&backups),
+        before,
+        "a backup made seconds ago was removed"
+    );
+    let rec = events_of_type(d, "m", "state_cleaned");
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0]["data"]["backups_removed"], 0);
+}
+
+#[test]
+fn cleanup_under_a_clock_thirty_days_ahead_keeps_what_was_written_seconds_before() {
+    if !have_tool("faketime") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    for i in 1..=3 {
+        ok(d, &["save", "m", &format!(r#"{{"n": {i}}}"#)]);
+        ok(d, &["log", "m", "ev", &format!(r#"{{"i": {i}}}"#)]);
+    }
+    let sid = ok(d, &["session", "start", "m"]).trim().to_string();
+    ok(d, &["session", "end", &sid]);
+    let backups = d.join(".milestones/state/backups");
+    let sessions = d.join(".milestones/state/sessions");
+    let (b, s, e) = (
+        count_files(&backups),
+        count_files(&sessions),
+        all_event_lines(d, "m"),
+    );
+    for args in [
+        &["cleanup", "m", "--retention-days", "7"][..],
+        &["cleanup", "--all", "--retention-days", "7"][..],
+    ] {
+        let out = Command::new("faketime")
+            .args(["-f", "+30d"])
+            .arg(bin())
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(count_files(&backups), b, "backups removed");
+    assert_eq!(count_files(&sessions), s, "sessions removed");
+    for i in 1..=3 {
+        assert_eq!(count_i(d, "m", i), 1, "event {i} removed");
+    }
+    // Every event is kept, plus the two cleanups' own.
+    assert_eq!(all_event_lines(d, "m"), e + 2);
+    let rec = events_of_type(d, "m", "state_cleaned");
+    assert_eq!(rec.len(), 2);
+    // What the decision rested on is recorded.
+    assert!(rec[0]["data"]["clock"].is_object(), "{:?}", rec[0]);
+}

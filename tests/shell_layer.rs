@@ -151,6 +151,7 @@ fn reduce(v: &Value) -> Value {
                     "backups_removed",
                     "checkpoints_removed",
                     "sessions_removed",
+                    "clock",
                     "session_id",
                 ] {
                     d.remove(k);

@@ -15,6 +15,26 @@ pub fn now() -> Timestamp {
     Timestamp::now()
 }
 
+/// Microseconds since this machine booted, counting suspend
+/// (`CLOCK_BOOTTIME`): a clock that does not step when the wall clock is
+/// set, and that restarts at every boot.
+pub fn boot_micros() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1000)
+}
+
+/// The wall-clock time this machine booted at, as the wall clock tells it
+/// now: `now - boot_micros()`, in microseconds since the epoch. It stays
+/// the same while the clock runs (slewing keeps it within milliseconds);
+/// a step of the wall clock moves it by that step, so comparing it with a
+/// value recorded earlier in the same boot measures the steps in between.
+pub fn apparent_boot_micros(now: Timestamp) -> i64 {
+    let boot = i64::try_from(boot_micros()).unwrap_or(i64::MAX);
+    now.as_microsecond().saturating_sub(boot)
+}
+
 /// `2026-11-24T21:03:37.123456Z`: the format of every timestamp mstate writes.
 pub fn format_micros(ts: Timestamp) -> String {
     let micros = ts.subsec_microsecond().max(0);

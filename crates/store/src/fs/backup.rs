@@ -260,7 +260,7 @@ pub fn prune(io: &dyn Io, layout: &Layout, id: &MilestoneId, max: usize) -> Resu
 
 /// The time and revision in the name of a backup mstate wrote
 /// (`<id>-YYYYmmdd-HHMMSS-uuuuuu-r<rev>[-n].json`, UTC).
-fn stamp_in_name(id: &MilestoneId, name: &str) -> Option<(SystemTime, u64)> {
+pub(crate) fn stamp_in_name(id: &MilestoneId, name: &str) -> Option<(SystemTime, u64)> {
     let rest = name.strip_prefix(id.as_str())?.strip_prefix('-')?;
     let rest = rest.strip_suffix(".json")?;
     let mut parts = rest.split('-');

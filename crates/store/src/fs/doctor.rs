@@ -443,7 +443,9 @@ impl Doctor<'_> {
         let dir = store.layout.events();
         for e in self.list(&dir)? {
             self.report.checked += 1;
-            if e.kind == FileKind::Dir && (e.name == "segments" || e.name == "quarantine") {
+            if e.kind == FileKind::Dir
+                && (e.name == "segments" || e.name == "quarantine" || e.name == "clock")
+            {
                 continue;
             }
             if self.common(&dir, &e)? {

@@ -874,9 +874,27 @@ impl FsStore {
             dry_run: opts.dry_run,
             ..Default::default()
         };
-        let cutoff = std::time::SystemTime::from(opts.cutoff);
+        // The wall clock may have stepped forward since what is judged was
+        // written: the boot clock's evidence moves the cutoff back by that.
+        let clock = crate::fs::log::clock_check(
+            &*self.io,
+            &self.layout,
+            (!opts.dry_run).then_some(opts.cutoff),
+        )?;
+        let cutoff_ts = opts
+            .cutoff
+            .checked_sub(jiff::SignedDuration::from_secs_f64(clock.step_seconds))
+            .unwrap_or(opts.cutoff);
+        let cutoff = std::time::SystemTime::from(cutoff_ts);
         for e in backup::list(&*self.io, &self.layout, id)? {
-            if e.meta.modified >= cutoff {
+            // A backup is a hard link of the replaced state file, whose
+            // modification time is when that state was written, not when
+            // the backup was made: the time in its name says that.
+            let made = match backup::stamp_in_name(id, &e.file) {
+                Some((t, _)) => t.max(e.meta.modified),
+                None => e.meta.modified,
+            };
+            if made >= cutoff {
                 continue;
             }
             let list = match &e.kind {
@@ -895,7 +913,7 @@ impl FsStore {
             list.push(e.file);
         }
         report.sessions_removed = self.cleanup_sessions(id, cutoff, opts.dry_run)?;
-        let log = self.log_of(id).cleanup(opts.cutoff, opts.dry_run)?;
+        let log = self.log_of(id).cleanup(cutoff_ts, opts.dry_run)?;
         report.events_removed = log.events_removed;
         if !opts.dry_run {
             let dir = self.layout.backups();
@@ -918,6 +936,15 @@ impl FsStore {
                     "backups_removed": report.backups_removed.len(),
                     "checkpoints_removed": report.checkpoints_removed.len(),
                     "sessions_removed": report.sessions_removed.len(),
+                    "clock": {
+                        "now": time::format_micros(time::now()),
+                        "cutoff": time::format_micros(cutoff_ts),
+                        "step_seconds": clock.step_seconds,
+                        "rests_on": clock.rests_on,
+                        "events_by": "their timestamps",
+                        "backups_by": "the time in their names (when each was made), else their modification time",
+                        "sessions_by": "their modification time",
+                    },
                 }),
             )?;
         }

@@ -31,7 +31,7 @@ use crate::time;
 
 use super::line::{self, Encoder, LineFields, TS_PREFIX};
 use super::scan::{self, SMALL_CHUNK};
-use super::EventLog;
+use super::{EventLog, ORDER_SLACK};
 
 /// How often an append retries when the live file keeps being replaced.
 const LOCK_ATTEMPTS: usize = 1000;
@@ -67,6 +67,7 @@ impl EventLog<'_> {
         };
         let encoder =
             Encoder::new(&fields).map_err(|e| Error::invalid("event data", e.to_string()))?;
+        self.note_clock()?;
         let Some(mut file) = self.lock_live(true)? else {
             return Err(Error::io(
                 "open",
@@ -130,7 +131,9 @@ impl EventLog<'_> {
                 detail: "its last seq is the largest number there is".into(),
                 hint: None,
             })?;
-            let timestamp = time::format_micros(next_timestamp(last_ts, time::now()));
+            let now = time::now();
+            let stamp = next_timestamp(last_ts, now);
+            let timestamp = time::format_micros(stamp);
             let bytes = encoder.line(&timestamp, seq);
             // The seed appends without the lock: if a line of its landed
             // while this one was numbered, number again after it. This
@@ -139,6 +142,11 @@ impl EventLog<'_> {
             // lock would close it.
             let now_len = file.len().ctx("inspect", path)?;
             if now_len == len || tries >= RENUMBER_ATTEMPTS {
+                if last_ts.is_some_and(|l| stamp < l) {
+                    // The clock is behind the last line by more than the
+                    // hold: from now on queries cannot bisect this log.
+                    self.mark_unordered(seq, &timestamp)?;
+                }
                 break (end, timestamp, seq, bytes);
             }
             len = now_len;
@@ -254,7 +262,7 @@ impl EventLog<'_> {
         ))
     }
 
-    fn ensure_events_dir(&self) -> Result<()> {
+    pub(super) fn ensure_events_dir(&self) -> Result<()> {
         let dir = self.layout.events();
         if !atomic::exists(self.io, self.layout.root())? {
             return Err(Error::io(
@@ -319,6 +327,44 @@ impl EventLog<'_> {
         }
         self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
         Ok(target)
+    }
+
+    /// `events/quarantine/milestone-<id>.unordered`: present once a line
+    /// was written with a timestamp before the line ahead of it by more
+    /// than [`ORDER_SLACK`]. Queries of such a log scan it whole instead
+    /// of bisecting it by time, so their answers stay exact.
+    pub(crate) fn unordered_path(&self) -> PathBuf {
+        self.layout
+            .quarantine_dir()
+            .join(format!("milestone-{}.unordered", self.id))
+    }
+
+    /// Whether the log is marked as out of time order.
+    pub(crate) fn is_unordered(&self) -> Result<bool> {
+        atomic::exists(self.io, &self.unordered_path())
+    }
+
+    /// Record, durably and before the line is written, that the line `seq`
+    /// stamped `timestamp` goes back in time.
+    fn mark_unordered(&self, seq: u64, timestamp: &str) -> Result<()> {
+        let dir = self.layout.quarantine_dir();
+        if ensure_dir(self.io, &dir)? {
+            let events = self.layout.events();
+            self.io.sync_dir(&events).ctx("sync directory", &events)?;
+        }
+        let path = self.unordered_path();
+        let existed = atomic::exists(self.io, &path)?;
+        let mut f = self.io.open_append(&path, true).ctx("open", &path)?;
+        let mut bytes =
+            serde_json::to_vec(&serde_json::json!({"seq": seq, "timestamp": timestamp}))
+                .map_err(|e| Error::io("encode", &path, e.into()))?;
+        bytes.push(b'\n');
+        f.write_all(&bytes).ctx("write", &path)?;
+        f.sync().ctx("sync", &path)?;
+        if !existed {
+            self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+        }
+        Ok(())
     }
 
     /// Move torn tails of the log's files to the quarantine now (doctor's
@@ -388,16 +434,20 @@ fn is_at_path(io: &dyn crate::io::Io, file: &dyn File, path: &Path) -> Result<bo
     }
 }
 
-/// The timestamp of a new line: now, but never before `last`, to the
-/// microsecond mstate writes.
+/// The timestamp of a new line: now, to the microsecond mstate writes,
+/// but never before `last` when `last` is at most [`ORDER_SLACK`] ahead
+/// (small clock steps and other hosts' skew keep the log in order). A
+/// `last` further ahead (a clock stepped back, a line stamped in the
+/// future) is not followed: the line gets the real time and the log is
+/// marked as out of order (see [`EventLog::mark_unordered`]), so one
+/// wrong stamp does not hold every later one.
 pub(super) fn next_timestamp(last: Option<Timestamp>, now: Timestamp) -> Timestamp {
-    let t = match last {
-        Some(l) if l > now => l,
-        _ => now,
-    };
+    let hold =
+        last.filter(|&l| l > now && now.checked_add(ORDER_SLACK).is_ok_and(|edge| l <= edge));
+    let t = hold.unwrap_or(now);
     let micros = t.as_microsecond();
     let floor = Timestamp::from_microsecond(micros).unwrap_or(t);
-    match last {
+    match hold.or(last.filter(|&l| l <= now)) {
         Some(l) if floor < l => Timestamp::from_microsecond(micros + 1).unwrap_or(t),
         _ => floor,
     }

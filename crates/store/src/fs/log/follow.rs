@@ -57,9 +57,10 @@ impl EventLog<'_> {
         stop: &dyn Fn() -> bool,
         sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
     ) -> Result<ReadReport> {
+        let ordered = !self.is_unordered()?;
         let mut parts = scan::snapshot(self.io, self.layout, self.id)?;
         let mut warn = Warnings::default();
-        let past = query::run(&parts, q, &mut warn, sink)?;
+        let past = query::run(&parts, q, ordered, &mut warn, sink)?;
         if past.stopped {
             return Ok(warn.into_report());
         }

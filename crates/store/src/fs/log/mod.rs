@@ -23,8 +23,16 @@
 //!   `seq` (the seed's) counts as the previous line's plus one. Finding the
 //!   last `seq` reads the log backwards from its end, so appends cost the
 //!   same on a 10 GB log as on an empty one.
-//! - **Time order.** Timestamps (RFC 3339 UTC, microseconds) never go back
-//!   within a log, which lets `since`/`until` bisect the file by offset.
+//! - **Time order.** Timestamps are RFC 3339 UTC with microseconds. A new
+//!   line is stamped no earlier than the line before it when that line is
+//!   at most [`ORDER_SLACK`] ahead of the clock, which keeps the log in
+//!   order through small steps and lets `since`/`until` bisect the file by
+//!   offset. A line further ahead (a clock stepped back, a line stamped in
+//!   the future) is not followed: the new line gets the real time, and the
+//!   log is first marked as out of order
+//!   (`events/quarantine/milestone-<id>.unordered`), after which its
+//!   queries scan it whole, so answers stay exact. Order by `seq` is the
+//!   order lines were written in.
 //! - **Torn tails are contained.** A last line a crash cut short is skipped
 //!   by readers (with a warning) and moved to `events/quarantine/` by the
 //!   next append, so torn bytes never sit between whole lines. Corrupt
@@ -72,6 +80,7 @@
 //! - A query holds one open file per segment; retention keeps them few.
 
 mod append;
+mod clock;
 mod follow;
 mod line;
 mod query;
@@ -91,6 +100,7 @@ use crate::id::MilestoneId;
 use crate::io::Io;
 use crate::model::{EventQuery, ReadReport};
 
+pub use self::clock::{clock_check, ClockCheck};
 use self::scan::Part;
 
 /// One line handed to a query's sink.
@@ -140,9 +150,10 @@ impl EventLog<'_> {
         q: &EventQuery,
         sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
     ) -> Result<ReadReport> {
+        let ordered = !self.is_unordered()?;
         let parts = scan::snapshot(self.io, self.layout, self.id)?;
         let mut warn = Warnings::default();
-        query::run(&parts, q, &mut warn, sink)?;
+        query::run(&parts, q, ordered, &mut warn, sink)?;
         Ok(warn.into_report())
     }
 

@@ -191,9 +191,12 @@ pub(super) struct Outcome {
 }
 
 /// Run `q` over a snapshot.
+/// `ordered` is false for a log marked as out of time order: it is then
+/// scanned whole rather than bisected by time.
 pub(super) fn run(
     parts: &[Part],
     q: &EventQuery,
+    ordered: bool,
     warn: &mut Warnings,
     sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
 ) -> Result<Outcome> {
@@ -216,7 +219,11 @@ pub(super) fn run(
         // `tail 0`: nothing from the past (a follow goes on from the end).
         return Ok(Outcome::default());
     }
-    let (from, to) = window(parts, q)?;
+    let (from, to) = if ordered {
+        window(parts, q)?
+    } else {
+        (Pos::start(parts), Pos::end(parts))
+    };
     if q.reverse {
         let mut out = Outcome::default();
         backward(parts, from, to, &filter, warn, &mut |text, ts, seq| {

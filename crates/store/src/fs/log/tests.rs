@@ -215,8 +215,10 @@ fn seed_lines_take_the_previous_seq_plus_one() {
     fx.raw(seed_line("2030-01-01T00:00:01Z", "seed_after", "s"));
     let e = fx.append("ours");
     assert_eq!(e.seq, Some(7));
-    // Never before the last line, even one in the future.
-    assert!(ts(&e.timestamp) >= ts("2030-01-01T00:00:01Z"));
+    // A last line far in the future is not followed: the new line has
+    // the real time, and the log is marked as out of time order.
+    assert!(ts(&e.timestamp) < ts("2030-01-01T00:00:00Z"));
+    assert!(fx.log().is_unordered().unwrap());
     let (lines, warnings) = fx.query(&EventQuery::default());
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
@@ -244,12 +246,15 @@ fn seed_lines_take_the_previous_seq_plus_one() {
 }
 
 #[test]
-fn timestamps_round_up_to_the_last_line() {
-    let last = ts("2030-01-01T00:00:00.0000005Z");
+fn timestamps_round_up_to_the_last_line_within_the_slack_only() {
+    let last = ts("2026-01-01T00:00:03.0000005Z");
     let now = ts("2026-01-01T00:00:00Z");
     let t = append::next_timestamp(Some(last), now);
     assert!(t >= last);
-    assert_eq!(t, ts("2030-01-01T00:00:00.000001Z"));
+    assert_eq!(t, ts("2026-01-01T00:00:03.000001Z"));
+    // A last line further ahead than the slack is not followed.
+    let far = ts("2030-01-01T00:00:00Z");
+    assert_eq!(append::next_timestamp(Some(far), now), now);
     let t = append::next_timestamp(None, ts("2026-01-01T00:00:00.123456789Z"));
     assert_eq!(t, ts("2026-01-01T00:00:00.123456Z"));
 }

@@ -15,6 +15,13 @@
 //! line after them is acknowledged until that succeeds. Removing the file
 //! afterwards needs no directory sync: if a crash brings it back, its
 //! ranges are only written once more.
+//!
+//! Limit: between a failed sync being reported to its appender and that
+//! appender taking the lock again, another process that opened the file
+//! after the error was reported can sync and acknowledge a line of its own
+//! after the failed bytes. If the machine loses power in that window, that
+//! line survives but may be preceded by the lost bytes; readers recover a
+//! whole line glued after damaged bytes, so it is still read.
 
 use std::io;
 use std::path::{Path, PathBuf};
