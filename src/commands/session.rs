@@ -1,5 +1,12 @@
 //! `session start|end|current|list|show`.
 
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
 
 use mstate_store::model::{SessionFilter, SessionStart};
@@ -66,19 +73,64 @@ pub fn parent_pid() -> u32 {
     rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get() as u32)
 }
 
+/// How long `session start` waits for git to name the branch.
+const GIT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// `git branch --show-current` in the working directory, or `none`.
-fn git_branch(dir: &std::path::Path) -> String {
-    std::process::Command::new("git")
+///
+/// The branch is only informative, so nothing git does can fail or hang
+/// the session: git runs on a thread and is given [`GIT_TIMEOUT`] (a repo
+/// on a stale network mount, a prompt, a wedged spawn), then killed; its
+/// output is read without std's `output()`, which panics when reading
+/// the pipe fails.
+fn git_branch(dir: &Path) -> String {
+    let dir = dir.to_path_buf();
+    let child_pid = Arc::new(AtomicU32::new(0));
+    let (tx, rx) = mpsc::channel();
+    let pid_slot = Arc::clone(&child_pid);
+    let spawned = std::thread::Builder::new()
+        .name("git-branch".into())
+        .spawn(move || {
+            let _ = tx.send(run_git(&dir, &pid_slot));
+        });
+    if spawned.is_err() {
+        return "none".to_string();
+    }
+    match rx.recv_timeout(GIT_TIMEOUT) {
+        Ok(Some(branch)) => branch,
+        Ok(None) => "none".to_string(),
+        Err(_) => {
+            let pid = child_pid.load(Ordering::SeqCst);
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            "none".to_string()
+        }
+    }
+}
+
+fn run_git(dir: &Path, pid_slot: &AtomicU32) -> Option<String> {
+    let mut child = Command::new("git")
         .args(["branch", "--show-current"])
         .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| "none".to_string())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    pid_slot.store(child.id(), Ordering::SeqCst);
+    let mut out = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|s| s.take(4096).read_to_end(&mut out));
+    let status = child.wait().ok()?;
+    if !status.success() || !matches!(read, Some(Ok(_))) {
+        return None;
+    }
+    let branch = String::from_utf8_lossy(&out).trim().to_string();
+    (!branch.is_empty()).then_some(branch)
 }
 
 pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
