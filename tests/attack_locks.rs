@@ -791,3 +791,40 @@ fn sigterm_to_lock_run_reaches_its_command_and_releases_after_it() {
     assert_eq!(status.code(), Some(128 + 15));
     assert!(!lock_dir(d, "m").exists());
 }
+
+#[test]
+fn a_live_seed_session_older_than_its_process_by_the_wall_clock_is_not_abandoned() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    // The seed's session file of a live shell, created an hour before the
+    // shell's start as the clock now says (the clock stepped forward).
+    let holder = Sleeper::new();
+    let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let sid = format!(
+        "session-{}-{}",
+        hour_ago.strftime("%Y%m%d-%H%M%S"),
+        holder.pid()
+    );
+    let record = serde_json::json!({
+        "session_id": sid,
+        "milestone_id": "m",
+        "created_at": hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "pid": holder.pid(),
+        "user": "ci",
+        "working_directory": d.display().to_string(),
+        "git_branch": "none",
+        "status": "active",
+    });
+    std::fs::write(
+        d.join(format!(".milestones/state/sessions/{sid}.json")),
+        serde_json::to_vec_pretty(&record).unwrap(),
+    )
+    .unwrap();
+    let listed = ok(d, &["session", "list", "--status", "abandoned"]);
+    assert!(
+        !listed.contains(&sid),
+        "a live seed session is called abandoned: {listed}"
+    );
+    assert!(ok(d, &["session", "list", "--status", "active"]).contains(&sid));
+}
