@@ -158,7 +158,8 @@ release_state_lock m >/dev/null"#,
 // Finding 2: a lock is never broken while its command may still write.
 
 /// The command of a holder: load, wait for `go`, save what it loaded.
-const SLOW_WRITER: &str = r#"v=$("$M" load c) || exit 1; : > loaded; while [ ! -e go ]; do sleep 0.01; done; printf '%s' "$v" | "$M" save c - >/dev/null && : > saved"#;
+/// (It gives up after a minute, so a failing test leaves nothing behind.)
+const SLOW_WRITER: &str = r#"v=$("$M" load c) || exit 1; : > loaded; i=0; while [ ! -e go ]; do i=$((i + 1)); [ $i -lt 6000 ] || exit 1; sleep 0.01; done; printf '%s' "$v" | "$M" save c - >/dev/null && : > saved"#;
 
 /// Kill `holder` while its command is between its load and its save, then
 /// check that a writer coming meanwhile does not get in, and that nothing
@@ -660,7 +661,7 @@ fn events_racing_a_session_end(explicit: bool) {
     };
     // Each logger logs until the session has ended, and a few times more.
     let script = format!(
-        r#"n=0; while [ $n -lt 5 ]; do {log} >/dev/null 2>&1; if [ -e ended ]; then n=$((n + 1)); fi; done"#
+        r#"n=0; i=0; while [ $n -lt 5 ] && [ $i -lt 2000 ]; do i=$((i + 1)); {log} >/dev/null 2>&1; if [ -e ended ]; then n=$((n + 1)); fi; done"#
     );
     let loggers: Vec<Child> = (0..4).map(|_| bash(d, &script).spawn().unwrap()).collect();
     wait_until("events to be logged", Duration::from_secs(20), || {
@@ -697,4 +698,138 @@ fn events_of_the_current_session_are_never_recorded_after_it_ended() {
 #[test]
 fn events_naming_a_session_are_never_recorded_after_it_ended() {
     events_racing_a_session_end(true);
+}
+
+#[test]
+fn sigkill_of_lock_run_leading_its_group_keeps_its_command_protected() {
+    // As typed at an interactive shell: the runner leads its own group,
+    // and its command stays in it (keeping the terminal's foreground).
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "c", r#"{"v": 0}"#]);
+    let runner = bash(
+        d,
+        &format!(r#"exec "$M" lock run c -- bash -c '{SLOW_WRITER}'"#),
+    )
+    .process_group(0)
+    .stdin(Stdio::null())
+    .spawn()
+    .unwrap();
+    killed_holder_keeps_its_command_protected(d, runner);
+}
+
+#[test]
+fn lock_run_keeps_the_lock_until_its_commands_background_jobs_end() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "c", r#"{"v": 0}"#]);
+    // The command exits at once, leaving a job that still writes.
+    let runner = bash(
+        d,
+        &format!(r#"exec "$M" lock run c -- bash -c '( {SLOW_WRITER} ) & exit 0'"#),
+    )
+    .stdin(Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_until("the job to load", Duration::from_secs(20), || {
+        d.join("loaded").exists()
+    });
+    let early = run(
+        d,
+        &[
+            "update",
+            "c",
+            "--merge",
+            r#"{"early": 1}"#,
+            "--lock-timeout",
+            "0.5",
+        ],
+    );
+    assert_eq!(
+        early.status.code(),
+        Some(5),
+        "a writer got in before the job ended"
+    );
+    std::fs::write(d.join("go"), b"").unwrap();
+    let out = runner.wait_with_output().unwrap();
+    assert!(out.status.success());
+    // The runner ends only after the job saved, and releases the lock.
+    assert!(d.join("saved").exists());
+    assert!(!lock_dir(d, "c").exists());
+    ok(
+        d,
+        &[
+            "update",
+            "c",
+            "--merge",
+            r#"{"late": 1}"#,
+            "--lock-timeout",
+            "1",
+        ],
+    );
+    assert_eq!(load(d, "c")["late"], 1);
+}
+
+#[test]
+fn sigterm_to_lock_run_reaches_its_command_and_releases_after_it() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let mut runner = cmd(d)
+        .args([
+            "lock",
+            "run",
+            "m",
+            "--",
+            "sh",
+            "-c",
+            ": > started; exec sleep 600",
+        ])
+        .spawn()
+        .unwrap();
+    wait_until("the command to start", Duration::from_secs(20), || {
+        d.join("started").exists()
+    });
+    let pid = rustix::process::Pid::from_raw(runner.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = runner.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(!lock_dir(d, "m").exists());
+}
+
+#[test]
+fn a_live_seed_session_older_than_its_process_by_the_wall_clock_is_not_abandoned() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    // The seed's session file of a live shell, created an hour before the
+    // shell's start as the clock now says (the clock stepped forward).
+    let holder = Sleeper::new();
+    let hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let sid = format!(
+        "session-{}-{}",
+        hour_ago.strftime("%Y%m%d-%H%M%S"),
+        holder.pid()
+    );
+    let record = serde_json::json!({
+        "session_id": sid,
+        "milestone_id": "m",
+        "created_at": hour_ago.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "pid": holder.pid(),
+        "user": "ci",
+        "working_directory": d.display().to_string(),
+        "git_branch": "none",
+        "status": "active",
+    });
+    std::fs::write(
+        d.join(format!(".milestones/state/sessions/{sid}.json")),
+        serde_json::to_vec_pretty(&record).unwrap(),
+    )
+    .unwrap();
+    let listed = ok(d, &["session", "list", "--status", "abandoned"]);
+    assert!(
+        !listed.contains(&sid),
+        "a live seed session is called abandoned: {listed}"
+    );
+    assert!(ok(d, &["session", "list", "--status", "active"]).contains(&sid));
 }

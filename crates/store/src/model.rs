@@ -170,8 +170,8 @@ pub struct LockInfo {
     /// a group number reused after the group died out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgid_start: Option<u64>,
-    /// `CLOCK_BOOTTIME` seconds when the lock was taken: the TTL is
-    /// measured on this clock (wall-clock steps do not move it) when the
+    /// `CLOCK_BOOTTIME` seconds when a lock with a TTL was taken: the TTL
+    /// is measured on this clock (wall-clock steps do not move it) when the
     /// boot id is this boot's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_clock: Option<f64>,

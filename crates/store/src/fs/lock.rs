@@ -401,7 +401,8 @@ impl Locks<'_> {
             seed: false,
             pgid: group,
             pgid_start: group.and_then(process::start_ticks),
-            boot_clock: process::boot_clock(),
+            // Only a TTL is measured on it.
+            boot_clock: req.ttl.and_then(|_| process::boot_clock()),
             pid_ns: process::pid_namespace(),
         }
     }

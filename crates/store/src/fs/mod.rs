@@ -330,6 +330,13 @@ impl FsStore {
                         let _ = guard.unlock();
                         return result;
                     }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::LockTimeout {
+                            milestone: id.to_string(),
+                            waited: timeout,
+                            holder: Some(Box::new(info)),
+                        });
+                    }
                 }
             }
         }

@@ -273,6 +273,24 @@ pub fn cases() -> Vec<Case> {
             },
         },
         Case {
+            name: "lock release if stale",
+            setup: |s| {
+                base_setup(s);
+                let req = LockRequest {
+                    operation: "lock acquire".into(),
+                    timeout: std::time::Duration::from_secs(1),
+                    owner_pid: PID_BEFORE,
+                    ttl: None,
+                    group: None,
+                };
+                s.lock_acquire(&id(), &req).unwrap();
+            },
+            op: |s| {
+                s.lock_release_if_stale(&id())?;
+                Ok(())
+            },
+        },
+        Case {
             name: "log",
             setup: base_setup,
             op: |s| {
