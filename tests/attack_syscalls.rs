@@ -166,7 +166,7 @@ const INTERRUPTIBLE: &[&str] = &[
     "sendmsg",
 ];
 
-/// A finding of another part of the store that some cases run into.
+/// A finding not fixed yet that some cases run into.
 struct Known {
     /// The commands concerned (empty: all).
     targets: &'static [Target],
@@ -178,29 +178,11 @@ struct Known {
     finding: &'static str,
 }
 
-/// Findings of other parts. A failing case that matches one is counted
+/// Findings not fixed yet (none now). A failing case that matches one is counted
 /// and printed as `known` instead of failing its command's test; the
 /// ignored test [`known_findings`] runs the matching cases strictly, so it
 /// fails until they are fixed.
-const KNOWN: &[Known] = &[
-    Known {
-        targets: &[Target::DoctorRepair],
-        syscall: "kill",
-        fault: "EIO",
-        signature: None,
-        finding: "doctor: when kill(2) fails while it checks whether the writer of an orphan \
-                  temp file is alive, `doctor --repair` reports the store clean (exit 0) and \
-                  leaves the file, which the next `doctor` reports",
-    },
-    Known {
-        targets: &[],
-        syscall: "close",
-        fault: "EIO",
-        signature: Some("unexpected error during closedir"),
-        finding: "io: the real Io's read_dir uses std::fs::read_dir, whose ReadDir panics \
-                  (exit 101) when closedir(3) fails; listing with rustix::fs::Dir reports it",
-    },
-];
+const KNOWN: &[Known] = &[];
 
 /// The known findings `case` of `target` may run into.
 fn known_for(target: Target, case: &Case) -> Vec<&'static Known> {
@@ -1093,8 +1075,6 @@ fn attack_cases(target: Target, select: Select) {
 
 /// The cases of [`KNOWN`]: they fail until those findings are fixed.
 #[test]
-#[ignore = "findings of other parts, listed in KNOWN: doctor --repair reports clean when \
-            kill(2) fails; std's read_dir panics when closedir fails"]
 fn known_findings() {
     let all = [
         Target::Save,

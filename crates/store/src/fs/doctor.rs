@@ -111,6 +111,19 @@ impl Doctor<'_> {
         }
     }
 
+    /// A temporary file whose writer may or may not live (the process
+    /// check failed): neither removed nor passed over as clean.
+    fn unverified_temp(&mut self, path: &Path, owner: Option<u32>) -> Result<()> {
+        let pid = owner.map_or_else(|| "?".to_string(), |p| p.to_string());
+        self.finding(
+            "unverified_temp",
+            path,
+            format!("temporary file of pid {pid}, which could not be checked for being alive"),
+            "leave it; run `mstate doctor` again",
+            None,
+        )
+    }
+
     /// Entries that are not regular files, and orphan temp files; returns
     /// true when the entry was dealt with.
     fn common(&mut self, dir: &Path, e: &DirEntry) -> Result<bool> {
@@ -127,15 +140,16 @@ impl Doctor<'_> {
             return Ok(true);
         }
         if let Some(owner) = temp_owner(&e.name) {
-            let alive = owner.is_some_and(|p| process::alive(p) != Alive::No);
-            if !alive {
-                self.finding(
+            match owner.map(process::alive) {
+                Some(Alive::Yes) => {}
+                Some(Alive::Unknown) => self.unverified_temp(&path, owner)?,
+                Some(Alive::No) | None => self.finding(
                     "orphan_temp",
                     &path,
                     "temporary file left by a writer that is gone".into(),
                     "remove it",
                     Some(&mut || remove_tree(io, &path)),
-                )?;
+                )?,
             }
             return Ok(true);
         }
@@ -605,8 +619,15 @@ impl Doctor<'_> {
                 // A lock being built belongs to its process while it lives;
                 // a released lock renamed to trash is garbage at once.
                 let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-                if !trash && pid.is_some_and(|p| process::alive(p) != Alive::No) {
-                    continue;
+                if !trash {
+                    match pid.map(process::alive) {
+                        Some(Alive::Yes) => continue,
+                        Some(Alive::Unknown) => {
+                            self.unverified_temp(&path, pid)?;
+                            continue;
+                        }
+                        Some(Alive::No) | None => {}
+                    }
                 }
                 self.finding(
                     "orphan_temp",
