@@ -40,6 +40,7 @@ impl Context {
         let opts = FsOptions {
             max_backups: global.max_backups,
             session,
+            lock_timeout: parse_secs(&global.lock_timeout, "--lock-timeout")?,
             ..FsOptions::default()
         };
         let store = FsStore::open(root, opts)?;

@@ -833,3 +833,44 @@ fn a_live_seed_session_older_than_its_process_by_the_wall_clock_is_not_abandoned
     );
     assert!(ok(d, &["session", "list", "--status", "active"]).contains(&sid));
 }
+
+/// `init` and `session end` take the milestone's lock too: they wait for
+/// a live holder only as long as `--lock-timeout` says, then exit 5.
+#[test]
+fn init_and_session_end_honour_the_lock_timeout() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    ok(d, &["session", "start", "m"]);
+    let holder = Sleeper::new();
+    ok(
+        d,
+        &[
+            "lock",
+            "acquire",
+            "m",
+            "--owner-pid",
+            &holder.pid().to_string(),
+        ],
+    );
+    for args in [&["session", "end"][..], &["init", "m"]] {
+        let mut child = cmd(d)
+            .arg("--lock-timeout")
+            .arg("0.3")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut status = None;
+        wait_until(
+            &format!("mstate {args:?} to give up on the lock"),
+            Duration::from_secs(10),
+            || {
+                status = child.try_wait().unwrap();
+                status.is_some()
+            },
+        );
+        assert_eq!(status.and_then(|s| s.code()), Some(5), "{args:?}");
+    }
+}

@@ -70,6 +70,9 @@ pub struct FsOptions {
     pub session: Option<String>,
     /// Identity written into events and locks.
     pub actor: Actor,
+    /// How long operations that take no [`WriteOptions`] (init, session
+    /// end) wait for a milestone's lock.
+    pub lock_timeout: std::time::Duration,
 }
 
 impl Default for FsOptions {
@@ -78,6 +81,7 @@ impl Default for FsOptions {
             max_backups: backup::DEFAULT_MAX_BACKUPS,
             session: None,
             actor: Actor::current(),
+            lock_timeout: crate::store::DEFAULT_LOCK_TIMEOUT,
         }
     }
 }
@@ -421,8 +425,7 @@ impl FsStore {
 impl Store for FsStore {
     fn init(&self, id: &MilestoneId) -> Result<Initialized> {
         self.ensure_layout()?;
-        let timeout = crate::store::DEFAULT_LOCK_TIMEOUT;
-        self.locked(id, "init", timeout, || {
+        self.locked(id, "init", self.opts.lock_timeout, || {
             let log = self.layout.event_log(id);
             let live_empty = match self.io.metadata(&log) {
                 Ok(m) => m.len == 0,

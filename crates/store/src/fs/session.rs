@@ -148,8 +148,7 @@ impl FsStore {
         let id = MilestoneId::new(self.read_session(&sid)?.milestone_id)?;
         // Ending is a read-modify-write of the session file: under the
         // milestone's lock, so two ends at once log `session_ended` once.
-        let timeout = crate::store::DEFAULT_LOCK_TIMEOUT;
-        let record = self.locked(&id, "session end", timeout, || {
+        let record = self.locked(&id, "session end", self.opts.lock_timeout, || {
             // Loggers of this session check it under a shared `flock` of
             // the sessions directory ([`FsStore::in_session`]): with it held
             // exclusively from the check to `session_ended`, no event of

@@ -24,6 +24,7 @@ pub fn open(io: &(impl Io + Clone + 'static), pid: u32) -> FsStore {
         max_backups: 3,
         session: None,
         actor,
+        ..FsOptions::default()
     };
     FsStore::with_io(Arc::new(io.clone()), ROOT, opts).expect("open store")
 }
