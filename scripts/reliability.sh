@@ -26,6 +26,13 @@ echo "== syscall attacks on the real binary (strace, MSTATE_STRESS=full: every i
 MSTATE_STRESS=full MSTATE_RELIABILITY_REPORT="$out/attack_syscalls.jsonl" \
   timeout 5400 cargo test --release -q --test attack_syscalls -- --nocapture
 
+for family in attack_paths attack_locks attack_revisions attack_log attack_limits; do
+  echo "== $family (MSTATE_STRESS=full)"
+  MSTATE_STRESS=full timeout 1800 cargo test --release -q --test "$family" -- --nocapture \
+    2>&1 | tee "$out/$family.txt" | grep -E '^test result' || true
+  grep -q '^test result: ok' "$out/$family.txt"
+done
+
 echo "== real faults (full disk, read-only, ulimit -f)"
 timeout 600 cargo test --release -q --test real_faults -- --nocapture 2>&1 | tee "$out/real_faults.txt"
 

@@ -733,7 +733,14 @@ fn racing_seed_saves_never_slip_under_a_compare_and_set() {
         j += 1;
         let env = envelope(d);
         let seen = env["state"].clone();
-        let data = serde_json::json!({"mstate": j, "saw": seen}).to_string();
+        // What it saw, named (not nested: the states must stay shallow
+        // however many times in a row mstate wins).
+        let saw = match (seen.get("mstate"), seen.get("seed")) {
+            (Some(j), _) => format!("mstate {j}"),
+            (None, Some(i)) => format!("seed {i}"),
+            _ => seen.to_string(),
+        };
+        let data = serde_json::json!({"mstate": j, "saw": saw}).to_string();
         // Every backup kept: each win is checked against one below.
         let out = run_env(
             d,
