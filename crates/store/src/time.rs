@@ -19,7 +19,17 @@ pub fn now() -> Timestamp {
 /// (`CLOCK_BOOTTIME`): a clock that does not step when the wall clock is
 /// set, and that restarts at every boot.
 pub fn boot_micros() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable `timespec` that outlives the call,
+    // and CLOCK_BOOTTIME is a clock id every Linux since 2.6.39 knows; on
+    // failure `t` is left as zero, read below as "boot time unknown".
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) };
+    if rc != 0 {
+        return 0;
+    }
     let secs = u64::try_from(t.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(t.tv_nsec).unwrap_or(0);
     secs.saturating_mul(1_000_000).saturating_add(nanos / 1000)
