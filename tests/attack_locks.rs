@@ -170,6 +170,15 @@ fn killed_holder_keeps_its_command_protected(dir: &Path, mut holder: Child) {
     });
     holder.kill().unwrap();
     holder.wait().unwrap();
+    // A writer that waits as long as it takes: it must get in only after
+    // the command saved, or the command's save overwrites its update.
+    let waiting = cmd(dir)
+        .args(["update", "c", "--merge", r#"{"acked": 1}"#])
+        .args(["--lock-timeout", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let early = run(
         dir,
         &[
@@ -185,6 +194,12 @@ fn killed_holder_keeps_its_command_protected(dir: &Path, mut holder: Child) {
     wait_until("the command to save", Duration::from_secs(20), || {
         dir.join("saved").exists()
     });
+    let waited = waiting.wait_with_output().unwrap();
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
     let late = run(dir, &["update", "c", "--merge", r#"{"late": 1}"#]);
     assert!(
         late.status.success(),
@@ -199,6 +214,10 @@ fn killed_holder_keeps_its_command_protected(dir: &Path, mut holder: Child) {
         );
     }
     assert_eq!(state["late"], 1, "{state}");
+    assert_eq!(
+        state["acked"], 1,
+        "an acknowledged update was lost: {state}"
+    );
     assert_eq!(
         early.status.code(),
         Some(5),
@@ -241,6 +260,81 @@ wait"#
         .spawn()
         .unwrap();
     killed_holder_keeps_its_command_protected(d, shell);
+}
+
+#[test]
+fn sigkill_of_a_shell_not_leading_its_group_keeps_its_jobs_protected() {
+    // A script started by a harness, cron or CI: in its parent's group.
+    // Its jobs inherit the descriptor pinning the lock.
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "c", r#"{"v": 0}"#]);
+    let script = format!(
+        r#"eval "$("$M" shell-init bash)"
+acquire_state_lock c >/dev/null || exit 1
+( {SLOW_WRITER} ) &
+wait"#
+    );
+    let shell = bash(d, &script).stdin(Stdio::null()).spawn().unwrap();
+    killed_holder_keeps_its_command_protected(d, shell);
+}
+
+#[test]
+fn a_released_or_abandoned_pin_leaves_the_lock_free_at_once() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["save", "c", r#"{"v": 0}"#]);
+    // Released while a job that inherited the pin still runs: free at once.
+    let script = r#"eval "$("$M" shell-init bash)"
+acquire_state_lock c >/dev/null || exit 1
+( : > started; while [ ! -e go ]; do sleep 0.01; done ) &
+while [ ! -e started ]; do sleep 0.01; done
+release_state_lock c >/dev/null || exit 1
+: > released
+wait"#;
+    let shell = bash(d, script).stdin(Stdio::null()).spawn().unwrap();
+    wait_until("the release", Duration::from_secs(20), || {
+        d.join("released").exists()
+    });
+    ok(
+        d,
+        &[
+            "update",
+            "c",
+            "--merge",
+            r#"{"a": 1}"#,
+            "--lock-timeout",
+            "0",
+        ],
+    );
+    std::fs::write(d.join("go"), b"").unwrap();
+    out_ok(&shell.wait_with_output().unwrap(), "shell");
+    // Left behind by a shell that exited after its job: nothing holds the
+    // pin any more, so the dead holder's lock is broken at once.
+    let script = r#"eval "$("$M" shell-init bash)"
+acquire_state_lock c >/dev/null || exit 1
+( "$M" update c --merge '{"b": 1}' >/dev/null ) &
+wait"#;
+    out_ok(&bash(d, script).output().unwrap(), "shell");
+    assert!(lock_dir(d, "c").exists());
+    ok(
+        d,
+        &[
+            "update",
+            "c",
+            "--merge",
+            r#"{"c": 1}"#,
+            "--lock-timeout",
+            "0",
+        ],
+    );
+    let state = load(d, "c");
+    assert_eq!(
+        (&state["a"], &state["b"], &state["c"]),
+        (&1.into(), &1.into(), &1.into()),
+        "{state}"
+    );
+    assert_eq!(events_of(d, "c", "lock_broken").len(), 1);
 }
 
 // ---------------------------------------------------------------------

@@ -15,8 +15,10 @@
 //!
 //! A shell that takes the lock with `lock acquire` and leads its process
 //! group has the group recorded, so its background jobs keep the lock after
-//! it died; a shell in a group it does not lead holds the lock alone (a
-//! group it does not lead may hold unrelated processes).
+//! it died. A group it does not lead may hold unrelated processes, so it is
+//! not recorded; such a shell pins the lock instead (`lock acquire
+//! --pin-path`, then `lock pin --fd`, as the shell layer does): its jobs
+//! inherit the pinning descriptor and keep the lock while they run.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -43,6 +45,10 @@ pub enum LockCommand {
     Release(ReleaseArgs),
     /// Show who holds the lock and whether the holder is alive.
     Status(StatusArgs),
+    /// Pin the lock this shell holds with descriptor --fd, open on the file
+    /// `lock acquire --pin-path` printed: the lock then stays held while any
+    /// process holding that descriptor (the shell's jobs) lives.
+    Pin(PinArgs),
     /// Run a command while holding the lock; mstate commands it runs use the held lock.
     Run(RunArgs),
     /// Internal to `lock run`: wait until the runner holds the lock, then
@@ -74,6 +80,18 @@ pub struct AcquireArgs {
     /// The process that owns the lock (default: the parent, i.e. the calling shell).
     #[arg(long, value_name = "PID")]
     pub owner_pid: Option<u32>,
+    /// Print the path of the lock's pin file (for `lock pin`) instead of the message.
+    #[arg(long)]
+    pub pin_path: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Milestone id.
+    pub milestone: String,
+    /// The caller's descriptor open on the pin file, e.g. from `exec {fd}<"$path"`.
+    #[arg(long, value_name = "N")]
+    pub fd: i32,
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +159,13 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
             // A shell leading its group: its jobs hold the lock with it.
             req.group = (process::group_of(owner) == Some(owner)).then_some(owner);
             let info = ctx.store.lock_acquire(&id, &req)?;
-            if ctx.global.json {
+            if a.pin_path {
+                use std::os::unix::ffi::OsStrExt;
+                let path = ctx.store.lock_pin_path(&id);
+                let mut bytes = path.as_os_str().as_bytes().to_vec();
+                bytes.push(b'\n');
+                out.bytes(&bytes)?;
+            } else if ctx.global.json {
                 out.json(&info)?;
             } else {
                 out.line(&format!("State lock acquired for milestone: {id}"))?;
@@ -162,6 +186,20 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
                 out.line(&format!("State lock released for milestone: {id}"))?;
             } else {
                 note(&format!("milestone '{id}' was not locked"));
+            }
+        }
+        LockCommand::Pin(a) => {
+            let id = milestone(&a.milestone)?;
+            if a.fd <= 2 {
+                return Err(CliError::Invalid(format!(
+                    "--fd {}: a standard stream cannot pin a lock",
+                    a.fd
+                )));
+            }
+            let pinned = ctx.store.lock_pin(&id, a.fd)?;
+            if ctx.global.json {
+                let now = pinned == mstate_store::fs::lock::Pinned::Now;
+                out.json(&json!({"milestone_id": id, "pinned": true, "by_this_descriptor": now}))?;
             }
         }
         LockCommand::Status(a) => {

@@ -5,6 +5,10 @@
 # the same stdout where scripts consume it. Differences, all deliberate:
 # - acquire_state_lock holds the lock for this shell ($$) across commands;
 #   save_milestone_state and the others reuse it instead of deadlocking.
+#   It also keeps a descriptor of the lock's info.json open and pins the
+#   lock with it (mstate lock pin): background jobs inherit the descriptor,
+#   so the lock stays held while any of them runs, even after this shell
+#   died, and their mstate commands use it. release_state_lock closes it.
 # - a stale lock is broken only when its holder is gone, never by age.
 # - release_state_lock ID force releases this shell's own lock, or one whose
 #   holder is gone or past its TTL; a live holder's lock stays (a warning on
@@ -19,6 +23,41 @@
 __mstate_bin='@MSTATE_BIN@'
 __mstate() { command "${MSTATE_BIN:-$__mstate_bin}" "$@"; }
 
+# The descriptors pinning locks this shell holds, one "FD ID" a line; kept
+# when the functions are loaded again.
+__mstate_pins=${__mstate_pins:-}
+
+# Open the pin file $2 of the lock of $1 and pin the lock with it.
+__mstate_pin() {
+    local __mstate_fd
+    { exec {__mstate_fd}<"$2"; } 2>/dev/null || return 0
+    if __mstate lock pin "$1" --fd "$__mstate_fd" >/dev/null; then
+        __mstate_pins="$__mstate_pins$__mstate_fd $1
+"
+    else
+        exec {__mstate_fd}<&-
+        echo "WARNING: lock of milestone $1 is not pinned; background jobs keep it only while this shell lives" >&2
+    fi
+}
+
+# Close this shell's descriptors pinning the lock of $1.
+__mstate_unpin() {
+    local __mstate_line __mstate_fd __mstate_rest=''
+    while IFS= read -r __mstate_line; do
+        [ -n "$__mstate_line" ] || continue
+        if [ "${__mstate_line#* }" = "$1" ]; then
+            __mstate_fd=${__mstate_line%% *}
+            exec {__mstate_fd}<&-
+        else
+            __mstate_rest="$__mstate_rest$__mstate_line
+"
+        fi
+    done <<__MSTATE_PINS__
+$__mstate_pins
+__MSTATE_PINS__
+    __mstate_pins=$__mstate_rest
+}
+
 init_milestone_state() {
     __mstate init "$1"
 }
@@ -26,7 +65,10 @@ init_milestone_state() {
 acquire_state_lock() {
     local milestone_id=$1
     local timeout=${2:-30}
-    if __mstate lock acquire "$milestone_id" --timeout "$timeout" --owner-pid "$$"; then
+    local pin
+    if pin=$(__mstate lock acquire "$milestone_id" --timeout "$timeout" --owner-pid "$$" --pin-path); then
+        echo "State lock acquired for milestone: $milestone_id"
+        __mstate_pin "$milestone_id" "$pin"
         return 0
     fi
     echo "ERROR: Could not acquire state lock for milestone: $milestone_id"
@@ -40,6 +82,7 @@ release_state_lock() {
         local out rc=0
         out=$(__mstate lock release "$milestone_id" --if-stale 2>&1) || rc=$?
         if [ "$rc" -eq 5 ]; then
+            __mstate_unpin "$milestone_id"
             echo "WARNING: lock of milestone $milestone_id is held by a live process; left in place (break it with: mstate lock release $milestone_id --force)" >&2
             return 0
         fi
@@ -49,7 +92,13 @@ release_state_lock() {
         fi
         printf '%s\n' "$out"
     fi
-    if ! __mstate lock release "$milestone_id"; then
+    local rc=0
+    __mstate lock release "$milestone_id" || rc=$?
+    # Released, or not this shell's: its pin protects nothing any more.
+    if [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ]; then
+        __mstate_unpin "$milestone_id"
+    fi
+    if [ "$rc" -ne 0 ]; then
         echo "WARNING: Cannot release lock not owned by this process"
         return 1
     fi

@@ -10,6 +10,7 @@
 pub mod error;
 pub mod fs;
 pub mod id;
+pub mod inherited;
 pub mod io;
 pub mod json;
 pub mod model;

@@ -15,17 +15,30 @@
 //!   the holder counts as alive while its pid lives (with the start time it
 //!   had) or, when the lock records a process group (`lock run`'s command,
 //!   the jobs of a shell leading its group), while any member of that group
-//!   lives. A holder that is gone (pid gone or reused, group gone, or from
-//!   before a reboot) is recognised at once and its lock broken; a live
+//!   lives, or while the lock is pinned (below). A holder that is gone (pid
+//!   gone or reused, group gone, pin closed, or from before a reboot) is
+//!   recognised at once and its lock broken; a live
 //!   holder is never broken by age, only past the TTL it asked for or by an
 //!   explicit forced release.
+//! - A pin keeps the lock for the processes a shell started, also when the
+//!   shell does not lead its process group (a script started by a harness,
+//!   cron or CI), whose group is therefore not recorded: the shell
+//!   layer's `acquire_state_lock` opens the lock's `info.json` and has
+//!   [`Locks::pin`] take an exclusive `flock` on that open file, which the
+//!   shell's background jobs and their commands inherit. The `flock` lasts
+//!   while any of them holds the descriptor, so after the holder's pid is
+//!   gone the lock is held while a shared non-blocking `flock` of
+//!   `info.json` fails (checkers never conflict with each other), and
+//!   broken at once when it succeeds. A lock's reentrant writers take
+//!   their `flock` on the directory, never on `info.json`.
 //! - The TTL is measured on `CLOCK_BOOTTIME` when the lock was taken on
 //!   this boot, so steps of the wall clock (NTP, a restored VM) neither
 //!   break a live lock early nor keep an expired one; locks of another
 //!   machine fall back to the wall clock.
 //! - A process whose ancestor owns the lock (the shell that ran
-//!   `lock acquire`, or `lock run`), or that belongs to the lock's process
-//!   group, uses the held lock instead of waiting for itself; each such
+//!   `lock acquire`, or `lock run`), that belongs to the lock's process
+//!   group, or that inherited a descriptor pinning it (a job whose shell
+//!   died), uses the held lock instead of waiting for itself; each such
 //!   reentrant write or read-modify-write also takes an exclusive `flock`
 //!   of the lock directory for its duration, so writers inside one holder
 //!   never interleave. Releasing and breaking take the same `flock`, so an
@@ -48,6 +61,10 @@
 //!   start time, since a step of the wall clock makes that comparison break
 //!   live locks; a pid reused by another process therefore keeps a seed lock
 //!   until that process exits (or `lock release --force`).
+//! - A pin is inherited by every process the shell starts, so a daemon it
+//!   leaves running keeps the lock until it exits or closes the descriptor
+//!   (that is the point: it may write); processes started before the lock
+//!   was taken hold no pin.
 
 use std::fmt;
 use std::io;
@@ -59,7 +76,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::atomic::{discard, nonce, read_opt};
 use crate::fs::layout::Layout;
 use crate::id::MilestoneId;
-use crate::io::{File, FileKind, Io, LockMode, PollWatch, Watch};
+use crate::io::{File, FileId, FileKind, Io, LockMode, PollWatch, Watch};
 use crate::model::{Actor, Liveness, LockInfo, LockRequest, LockStatus};
 use crate::process::{self, Alive};
 use crate::time;
@@ -135,6 +152,21 @@ const REFILL: Duration = Duration::from_millis(500);
 /// The names the lock directory holds, as written by [`Locks::fill`].
 const LOCK_FILES: [&str; 3] = ["pid", "acquired", "info.json"];
 
+/// The file of a lock that a holder's descriptor pins (see [`Locks::pin`]).
+pub(crate) const PIN_FILE: &str = "info.json";
+
+/// How long [`Locks::pin`] waits for liveness probes in its way.
+const PIN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What [`Locks::pin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinned {
+    /// The descriptor now pins the lock.
+    Now,
+    /// Another descriptor of a holder pins it already; this one does not.
+    Already,
+}
+
 /// The lock operations of one filesystem store.
 pub struct Locks<'a> {
     pub io: &'a dyn Io,
@@ -189,7 +221,7 @@ impl Locks<'_> {
                 continue; // released between our attempt and our look
             };
             let me = caller.get_or_insert_with(|| Caller::of(self.actor.pid));
-            if owned_by(&current, me) {
+            if self.owned(id, &current, me) {
                 return Ok((Acquired::Reentrant(current), broken));
             }
             // Woken by a release and beaten to the lock: the winner took it
@@ -243,12 +275,17 @@ impl Locks<'_> {
                     let wait = (deadline - now).min(RECHECK);
                     // A holder on this host is watched for its exit; once it
                     // is gone, the leader of its group, if that still runs.
+                    // When neither runs (a member of its group or a pin
+                    // keeps the lock), the watch and the recheck do.
                     let holder = (current.pid != 0
                         && current.host.as_ref().is_none_or(|h| h == &self.actor.host))
-                    .then(|| match current.pgid {
-                        Some(g) if process::alive(current.pid) == Alive::No => g,
-                        _ => current.pid,
-                    });
+                    .then(|| {
+                        [Some(current.pid), current.pgid]
+                            .into_iter()
+                            .flatten()
+                            .find(|p| process::alive(*p) != Alive::No)
+                    })
+                    .flatten();
                     if w.wait_released(wait, &lock_name, holder).is_err() {
                         *watch = Some(Box::new(PollWatch));
                     }
@@ -279,7 +316,7 @@ impl Locks<'_> {
         let Some(cur) = self.read(id)? else {
             return Ok(None);
         };
-        let own = owned_by(&cur, &Caller::of(self.actor.pid));
+        let own = self.owned(id, &cur, &Caller::of(self.actor.pid));
         if !force && !own {
             return Err(Error::LockNotOwned {
                 milestone: id.to_string(),
@@ -298,7 +335,7 @@ impl Locks<'_> {
         let Some(cur) = self.read(id)? else {
             return Ok(None);
         };
-        if owned_by(&cur, &Caller::of(self.actor.pid)) {
+        if self.owned(id, &cur, &Caller::of(self.actor.pid)) {
             return Ok(self.release(id, false)?.map(|(info, _)| (info, None)));
         }
         match self.liveness(id, &cur)? {
@@ -369,7 +406,7 @@ impl Locks<'_> {
             return Ok(None);
         };
         let liveness = self.liveness(id, &info)?;
-        let held_by_caller = owned_by(&info, &Caller::of(self.actor.pid));
+        let held_by_caller = self.owned(id, &info, &Caller::of(self.actor.pid));
         Ok(Some(LockStatus {
             milestone_id: id.to_string(),
             info,
@@ -657,11 +694,136 @@ impl Locks<'_> {
             if process::group_alive(g, info.pgid_start) != Alive::No {
                 return Ok(Liveness::Held); // its command or jobs still run
             }
-            return Ok(Liveness::Stale(format!(
-                "{reason}, and so is every process of its group {g}"
-            )));
         }
-        Ok(Liveness::Stale(reason))
+        if !info.seed && self.pinned(id)? {
+            return Ok(Liveness::Held); // processes it started hold the pin
+        }
+        Ok(Liveness::Stale(match info.pgid {
+            Some(g) => format!("{reason}, and so is every process of its group {g}"),
+            None => reason,
+        }))
+    }
+
+    /// Whether a descriptor pins the lock of `id` (see [`Self::pin`]): a
+    /// shared `flock` of its `info.json`, tried without waiting, fails.
+    /// The probe's own `flock` is shared, so probes never make each other
+    /// see a pin.
+    fn pinned(&self, id: &MilestoneId) -> Result<bool> {
+        let path = self.layout.lock_dir(id).join(PIN_FILE);
+        let file = match self.io.open_read(&path) {
+            Ok(f) => f,
+            // Gone (released), or not a file: nothing can pin it.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || crate::io::is_not_a_file(&e)
+                    || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(Error::io("open lock", &path, e)),
+        };
+        match file.try_lock(LockMode::Shared) {
+            Ok(true) => {
+                let _ = file.unlock();
+                Ok(false)
+            }
+            Ok(false) => Ok(true),
+            // No flock here: no pin could have been taken either.
+            Err(e)
+                if is_unsupported(&e)
+                    || e.raw_os_error() == Some(rustix::io::Errno::NOLCK.raw_os_error()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::io("lock", &path, e)),
+        }
+    }
+
+    /// Pin the lock of `id`, which the caller holds, with this process's
+    /// descriptor `fd`, open on the lock's `info.json`: an exclusive
+    /// `flock` on its open file description, which outlives this process
+    /// while the caller (a shell) or any process it starts keeps the
+    /// descriptor. [`Self::liveness`] then counts the lock as held after
+    /// the holder's pid is gone, while the pin lasts; the processes holding
+    /// it use the lock reentrantly.
+    pub fn pin(&self, id: &MilestoneId, fd: i32) -> Result<Pinned> {
+        let path = self.layout.lock_dir(id).join(PIN_FILE);
+        let not_owned = |holder: Option<LockInfo>| Error::LockNotOwned {
+            milestone: id.to_string(),
+            holder: holder.map(Box::new),
+        };
+        let Some(cur) = self.read(id)? else {
+            return Err(not_owned(None));
+        };
+        if !self.owned(id, &cur, &Caller::of(self.actor.pid)) {
+            return Err(not_owned(Some(cur)));
+        }
+        let wrong = |why: String| Error::invalid("--fd", format!("descriptor {fd} {why}"));
+        let open =
+            crate::inherited::identity(fd).map_err(|e| wrong(format!("is not open: {e}")))?;
+        if self.pin_file(id)? != Some(open) {
+            return Err(wrong(format!("is not open on {}", path.display())));
+        }
+        // An exclusive `flock` that cannot be had now is held by another
+        // pin (a shared probe of it fails too: done), or in its place by a
+        // liveness probe, which lets go within microseconds: try again.
+        let deadline = Instant::now() + PIN_PATIENCE;
+        let pinned = loop {
+            if crate::inherited::pin(fd).map_err(|e| Error::io("lock", &path, e))? {
+                break true;
+            }
+            if self.pinned(id)? {
+                break false;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::io(
+                    "lock",
+                    &path,
+                    io::Error::new(io::ErrorKind::WouldBlock, "the pin file stays locked"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        // Released and taken again meanwhile: the pin is on a lock that is
+        // gone, and protects nothing.
+        if self.read(id)?.as_ref() != Some(&cur) || self.pin_file(id)? != Some(open) {
+            return Err(not_owned(self.read(id)?));
+        }
+        Ok(if pinned { Pinned::Now } else { Pinned::Already })
+    }
+
+    /// The identity of the pin file of the lock of `id`, if it is a file.
+    fn pin_file(&self, id: &MilestoneId) -> Result<Option<FileId>> {
+        let path = self.layout.lock_dir(id).join(PIN_FILE);
+        match self.io.metadata(&path) {
+            Ok(m) if m.kind == FileKind::File => Ok(Some(m.id)),
+            Ok(_) => Ok(None),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("inspect lock", &path, e)),
+        }
+    }
+
+    /// Whether `info`, the lock of `id`, is the caller's: see [`owned_by`];
+    /// or the caller holds, by inheritance, a descriptor pinning it.
+    fn owned(&self, id: &MilestoneId, info: &LockInfo, caller: &Caller) -> bool {
+        if owned_by(info, caller) {
+            return true;
+        }
+        if info.pid == 0 || info.seed {
+            return false;
+        }
+        let pins = caller.pins.get_or_init(crate::inherited::pinned);
+        !pins.is_empty()
+            && self
+                .pin_file(id)
+                .ok()
+                .flatten()
+                .is_some_and(|f| pins.contains(&f))
     }
 
     /// Break the stale lock `seen`, unless it changed meanwhile. Breakers
@@ -710,17 +872,25 @@ impl Locks<'_> {
 }
 
 /// Who is asking about a lock: a process's ancestry (nearest first, each
-/// with its start time) and its process group.
+/// with its start time), its process group, and (looked up when needed)
+/// the files its inherited descriptors pin, when it is this process.
 struct Caller {
     ancestry: Vec<(u32, Option<u64>)>,
     group: Option<u32>,
+    pins: std::sync::OnceLock<Vec<FileId>>,
 }
 
 impl Caller {
     fn of(pid: u32) -> Self {
+        let pins = std::sync::OnceLock::new();
+        if pid != std::process::id() {
+            // Another process's descriptors are not ours to judge by.
+            let _ = pins.set(Vec::new());
+        }
         Caller {
             ancestry: process::ancestry(pid),
             group: process::group_of(pid),
+            pins,
         }
     }
 }

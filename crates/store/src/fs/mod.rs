@@ -222,6 +222,19 @@ impl FsStore {
         Ok(())
     }
 
+    /// Pin the lock of `id`, held by the caller, with this process's
+    /// inherited descriptor `fd` open on the lock's pin file, so the lock
+    /// stays held while any process holding that descriptor lives (see
+    /// [`Locks::pin`]). Specific to this backend: its locks are files.
+    pub fn lock_pin(&self, id: &MilestoneId, fd: i32) -> Result<lock::Pinned> {
+        self.locks().pin(id, fd)
+    }
+
+    /// The path of the file a holder of the lock of `id` pins.
+    pub fn lock_pin_path(&self, id: &MilestoneId) -> std::path::PathBuf {
+        self.layout.lock_dir(id).join(lock::PIN_FILE)
+    }
+
     pub(crate) fn locks(&self) -> Locks<'_> {
         Locks {
             io: &*self.io,

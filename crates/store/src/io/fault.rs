@@ -174,6 +174,10 @@ impl File for FaultFile {
         self.check()?;
         self.inner.lock(mode)
     }
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        self.check()?;
+        self.inner.try_lock(mode)
+    }
     fn unlock(&self) -> io::Result<()> {
         self.check()?;
         self.inner.unlock()

@@ -79,6 +79,9 @@ pub trait File: Send + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Take an advisory lock (`flock`), waiting for it.
     fn lock(&self, mode: LockMode) -> io::Result<()>;
+    /// Try to take an advisory lock without waiting: `false` when another
+    /// open file holds a conflicting one (lock liveness probes use it).
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool>;
     /// Release the advisory lock.
     fn unlock(&self) -> io::Result<()>;
     /// Device and inode of the open file.

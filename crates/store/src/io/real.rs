@@ -480,6 +480,19 @@ impl File for RealFile {
         };
         retry(|| rustix::fs::flock(&self.0, op))
     }
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        let op = match mode {
+            LockMode::Shared => rustix::fs::FlockOperation::NonBlockingLockShared,
+            LockMode::Exclusive => rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        };
+        match retry(|| rustix::fs::flock(&self.0, op)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::WOULDBLOCK.raw_os_error()) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
     fn unlock(&self) -> io::Result<()> {
         retry(|| rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock))
     }
