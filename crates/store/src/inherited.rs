@@ -60,12 +60,34 @@ pub fn pin(fd: i32) -> io::Result<bool> {
 /// (not close-on-exec, so not opened by mstate itself) whose open file
 /// description holds a `flock`. Empty when `/proc` cannot tell.
 pub fn pinned() -> Vec<FileId> {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+    // Listed with rustix's `Dir`, which ignores a failed close (std's
+    // `ReadDir` panics on one).
+    use rustix::fs::{Mode, OFlags};
+    let Ok(fd) = rustix::fs::open(
+        "/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return Vec::new();
     };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    let Ok(mut dir) = rustix::fs::Dir::new(fd) else {
+        return Vec::new();
+    };
+    let mut fds = Vec::new();
+    while let Some(entry) = dir.read() {
+        let Ok(entry) = entry else {
+            break;
+        };
+        if let Some(n) = entry
+            .file_name()
+            .to_str()
+            .ok()
+            .and_then(|n| n.parse::<i32>().ok())
+        {
+            fds.push(n);
+        }
+    }
+    fds.into_iter()
         .filter(|fd| holds_inherited_flock(*fd))
         .filter_map(|fd| identity(fd).ok())
         .collect()
