@@ -12,13 +12,6 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn seed_functions() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_original.sh"),
-    )
-    .unwrap()
-}
-
 /// Start bash running `script` with the seed's functions loaded and the
 /// binary's directory first on PATH.
 fn spawn_bash(dir: &Path, script: &str) -> Child {

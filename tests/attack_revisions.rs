@@ -24,24 +24,6 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn seed_functions() -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_original.sh"),
-    )
-    .unwrap()
-}
-
-/// Run bash with the seed's functions loaded.
-fn seed(dir: &Path, script: &str) -> Output {
-    Command::new("bash")
-        .arg("-c")
-        .arg(format!("{}\n{script}", seed_functions()))
-        .current_dir(dir)
-        .env("TZ", "UTC")
-        .output()
-        .unwrap()
-}
-
 fn seed_ok(dir: &Path, script: &str) {
     let out = seed(dir, script);
     assert!(

@@ -44,24 +44,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn full() -> bool {
-    std::env::var("MSTATE_STRESS").is_ok_and(|v| v == "full")
-}
-
-fn report(figure: &Value) {
-    if let Ok(path) = std::env::var("MSTATE_RELIABILITY_REPORT") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{figure}");
-        }
-    }
-    eprintln!("{figure}");
-}
-
 /// A command's deadline: far above its normal run time (milliseconds),
 /// below anything a user would wait for.
 const DEADLINE: Duration = Duration::from_secs(30);

@@ -24,24 +24,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn full() -> bool {
-    std::env::var("MSTATE_STRESS").is_ok_and(|v| v == "full")
-}
-
-fn report(figure: Value) {
-    if let Ok(path) = std::env::var("MSTATE_RELIABILITY_REPORT") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{figure}");
-        }
-    }
-    eprintln!("{figure}");
-}
-
 /// Every event of `m`, parsed; asserts `seq` is 1, 2, 3, ...
 fn events(dir: &Path, m: &str) -> Vec<Value> {
     let out = ok(dir, &["events", m]);
@@ -150,7 +132,7 @@ fn writers_killed_at_random_moments_lose_nothing_acknowledged() {
     let doctor = String::from_utf8_lossy(&out.stdout).into_owned();
     ok(dir, &["doctor"]);
     report(
-        json!({"family": "kill9", "kills": kills, "killed_mid_operation": killed,
+        &json!({"family": "kill9", "kills": kills, "killed_mid_operation": killed,
         "secs": start.elapsed().as_secs_f64(), "repaired_findings": doctor.lines().count()}),
     );
 }
@@ -191,7 +173,7 @@ fn read_modify_write_through_lock_run_is_exact() {
     let state: Value = serde_json::from_str(&ok(dir, &["load", "m"])).unwrap();
     assert_eq!(state["count"], json!(procs * each));
     report(
-        json!({"family": "lock_run_increments", "processes": procs, "each": each,
+        &json!({"family": "lock_run_increments", "processes": procs, "each": each,
         "count": state["count"], "secs": start.elapsed().as_secs_f64()}),
     );
 }
@@ -238,7 +220,7 @@ fn read_modify_write_with_expect_revision_retries_is_exact() {
     let state: Value = serde_json::from_str(&ok(&dir, &["load", "m"])).unwrap();
     assert_eq!(state["count"], json!(procs * each));
     report(
-        json!({"family": "expect_revision_increments", "processes": procs, "each": each,
+        &json!({"family": "expect_revision_increments", "processes": procs, "each": each,
         "count": state["count"], "conflicts_retried": conflicts, "secs": start.elapsed().as_secs_f64()}),
     );
 }
@@ -276,7 +258,7 @@ fn concurrent_appends_get_every_seq_once() {
         );
     }
     report(
-        json!({"family": "concurrent_appends", "processes": procs, "each": each,
+        &json!({"family": "concurrent_appends", "processes": procs, "each": each,
         "events": evs.len(), "secs": start.elapsed().as_secs_f64()}),
     );
 }
@@ -342,7 +324,7 @@ fn a_killed_lock_holder_is_replaced_promptly() {
         );
     }
     handoffs.sort_by(f64::total_cmp);
-    report(json!({"family": "killed_lock_holder", "rounds": rounds,
+    report(&json!({"family": "killed_lock_holder", "rounds": rounds,
         "ms_from_kill_to_waiter_done_median": handoffs[handoffs.len() / 2],
         "ms_max": handoffs.last()}));
 }

@@ -87,3 +87,43 @@ pub fn have_tool(name: &str) -> bool {
     }
     found
 }
+
+/// Whether the full sizes were asked for (`MSTATE_STRESS=full`, as
+/// `scripts/reliability.sh` runs them); the default sizes keep CI fast.
+pub fn full() -> bool {
+    std::env::var("MSTATE_STRESS").is_ok_and(|v| v == "full")
+}
+
+/// Print a figure of a test, and append it as a JSON line to
+/// `$MSTATE_RELIABILITY_REPORT` when set (RELIABILITY.md quotes them).
+pub fn report(figure: &serde_json::Value) {
+    if let Ok(path) = std::env::var("MSTATE_RELIABILITY_REPORT") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{figure}");
+        }
+    }
+    eprintln!("{figure}");
+}
+
+/// The unmodified seed library (`tests/fixtures/seed_original.sh`).
+pub fn seed_functions() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed_original.sh"),
+    )
+    .expect("read the seed fixture")
+}
+
+/// Run bash in `dir` with the seed's functions loaded, then `script`.
+pub fn seed(dir: &Path, script: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("{}\n{script}", seed_functions()))
+        .current_dir(dir)
+        .env("TZ", "UTC")
+        .output()
+        .expect("run bash")
+}
