@@ -5,8 +5,16 @@
 # Usage: bash scripts/demo.sh [DIR]   (DIR defaults to a new temp directory)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-mstate="$root/target/release/mstate"
+# Wherever cargo puts its output: CARGO_TARGET_DIR (relative to where cargo
+# runs, here) or the workspace's target/.
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+case "$target_dir" in
+  /*) ;;
+  *) target_dir="$PWD/$target_dir" ;;
+esac
+echo "== building mstate (release; the first build takes a minute or two)" >&2
+cargo build --release --manifest-path "$root/Cargo.toml" -p mstate --target-dir "$target_dir"
+mstate="$target_dir/release/mstate"
 work="${1:-$(mktemp -d)}"
 mkdir -p "$work"
 cd "$work"

@@ -30,8 +30,9 @@ impl Context {
                 base.display()
             )));
         }
+        // `-C DIR` wins over `MSTATE_DIR`: it runs as if started in DIR.
         let env_dir = std::env::var_os("MSTATE_DIR")
-            .filter(|v| !v.is_empty())
+            .filter(|v| !v.is_empty() && global.chdir.is_none())
             .map(PathBuf::from);
         let root = discover(&base, env_dir.as_deref());
         let session = std::env::var("MSTATE_SESSION")

@@ -566,6 +566,16 @@ fn the_store_is_found_like_git_finds_a_repository() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("here"));
+    // -C DIR wins over MSTATE_DIR.
+    let third = tempfile::tempdir().unwrap();
+    ok(third.path(), &["save", "m", r#"{"third": true}"#]);
+    let out = cmd(other.path())
+        .args(["-C", third.path().to_str().unwrap(), "load", "m"])
+        .env("MSTATE_DIR", root(d))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("third") && !text.contains("here"), "{text}");
     // Else ./.milestones/state, created on first write.
     ok(other.path(), &["save", "n", "{}"]);
     assert!(root(other.path()).join("active/n.json").exists());
