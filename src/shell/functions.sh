@@ -36,12 +36,15 @@
 #   recovered state (the seed printed the recovery's messages instead).
 #   Recovery takes the newest valid backup, never a checkpoint (the seed's
 #   `ls -t` took the newest of either, and gave up if it was corrupt).
+# - end_milestone_session ID of a session that is not the current one
+#   leaves the current one current (the seed forgot it), and ending an
+#   ended session again logs nothing.
 # - detailed errors go to stderr; the seed's one-line ERROR and WARNING
 #   messages stay on stdout.
 # cleanup_milestone_state (mstate cleanup) replaces the live event log with
-# a new file, as the seed's own cleanup did with mv: follow the log with
-# `tail -F` or `mstate events ID --follow`, not `tail -f`, which stays on
-# the replaced file.
+# a new file when it removes old events, as the seed's own cleanup did with
+# mv: follow the log with `tail -F` or `mstate events ID --follow`, not
+# `tail -f`, which stays on the replaced file.
 # MSTATE_BIN overrides the binary these functions run.
 
 __mstate_bin='@MSTATE_BIN@'
@@ -236,6 +239,13 @@ generate_event_timeline() {
     case "$output_format" in
         text|json|markdown) ;;
         *)
+            # The seed looks for the log first.
+            local rc=0
+            __mstate events "$milestone_id" --limit 1 >/dev/null 2>&1 || rc=$?
+            if [ "$rc" -eq 3 ]; then
+                echo "No events found for milestone: $milestone_id"
+                return 0
+            fi
             echo "ERROR: Unsupported output format: $output_format"
             return 1
             ;;
@@ -251,16 +261,21 @@ recover_milestone_state() {
     out=$(__mstate recover "$milestone_id") || rc=$?
     case $rc in
         0) ;;
-        3)
-            echo "ERROR: No backup found for milestone: $milestone_id"
+        3|7)
+            # No valid backup. When there are backups, all corrupt, name
+            # the newest, as the seed does.
+            out=$(__mstate backups "$milestone_id" 2>/dev/null) || out=
+            out=${out%%[[:space:]]*}
+            if [ -z "$out" ]; then
+                echo "ERROR: No backup found for milestone: $milestone_id"
+            else
+                echo "Using backup: .milestones/state/backups/$out"
+                echo "ERROR: Backup file is also corrupted"
+            fi
             return 1
             ;;
         5)
             echo "ERROR: Could not acquire state lock for milestone: $milestone_id"
-            return 1
-            ;;
-        7)
-            echo "ERROR: Backup file is also corrupted"
             return 1
             ;;
         *) return 1 ;;
