@@ -227,10 +227,13 @@ impl CliError {
         }
     }
 
-    /// Report this error's message, but exit with `code`.
+    /// This error's message, but exit status `code` (reported by `main`,
+    /// as JSON under `--json`).
     pub fn with_code(self, code: u8) -> CliError {
-        crate::output::report_error(&self, false);
-        CliError::Exit(code)
+        CliError::Worded {
+            code,
+            message: self.to_string(),
+        }
     }
 }
 

@@ -767,3 +767,20 @@ fn every_kind_in_the_table_is_distinct_and_covers_the_documented_codes() {
     assert_eq!(codes, (0..=7).collect());
     assert_eq!(kinds.len(), table.len());
 }
+
+#[test]
+fn a_command_lock_run_cannot_start_is_a_json_error_under_json() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    ok(d, &["init", "m"]);
+    let out = run(
+        d,
+        &["lock", "run", "m", "--json", "--", "./no-such-program"],
+    );
+    assert_eq!(out.status.code(), Some(127));
+    let err = text(&out.stderr);
+    let v: Value = serde_json::from_str(err.trim()).expect("one JSON object on stderr");
+    assert_eq!(v["error"]["code"], 127, "{err}");
+    assert_eq!(v["error"]["kind"], "failure", "{err}");
+    assert!(out.stdout.is_empty());
+}

@@ -424,7 +424,9 @@ fn run_in_new_group(
     rustix::io::fcntl_setfd(&rd, rustix::io::FdFlags::empty())
         .map_err(|e| cannot("cannot pass a pipe on", e))?;
     let spawned = Command::new(exe)
-        .args(["lock", "__gate", "--fd", &rd.as_raw_fd().to_string(), "--"])
+        .args(["lock", "__gate", "--fd", &rd.as_raw_fd().to_string()])
+        .args(ctx.global.json.then_some("--json"))
+        .arg("--")
         .args(command)
         .process_group(0)
         .spawn();
