@@ -4,41 +4,360 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, FromArgMatches, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{backup, checkpoint, events, lock, session, state};
-
-const AFTER_HELP: &str = concat!(
-    "Store: -C DIR, else $MSTATE_DIR, else the nearest ancestor holding .milestones/state, else ./.milestones/state.\n\n",
-    "Exit codes:\n",
-    "  0  success\n",
-    "  1  I/O or other failure\n",
-    "  2  usage error\n",
-    "  3  not found (milestone, checkpoint, backup, session)\n",
-    "  4  revision conflict (--expect-revision)\n",
-    "  5  lock not acquired in time\n",
-    "  6  invalid input (JSON, id, name, argument value)\n",
-    "  7  corruption with no valid backup to recover from"
-);
+use crate::exit::CliError;
 
 /// Default of `--lock-timeout` (the seed's).
 const DEFAULT_LOCK_TIMEOUT: &str = "30";
 
-/// Default of `--max-backups`.
-const DEFAULT_MAX_BACKUPS: usize = mstate_store::fs::backup::DEFAULT_MAX_BACKUPS;
+/// Default of `--max-backups`: the store's (a unit test checks).
+const DEFAULT_MAX_BACKUPS: &str = "50";
+
+/// The variable that sets `--lock-timeout`.
+pub const LOCK_TIMEOUT_ENV: &str = "MSTATE_LOCK_TIMEOUT";
+
+/// The variable that sets `--max-backups`.
+pub const MAX_BACKUPS_ENV: &str = "MSTATE_MAX_BACKUPS";
+
+/// The command takes `--lock-timeout`: it can wait for a milestone's lock.
+const LOCKS: u8 = 1;
+/// The command takes `--max-backups`: it can write (and prune) backups.
+const BACKUPS: u8 = 2;
+
+/// What one command (by its path, `lock acquire`) takes beyond `-C` and
+/// `--json`, and the examples its `--help` shows. Every command of the
+/// tree has one (a unit test checks), so a new command gets examples and
+/// is given the options it uses, and only those.
+struct Spec {
+    path: &'static str,
+    options: u8,
+    examples: &'static [&'static str],
+}
+
+const fn spec(path: &'static str, options: u8, examples: &'static [&'static str]) -> Spec {
+    Spec {
+        path,
+        options,
+        examples,
+    }
+}
+
+const SPECS: &[Spec] = &[
+    spec("init", LOCKS, &["mstate init build"]),
+    spec(
+        "save",
+        LOCKS | BACKUPS,
+        &[
+            r#"mstate save build '{"step": 2, "files": ["a.rs"]}'"#,
+            r#"echo '{"step": 3}' | mstate save build"#,
+            r#"mstate save build '{"step": 3}' --expect-revision 2 --lock-timeout 5"#,
+        ],
+    ),
+    spec(
+        "load",
+        LOCKS | BACKUPS,
+        &[
+            "mstate load build",
+            "mstate load build --envelope",
+            "mstate load build --json | jq .revision",
+        ],
+    ),
+    spec(
+        "update",
+        LOCKS | BACKUPS,
+        &[
+            "mstate update build --set /progress=50",
+            r#"mstate update build --merge '{"done": true, "scratch": null}'"#,
+        ],
+    ),
+    spec("list", 0, &["mstate list", "mstate list --json"]),
+    spec("complete", LOCKS, &["mstate complete build"]),
+    spec("reopen", LOCKS, &["mstate reopen build"]),
+    spec(
+        "backups",
+        0,
+        &["mstate backups build", "mstate backups build --json"],
+    ),
+    spec(
+        "recover",
+        LOCKS | BACKUPS,
+        &[
+            "mstate recover build",
+            "mstate recover build --from \"$(mstate backups build --json | jq -r '.[1].name')\"",
+        ],
+    ),
+    spec(
+        "checkpoint",
+        0,
+        &[
+            "mstate checkpoint create build before-refactor",
+            "mstate checkpoint list build",
+            "mstate checkpoint restore build before-refactor",
+        ],
+    ),
+    spec(
+        "checkpoint create",
+        LOCKS,
+        &[
+            "mstate checkpoint create build before-refactor",
+            "mstate checkpoint create build",
+        ],
+    ),
+    spec("checkpoint list", 0, &["mstate checkpoint list build"]),
+    spec(
+        "checkpoint restore",
+        LOCKS | BACKUPS,
+        &["mstate checkpoint restore build before-refactor"],
+    ),
+    spec(
+        "checkpoint delete",
+        0,
+        &["mstate checkpoint delete build before-refactor"],
+    ),
+    spec(
+        "lock",
+        0,
+        &[
+            "mstate lock run build -- make test",
+            "mstate lock status build",
+        ],
+    ),
+    spec(
+        "lock acquire",
+        LOCKS,
+        &[
+            "mstate lock acquire build",
+            "mstate lock acquire build --timeout 10 --ttl 30m",
+        ],
+    ),
+    spec(
+        "lock release",
+        0,
+        &[
+            "mstate lock release build",
+            "mstate lock release build --if-stale",
+            "mstate lock release build --force",
+        ],
+    ),
+    spec(
+        "lock status",
+        0,
+        &[
+            "mstate lock status build",
+            "mstate lock status build --json",
+        ],
+    ),
+    spec(
+        "lock pin",
+        0,
+        &[
+            r#"mstate lock pin build --fd "$fd"    # after: exec {fd}<"$(mstate lock acquire build --pin-path)""#,
+        ],
+    ),
+    spec(
+        "lock run",
+        LOCKS,
+        &[
+            "mstate lock run build -- make test",
+            "mstate lock run build --timeout 5m --ttl 2h -- ./deploy.sh",
+        ],
+    ),
+    spec("lock __gate", 0, &[]),
+    spec(
+        "log",
+        0,
+        &[
+            r#"mstate log build step_done '{"step": 2}'"#,
+            "mstate log build note",
+        ],
+    ),
+    spec(
+        "events",
+        0,
+        &[
+            "mstate events build --tail 20",
+            "mstate events build --type step_done --since 2h --format text",
+            "mstate events build --follow",
+        ],
+    ),
+    spec(
+        "timeline",
+        0,
+        &[
+            "mstate timeline build",
+            "mstate timeline build --format markdown > TIMELINE.md",
+        ],
+    ),
+    spec(
+        "cleanup",
+        0,
+        &[
+            "mstate cleanup build --retention-days 30",
+            "mstate cleanup --all --dry-run",
+        ],
+    ),
+    spec(
+        "session",
+        0,
+        &[
+            "mstate session start build",
+            "mstate session list --status abandoned",
+        ],
+    ),
+    spec(
+        "session start",
+        0,
+        &[
+            "mstate session start build",
+            "mstate session start build --owner-pid \"$$\" --no-current",
+        ],
+    ),
+    spec(
+        "session end",
+        LOCKS,
+        &["mstate session end", "mstate session end --missing-ok"],
+    ),
+    spec("session current", 0, &["mstate session current"]),
+    spec(
+        "session list",
+        0,
+        &["mstate session list --milestone build --status abandoned"],
+    ),
+    spec(
+        "session show",
+        0,
+        &["mstate session show \"$(mstate session current)\""],
+    ),
+    spec(
+        "doctor",
+        BACKUPS,
+        &["mstate doctor", "mstate doctor --repair --json"],
+    ),
+    spec(
+        "shell-init",
+        0,
+        &[
+            "mstate shell-init bash > ~/.mstate.sh    # then: eval \"$(mstate shell-init bash)\"",
+            "mstate shell-init zsh",
+        ],
+    ),
+    spec(
+        "completions",
+        0,
+        &[
+            "mstate completions bash > /etc/bash_completion.d/mstate",
+            "mstate completions zsh > ~/.zfunc/_mstate",
+        ],
+    ),
+];
+
+fn spec_of(path: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.path == path)
+}
+
+/// `--lock-timeout`, on the top level and on each command that locks.
+fn lock_timeout_arg() -> Arg {
+    Arg::new("lock_timeout")
+        .long("lock-timeout")
+        .value_name("SECS")
+        .help("Wait at most SECS for a milestone's lock (30, 1.5, 500ms, 2m)")
+        .env(LOCK_TIMEOUT_ENV)
+        .default_value(DEFAULT_LOCK_TIMEOUT)
+        .hide_env_values(true)
+}
+
+/// `--max-backups`, on the top level and on each command that writes backups.
+fn max_backups_arg() -> Arg {
+    Arg::new("max_backups")
+        .long("max-backups")
+        .value_name("N")
+        .help("Backups kept per milestone (oldest removed first; checkpoints are kept)")
+        .env(MAX_BACKUPS_ENV)
+        .default_value(DEFAULT_MAX_BACKUPS)
+        .hide_env_values(true)
+}
+
+/// The end of `mstate --help`.
+fn after_help() -> String {
+    format!(
+        "Store: -C DIR, else $MSTATE_DIR, else the nearest ancestor holding .milestones/state, \
+         else ./.milestones/state.\n\n\
+         --lock-timeout and --max-backups are taken by the commands that use them, before or \
+         after the command's name.\n\n\
+         Exit codes (the JSON error's \"code\" and \"kind\"; more: mstate help exit-codes):\n{}",
+        crate::exit::exit_codes_text("  ").trim_end()
+    )
+}
+
+/// Give command `cmd` (at `path`) the options and examples of its spec.
+fn adjust(mut cmd: clap::Command, path: &str) -> clap::Command {
+    if let Some(spec) = spec_of(path) {
+        if spec.options & LOCKS != 0 {
+            cmd = cmd.arg(lock_timeout_arg());
+        }
+        if spec.options & BACKUPS != 0 {
+            cmd = cmd.arg(max_backups_arg());
+        }
+        if !spec.examples.is_empty() {
+            let mut text = String::from("Examples:\n");
+            for e in spec.examples {
+                text.push_str("  ");
+                text.push_str(e);
+                text.push('\n');
+            }
+            cmd = cmd.after_help(text.trim_end().to_string());
+        }
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        cmd = cmd.mut_subcommand(&name, |c| adjust(c, &sub_path));
+    }
+    cmd
+}
+
+/// The top level's own options (`--lock-timeout` and `--max-backups`
+/// before the command's name).
+fn top(cmd: clap::Command) -> clap::Command {
+    cmd.arg(lock_timeout_arg()).arg(max_backups_arg())
+}
+
+/// The whole command tree, as `mstate` parses it and completions show it.
+pub fn command() -> clap::Command {
+    adjust(top(Parsed::command()).after_help(after_help()), "")
+}
+
+/// The command line as clap's derive parses it.
+#[derive(Debug, Parser)]
+#[command(name = "mstate", version, about, propagate_version = true)]
+struct Parsed {
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Command,
+}
 
 /// Durable, concurrency-safe state for long-running milestone executions.
-#[derive(Debug, Parser)]
-#[command(name = "mstate", version, about, after_help = AFTER_HELP, propagate_version = true)]
+#[derive(Debug)]
 pub struct Cli {
-    #[command(flatten)]
     pub global: GlobalArgs,
-    #[command(subcommand)]
     pub command: Command,
 }
 
 impl Cli {
-    /// Parse the process's arguments.
+    /// Parse the process's arguments. Help and version go to stdout; a
+    /// usage error is exit 2 with clap's message, or with `--json`
+    /// anywhere before `--`, the JSON error object.
     ///
     /// The commands scripts call in loops (`load`, `save`, `update`, `log`,
     /// `events`) are first parsed against a command tree holding only the
@@ -50,18 +369,109 @@ impl Cli {
         if let Some(cli) = lean(&args) {
             return cli;
         }
-        Cli::try_parse_from(args).unwrap_or_else(|e| exit_with(&e))
+        if let Some(json) = exit_codes_topic(&args) {
+            print_exit_codes(json);
+        }
+        parse(&args).unwrap_or_else(|e| exit_with(&e, json_in(&args)))
+    }
+
+    /// The option a lock timeout's hint names: the one that set the wait.
+    pub fn wait_flag(&self) -> String {
+        let timeout = match &self.command {
+            Command::Lock(lock::LockCommand::Acquire(a)) => a.timeout.is_some(),
+            Command::Lock(lock::LockCommand::Run(a)) => a.timeout.is_some(),
+            _ => false,
+        };
+        match self.global.lock_timeout.source {
+            _ if timeout => "--timeout".into(),
+            Source::Env(var) => format!("--lock-timeout (or {var})"),
+            _ => "--lock-timeout".into(),
+        }
+    }
+}
+
+/// Parse `args` with the whole tree.
+fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
+    let mut tree = command();
+    let matches = tree.try_get_matches_from_mut(args)?;
+    let parsed = Parsed::from_arg_matches(&matches).map_err(|e| e.format(&mut tree))?;
+    let global = resolve(parsed.flags, &matches)?;
+    Ok(Cli {
+        global,
+        command: parsed.command,
+    })
+}
+
+/// Whether `--json` is on the command line (before a `--`), for errors
+/// found before the command line could be parsed.
+fn json_in(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// `mstate help exit-codes [--json]`: `Some(json)` when `args` ask for it.
+fn exit_codes_topic(args: &[OsString]) -> Option<bool> {
+    let words: Vec<&OsString> = args.iter().skip(1).filter(|a| *a != "--json").collect();
+    (words.len() == 2 && words[0] == "help" && words[1] == "exit-codes").then(|| json_in(args))
+}
+
+/// Print the exit codes (as JSON with `--json`) and exit.
+fn print_exit_codes(json: bool) -> ! {
+    let mut out = crate::output::Out::new();
+    let printed = if json {
+        out.json(crate::exit::EXIT_CODES)
+    } else {
+        out.bytes(crate::exit::exit_codes_topic().as_bytes())
+    }
+    .and_then(|_| out.finish());
+    match printed {
+        Ok(()) => std::process::exit(0),
+        Err(err) => {
+            crate::output::report_error(&err, json);
+            std::process::exit(i32::from(err.code()));
+        }
+    }
+}
+
+/// A clap usage error as the binary reports it: clap's message without
+/// "error: ", the usage lines and the pointer to `--help` (a tip stays).
+pub fn usage_error(e: &clap::Error) -> CliError {
+    let text = e.render().to_string();
+    let mut message = Vec::new();
+    let mut usage = None;
+    for para in text.split("\n\n") {
+        let para = para.trim();
+        if let Some(u) = para.strip_prefix("Usage:") {
+            usage = Some(u.split_whitespace().collect::<Vec<_>>().join(" "));
+        } else if !para.is_empty() && !para.starts_with("For more information") {
+            let para = para.strip_prefix("error:").unwrap_or(para);
+            message.push(para.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    CliError::Usage {
+        message: message.join("; "),
+        usage,
     }
 }
 
 /// Print clap's help, version or usage error and exit with its status,
-/// as `clap::Error::exit` does, except that help or version that cannot
-/// be written to stdout (a full disk, not a closed pipe) is exit 1 with
-/// the reason, not a silent success.
-fn exit_with(e: &clap::Error) -> ! {
+/// as `clap::Error::exit` does, except that: a usage error under `--json`
+/// is the JSON error object; help or version that cannot be written to
+/// stdout (a full disk, not a closed pipe) is exit 1 with the reason, not
+/// a silent success.
+fn exit_with(e: &clap::Error, json: bool) -> ! {
     use std::io::IsTerminal;
-    if e.use_stderr() || std::io::stdout().is_terminal() {
-        // Usage errors go to stderr; a terminal gets clap's colours.
+    if e.use_stderr() {
+        if json {
+            crate::output::report_error(&usage_error(e), true);
+            std::process::exit(i32::from(crate::exit::USAGE));
+        }
+        // A terminal gets clap's colours.
+        e.exit();
+    }
+    if std::io::stdout().is_terminal() {
         e.exit();
     }
     let mut out = crate::output::Out::new();
@@ -71,7 +481,7 @@ fn exit_with(e: &clap::Error) -> ! {
     match printed {
         Ok(()) => std::process::exit(e.exit_code()),
         Err(err) => {
-            crate::output::report_error(&err, false);
+            crate::output::report_error(&err, json);
             std::process::exit(i32::from(err.code()));
         }
     }
@@ -114,18 +524,20 @@ fn simple_load(args: &[OsString]) -> Option<Cli> {
             return None; // repeated: clap's error
         }
     }
-    let env = |name: &str, default: &str| match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        Err(std::env::VarError::NotPresent) => Some(default.to_string()),
+    // As clap reads them: an empty variable is not set.
+    let env = |name: &'static str, default: &str| match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(Setting {
+            value: v,
+            source: Source::Env(name),
+        }),
+        Err(std::env::VarError::NotPresent) => Some(Setting::default_of(default)),
         _ => None,
     };
     let global = GlobalArgs {
         chdir: None,
         json,
-        lock_timeout: env("MSTATE_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)?,
-        max_backups: env("MSTATE_MAX_BACKUPS", &DEFAULT_MAX_BACKUPS.to_string())?
-            .parse()
-            .ok()?,
+        lock_timeout: env(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)?,
+        max_backups: env(MAX_BACKUPS_ENV, DEFAULT_MAX_BACKUPS)?,
     };
     Some(Cli {
         global,
@@ -143,46 +555,143 @@ fn only<A: Args + FromArgMatches>(
     name: &'static str,
     wrap: fn(A) -> Command,
 ) -> Option<Cli> {
-    let tree = GlobalArgs::augment_args(clap::Command::new("mstate"))
-        .subcommand(A::augment_args(clap::Command::new(name)))
+    let tree = top(Flags::augment_args(clap::Command::new("mstate")))
+        .subcommand(adjust(A::augment_args(clap::Command::new(name)), name))
         .subcommand_required(true);
     let matches = tree.try_get_matches_from(args).ok()?;
-    let global = GlobalArgs::from_arg_matches(&matches).ok()?;
+    let flags = Flags::from_arg_matches(&matches).ok()?;
+    let global = resolve(flags, &matches).ok()?;
     let (_, sub) = matches.subcommand()?;
     let command = wrap(A::from_arg_matches(sub).ok()?);
     Some(Cli { global, command })
 }
 
-/// Options every command takes.
+/// Options every command takes, anywhere on the command line.
 #[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
+struct Flags {
     /// Run as if started in DIR (like git -C).
     #[arg(short = 'C', value_name = "DIR", global = true)]
-    pub chdir: Option<PathBuf>,
+    chdir: Option<PathBuf>,
 
     /// Print machine-readable JSON (errors too, on stderr).
     #[arg(long, global = true)]
+    json: bool,
+}
+
+/// Where an option's value came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Not given: the default.
+    Default,
+    /// This environment variable.
+    Env(&'static str),
+    /// This option on the command line.
+    Flag(&'static str),
+}
+
+/// An option's value as given (checked by the command that uses it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub value: String,
+    pub source: Source,
+}
+
+impl Setting {
+    fn default_of(value: &str) -> Setting {
+        Setting {
+            value: value.to_string(),
+            source: Source::Default,
+        }
+    }
+
+    /// How a message names where the value came from: `--lock-timeout
+    /// "abc"`, `MSTATE_LOCK_TIMEOUT="abc"`.
+    pub fn named(&self, flag: &str) -> String {
+        match self.source {
+            Source::Env(var) => format!("{var}={:?}", self.value),
+            Source::Flag(f) => format!("{f} {:?}", self.value),
+            Source::Default => format!("{flag} {:?}", self.value),
+        }
+    }
+}
+
+/// The global options as the command sees them.
+#[derive(Debug, Clone)]
+pub struct GlobalArgs {
+    pub chdir: Option<PathBuf>,
     pub json: bool,
+    /// `--lock-timeout` (its default for a command that takes no lock).
+    pub lock_timeout: Setting,
+    /// `--max-backups` (its default for a command that writes no backup).
+    pub max_backups: Setting,
+}
 
-    /// Wait at most SECS for a milestone's lock.
-    #[arg(
-        long,
-        value_name = "SECS",
-        global = true,
-        default_value = DEFAULT_LOCK_TIMEOUT,
-        env = "MSTATE_LOCK_TIMEOUT"
-    )]
-    pub lock_timeout: String,
-
-    /// Backups kept per milestone (oldest removed first; checkpoints are kept).
-    #[arg(
-        long,
-        value_name = "N",
-        global = true,
-        default_value_t = DEFAULT_MAX_BACKUPS,
-        env = "MSTATE_MAX_BACKUPS"
-    )]
-    pub max_backups: usize,
+/// The global options of a parsed command line: `--lock-timeout` and
+/// `--max-backups` after the command's name win over the same before it,
+/// which win over the environment. Before the name of a command that does
+/// not take them, they are a usage error; the environment is then ignored.
+fn resolve(flags: Flags, matches: &ArgMatches) -> Result<GlobalArgs, clap::Error> {
+    let mut path = Vec::new();
+    let mut leaf = matches;
+    while let Some((name, sub)) = leaf.subcommand() {
+        path.push(name);
+        leaf = sub;
+    }
+    let path = path.join(" ");
+    let options = spec_of(&path).map_or(0, |s| s.options);
+    let setting = |id: &str, flag: &'static str, var: &'static str, default: String, bit: u8| {
+        let given = |m: &ArgMatches| {
+            m.try_get_one::<String>(id)
+                .ok()
+                .flatten()
+                .map(|v| (v.clone(), m.value_source(id)))
+        };
+        let before = given(matches).filter(|(_, s)| *s == Some(ValueSource::CommandLine));
+        if options & bit == 0 {
+            if before.is_some() {
+                let what = if bit == LOCKS {
+                    "it takes no milestone lock"
+                } else {
+                    "it writes no backups"
+                };
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{flag} is not an option of `mstate {path}`: {what}\n"),
+                ));
+            }
+            return Ok(Setting::default_of(&default));
+        }
+        let after = given(leaf);
+        Ok(match (after, before) {
+            (Some((value, Some(ValueSource::CommandLine))), _) | (_, Some((value, _))) => Setting {
+                value,
+                source: Source::Flag(flag),
+            },
+            (Some((value, Some(ValueSource::EnvVariable))), None) => Setting {
+                value,
+                source: Source::Env(var),
+            },
+            _ => Setting::default_of(&default),
+        })
+    };
+    Ok(GlobalArgs {
+        chdir: flags.chdir,
+        json: flags.json,
+        lock_timeout: setting(
+            "lock_timeout",
+            "--lock-timeout",
+            LOCK_TIMEOUT_ENV,
+            DEFAULT_LOCK_TIMEOUT.to_string(),
+            LOCKS,
+        )?,
+        max_backups: setting(
+            "max_backups",
+            "--max-backups",
+            MAX_BACKUPS_ENV,
+            DEFAULT_MAX_BACKUPS.to_string(),
+            BACKUPS,
+        )?,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,13 +765,28 @@ mod tests {
             &["events", "m1", "--tail", "5", "--type", "a", "--type", "b"],
             &["events", "m1", "--follow", "--json"],
             &["lock", "status", "m1"],
+            &["--lock-timeout", "5", "save", "m1", "{}"],
+            &[
+                "--lock-timeout",
+                "5",
+                "save",
+                "m1",
+                "{}",
+                "--lock-timeout",
+                "7",
+            ],
+            &["save", "m1", "{}", "--max-backups", "3"],
+            &["--max-backups", "3", "load", "m1"],
+            &["--lock-timeout", "5", "log", "m1", "note"],
+            &["log", "m1", "note", "--lock-timeout", "5"],
+            &["events", "m1", "--max-backups", "5"],
         ];
         for case in cases {
             let args: Vec<OsString> = std::iter::once("mstate")
                 .chain(case.iter().copied())
                 .map(OsString::from)
                 .collect();
-            let whole = Cli::try_parse_from(&args).ok();
+            let whole = parse(&args).ok();
             if let Some(lean) = lean(&args) {
                 assert_eq!(
                     Some(format!("{lean:?}")),
@@ -271,7 +795,7 @@ mod tests {
                 );
             }
             if let Some(simple) = simple_load(&args) {
-                let whole = Cli::try_parse_from(&args).ok();
+                let whole = parse(&args).ok();
                 assert_eq!(
                     Some(format!("{simple:?}")),
                     whole.map(|w| format!("{w:?}")),
@@ -285,5 +809,78 @@ mod tests {
         };
         assert!(load(&["load", "m1", "--json"]));
         assert!(!load(&["load", "m1", "--json", "--json"]));
+    }
+
+    /// Every command of the tree has a spec (its options and examples),
+    /// every spec names a command, and the default shown is the store's.
+    #[test]
+    fn specs_match_the_tree() {
+        fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let p = if path.is_empty() {
+                    sub.get_name().to_string()
+                } else {
+                    format!("{path} {}", sub.get_name())
+                };
+                found.push(p.clone());
+                walk(sub, &p, found);
+            }
+        }
+        let mut found = Vec::new();
+        walk(&Parsed::command(), "", &mut found);
+        for p in &found {
+            assert!(spec_of(p).is_some(), "no spec for `{p}`");
+        }
+        for s in SPECS {
+            assert!(
+                found.iter().any(|p| p == s.path),
+                "spec of no command: {}",
+                s.path
+            );
+            let start = format!("mstate {}", s.path);
+            let of = |e: &&str| *e == start || e.starts_with(&format!("{start} "));
+            assert!(
+                s.path == "lock __gate" || s.examples.iter().any(of),
+                "no example of `{}`",
+                s.path
+            );
+        }
+        assert_eq!(
+            DEFAULT_MAX_BACKUPS,
+            mstate_store::fs::backup::DEFAULT_MAX_BACKUPS.to_string()
+        );
+        command().debug_assert();
+    }
+
+    /// Later wins: after the command's name over before it, both over
+    /// the environment, which is only read for a command that uses it.
+    #[test]
+    fn where_an_option_came_from() {
+        let p = |a: &[&str]| {
+            let args: Vec<OsString> = ["mstate"].iter().chain(a).map(OsString::from).collect();
+            parse(&args).map(|c| c.global)
+        };
+        let g = p(&[
+            "--lock-timeout",
+            "5",
+            "save",
+            "m",
+            "{}",
+            "--lock-timeout",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(g.lock_timeout.value, "7");
+        let g = p(&["--lock-timeout", "5", "save", "m", "{}"]).unwrap();
+        assert_eq!(
+            g.lock_timeout,
+            Setting {
+                value: "5".into(),
+                source: Source::Flag("--lock-timeout")
+            }
+        );
+        assert!(p(&["--lock-timeout", "5", "list"]).is_err());
+        assert!(p(&["--max-backups", "5", "lock", "acquire", "m"]).is_err());
+        assert!(p(&["--max-backups", "5", "checkpoint", "restore", "m", "c"]).is_ok());
     }
 }

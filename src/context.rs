@@ -6,13 +6,15 @@ use std::time::Duration;
 use mstate_store::fs::discover;
 use mstate_store::{FsOptions, FsStore, WriteOptions};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, Setting};
 use crate::exit::{CliError, CliResult};
 
 /// What every command needs: the store and the global options.
 pub struct Context {
     pub store: FsStore,
     pub global: GlobalArgs,
+    /// `--lock-timeout`, checked.
+    lock_timeout: Duration,
 }
 
 impl Context {
@@ -38,19 +40,35 @@ impl Context {
         let session = std::env::var("MSTATE_SESSION")
             .ok()
             .filter(|s| !s.is_empty());
+        let lock_timeout = parse_setting(&global.lock_timeout, "--lock-timeout")?;
+        let max_backups = global
+            .max_backups
+            .value
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| {
+                CliError::Invalid(format!(
+                    "{}: expected a whole number of backups to keep, e.g. 50",
+                    global.max_backups.named("--max-backups")
+                ))
+            })?;
         let opts = FsOptions {
-            max_backups: global.max_backups,
+            max_backups,
             session,
-            lock_timeout: parse_secs(&global.lock_timeout, "--lock-timeout")?,
+            lock_timeout,
             ..FsOptions::default()
         };
         let store = FsStore::open(root, opts)?;
-        Ok(Context { store, global })
+        Ok(Context {
+            store,
+            global,
+            lock_timeout,
+        })
     }
 
-    /// The lock timeout from `--lock-timeout`.
+    /// The lock timeout from `--lock-timeout` (or `MSTATE_LOCK_TIMEOUT`).
     pub fn lock_timeout(&self) -> CliResult<Duration> {
-        parse_secs(&self.global.lock_timeout, "--lock-timeout")
+        Ok(self.lock_timeout)
     }
 
     /// Write options with the global lock timeout.
@@ -66,4 +84,24 @@ impl Context {
 pub fn parse_secs(s: &str, flag: &str) -> CliResult<Duration> {
     mstate_store::time::parse_duration(s)
         .map_err(|e| CliError::Invalid(format!("{flag} {s:?}: {e}")))
+}
+
+/// Parse a lock's TTL: a duration, as [`parse_secs`], that is more than
+/// zero (a lock that may be broken at once protects nothing).
+pub fn parse_ttl(s: &str, flag: &str) -> CliResult<Duration> {
+    let ttl = parse_secs(s, flag)?;
+    if ttl.is_zero() {
+        return Err(CliError::Invalid(format!(
+            "{flag} {s:?}: the TTL must be positive, e.g. 30s or 10m (leave {flag} out for a lock \
+             that lasts while its holder lives)"
+        )));
+    }
+    Ok(ttl)
+}
+
+/// Parse a duration setting, naming where it came from when it is bad
+/// (`MSTATE_LOCK_TIMEOUT="abc": ...`).
+fn parse_setting(setting: &Setting, flag: &str) -> CliResult<Duration> {
+    mstate_store::time::parse_duration(&setting.value)
+        .map_err(|e| CliError::Invalid(format!("{}: {e}", setting.named(flag))))
 }

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     );
     let cli = cli::Cli::from_env();
     let json = cli.global.json;
+    let wait_flag = cli.wait_flag();
     // An output error of an `Out` dropped on an early return is reported
     // here, so no failed write of the output ends as a success.
     let result = commands::run(cli).and_then(|()| match output::unreported_error() {
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
+            let err = err.naming_wait(&wait_flag);
             output::report_error(&err, json);
             ExitCode::from(err.code())
         }

@@ -211,6 +211,9 @@ pub fn report_error(err: &CliError, json: bool) {
         if let Some(c) = err.committed_text() {
             e["committed"] = serde_json::Value::String(c.to_string());
         }
+        if let CliError::Usage { usage: Some(u), .. } = err {
+            e["usage"] = serde_json::Value::String(u.clone());
+        }
         let _ = writeln!(stderr, "{}", serde_json::json!({ "error": e }));
     } else {
         let _ = writeln!(stderr, "mstate: error: {err}");

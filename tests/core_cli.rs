@@ -588,12 +588,13 @@ fn help_completions_and_usage_errors() {
     let d = t.path();
     let help = ok(d, &["--help"]);
     for line in [
-        "0  success",
-        "3  not found",
-        "4  revision conflict",
-        "5  lock not acquired",
-        "6  invalid input",
-        "7  corruption",
+        "0  ok         success",
+        "2  usage      usage error",
+        "3  not_found  not found",
+        "4  conflict   revision conflict",
+        "5  locked     lock not acquired",
+        "6  invalid    invalid input",
+        "7  corrupt    corruption",
     ] {
         assert!(help.contains(line), "{line}");
     }

@@ -1,9 +1,8 @@
 //! `completions <shell>`.
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_complete::Shell;
 
-use crate::cli::Cli;
 use crate::exit::CliResult;
 use crate::output::Out;
 
@@ -14,7 +13,7 @@ pub struct CompletionsArgs {
 }
 
 pub fn cmd_completions(a: &CompletionsArgs) -> CliResult {
-    let mut cmd = Cli::command();
+    let mut cmd = crate::cli::command();
     // Into memory first: `generate` panics when its writer fails.
     let mut script = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "mstate", &mut script);

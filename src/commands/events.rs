@@ -74,8 +74,9 @@ pub struct EventsArgs {
     /// Keep printing new events as they are appended (Ctrl-C to stop).
     #[arg(long, short = 'f', conflicts_with = "reverse")]
     pub follow: bool,
-    /// Output format (--json means json).
-    #[arg(long, value_enum)]
+    /// Output format: jsonl (one stored JSON line per event), json (a pretty
+    /// array) or text (`timestamp [type] data` lines); --json means json.
+    #[arg(long, value_enum, hide_possible_values = true)]
     pub format: Option<EventFormat>,
 }
 

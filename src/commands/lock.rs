@@ -33,7 +33,7 @@ use mstate_store::process::{self, Alive};
 use mstate_store::Store;
 
 use super::milestone;
-use crate::context::{parse_secs, Context};
+use crate::context::{parse_secs, parse_ttl, Context};
 use crate::exit::{CliError, CliResult};
 use crate::output::{note, Out};
 
@@ -139,7 +139,7 @@ fn request(
         Some(t) => parse_secs(t, "--timeout")?,
         None => ctx.lock_timeout()?,
     };
-    let ttl: Option<Duration> = ttl.as_deref().map(|t| parse_secs(t, "--ttl")).transpose()?;
+    let ttl: Option<Duration> = ttl.as_deref().map(|t| parse_ttl(t, "--ttl")).transpose()?;
     Ok(LockRequest {
         operation: op.to_string(),
         timeout,
@@ -424,7 +424,9 @@ fn run_in_new_group(
     rustix::io::fcntl_setfd(&rd, rustix::io::FdFlags::empty())
         .map_err(|e| cannot("cannot pass a pipe on", e))?;
     let spawned = Command::new(exe)
-        .args(["lock", "__gate", "--fd", &rd.as_raw_fd().to_string(), "--"])
+        .args(["lock", "__gate", "--fd", &rd.as_raw_fd().to_string()])
+        .args(ctx.global.json.then_some("--json"))
+        .arg("--")
         .args(command)
         .process_group(0)
         .spawn();

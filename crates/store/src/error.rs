@@ -92,19 +92,19 @@ pub enum Error {
         actual: u64,
     },
 
-    /// The lock was held by someone else for the whole wait.
-    #[error("milestone '{milestone}' is locked{}; waited {:.1}s; retry with a longer --lock-timeout, or if the holder is gone run `mstate lock release {milestone} --force`", holder_suffix(holder), waited.as_secs_f64())]
+    /// The lock was held by someone else for the whole wait. The message
+    /// names no option: a front end words the hint with the one its user
+    /// set (the CLI says `--lock-timeout` or `--timeout`).
+    #[error("milestone '{milestone}' is locked{}; waited {:.1}s; retry with a longer lock timeout, or if the holder is gone run `mstate lock release {milestone} --force`", holder_suffix(holder), waited.as_secs_f64())]
     LockTimeout {
         milestone: String,
         waited: Duration,
         holder: Option<Box<LockInfo>>,
     },
 
-    /// A release was asked for a lock this process tree does not hold.
-    #[error(
-        "lock of milestone '{milestone}' is not held by this process{}; use --force to break it",
-        holder_suffix(holder)
-    )]
+    /// A release or pin was asked for a lock this process tree does not
+    /// hold: someone else's (`holder`), or none (`holder` is `None`).
+    #[error("{}", not_owned_message(milestone, holder))]
     LockNotOwned {
         milestone: String,
         holder: Option<Box<LockInfo>>,
@@ -144,6 +144,20 @@ fn holder_suffix(holder: &Option<Box<LockInfo>>) -> String {
     match holder {
         Some(info) => format!(" by {}", info.describe()),
         None => String::new(),
+    }
+}
+
+fn not_owned_message(milestone: &str, holder: &Option<Box<LockInfo>>) -> String {
+    match holder {
+        Some(info) => format!(
+            "lock of milestone '{milestone}' is held by {}, not by this process; \
+             to break it anyway run `mstate lock release {milestone} --force`",
+            info.describe()
+        ),
+        None => format!(
+            "milestone '{milestone}' is not locked by this process (nobody holds its lock); \
+             take it first with `mstate lock acquire {milestone}`"
+        ),
     }
 }
 

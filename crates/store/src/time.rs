@@ -80,7 +80,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let bad = || {
         Error::invalid(
             "duration",
-            format!("{s:?} is not a duration; use a number with a unit, e.g. 500ms, 90s, 15m, 2h, 7d, 1w"),
+            format!("{s:?} is not a duration; use a number of seconds (30, 1.5) or a duration with a unit (500ms, 2m; also s, h, d, w)"),
         )
     };
     let t = s.trim();
@@ -153,7 +153,15 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-        for bad in ["", "h", "5x", "-5s", "1e400s", "five"] {
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("0.5m").unwrap(), Duration::from_secs(30));
+        // The message names both forms that are accepted.
+        let msg = parse_duration("abc").unwrap_err().to_string();
+        assert!(msg.contains("a number of seconds (30, 1.5)"), "{msg}");
+        assert!(msg.contains("a duration with a unit (500ms, 2m"), "{msg}");
+        for bad in [
+            "", "h", "5x", "-5s", "1e400s", "five", ".", "1.2.3", "nan", "inf",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
