@@ -439,6 +439,9 @@ fn print_exit_codes(json: bool) -> ! {
 /// "error: ", the usage lines and the pointer to `--help` (a tip stays).
 pub fn usage_error(e: &clap::Error) -> CliError {
     let text = e.render().to_string();
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return missing_subcommand(&text);
+    }
     let mut message = Vec::new();
     let mut usage = None;
     for para in text.split("\n\n") {
@@ -452,6 +455,47 @@ pub fn usage_error(e: &clap::Error) -> CliError {
     }
     CliError::Usage {
         message: message.join("; "),
+        usage,
+    }
+}
+
+/// A command group named without its subcommand (`mstate lock`): clap
+/// renders the group's whole help, which is no error message; name the
+/// subcommands instead.
+fn missing_subcommand(help: &str) -> CliError {
+    let mut names = Vec::new();
+    let mut usage = None;
+    for para in help.split("\n\n") {
+        if let Some(u) = para.trim().strip_prefix("Usage:") {
+            usage = Some(u.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        let Some(list) = para.strip_prefix("Commands:") else {
+            continue;
+        };
+        for line in list.lines() {
+            // A name is indented by two spaces; wrapped text, by more.
+            let Some(rest) = line.strip_prefix("  ") else {
+                continue;
+            };
+            match rest.split_whitespace().next() {
+                Some(name) if !rest.starts_with(' ') && name != "help" => {
+                    names.push(name.to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+    let group = usage
+        .as_deref()
+        .and_then(|u| u.split(" [").next())
+        .and_then(|u| u.split(" <").next())
+        .unwrap_or("this command")
+        .to_string();
+    CliError::Usage {
+        message: format!(
+            "'{group}' needs a subcommand: {}; see `{group} --help`",
+            names.join(", ")
+        ),
         usage,
     }
 }

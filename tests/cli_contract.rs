@@ -784,3 +784,23 @@ fn a_command_lock_run_cannot_start_is_a_json_error_under_json() {
     assert_eq!(v["error"]["kind"], "failure", "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// A command group named without its subcommand is a short error naming
+/// the subcommands, not the group's whole help flattened into one line.
+#[test]
+fn a_group_without_its_subcommand_names_the_subcommands() {
+    let t = tempfile::tempdir().unwrap();
+    for (group, some) in [
+        ("lock", "acquire"),
+        ("checkpoint", "restore"),
+        ("session", "start"),
+    ] {
+        let out = cmd(t.path()).args(["--json", group]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{group}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(some), "{group}: {message}");
+        assert!(!message.contains("Options:"), "{group}: {message}");
+        assert!(!message.contains("__gate"), "{group}: {message}");
+    }
+}
