@@ -54,7 +54,7 @@ pub const EXIT_CODES: &[ExitKind] = &[
     ExitKind {
         code: NOT_FOUND,
         kind: "not_found",
-        meaning: "not found (milestone, checkpoint, backup, session)",
+        meaning: "not found (milestone, checkpoint, backup, session; for doctor, the store)",
     },
     ExitKind {
         code: CONFLICT,

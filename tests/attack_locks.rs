@@ -722,6 +722,7 @@ fn lock_run_that_cannot_handle_signals_does_not_start_its_command() {
 fn concurrent_session_ends_log_one_session_ended() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
     for round in 0..3 {
         let sid = ok(d, &["session", "start", "m"]).trim().to_string();
         let enders: Vec<Child> = (0..8)
@@ -750,6 +751,7 @@ fn concurrent_session_ends_log_one_session_ended() {
 fn events_racing_a_session_end(explicit: bool) {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
     let sid = ok(d, &["session", "start", "m"]).trim().to_string();
     let log = if explicit {
         format!(r#""$M" log m tick '{{}}' --session {sid}"#)

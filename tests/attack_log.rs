@@ -254,12 +254,13 @@ fn after_a_failed_or_killed_directory_sync_the_next_append_syncs_it_again() {
         let d = t.path();
         let trace = d.join("trace");
         ok(d, &["init", "m"]);
-        // The first append to a new log fails at its directory sync.
+        // The first append to a new log fails at its directory sync
+        // (`--create`: a log of a milestone the store does not know yet).
         let out = strace_run(
             d,
             &["-e", &format!("inject=fsync:{fault}:when=1")],
             &trace,
-            &["log", "n", "a", r#"{"i": 1}"#],
+            &["log", "n", "a", r#"{"i": 1}"#, "--create"],
         );
         assert!(
             !out.status.success(),
@@ -271,7 +272,7 @@ fn after_a_failed_or_killed_directory_sync_the_next_append_syncs_it_again() {
             d,
             &["-e", "trace=fsync,fdatasync"],
             &trace,
-            &["log", "n", "a", r#"{"i": 2}"#],
+            &["log", "n", "a", r#"{"i": 2}"#, "--create"],
         );
         assert!(
             out.status.success(),

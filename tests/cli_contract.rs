@@ -102,7 +102,8 @@ impl Drop for Holder {
     }
 }
 
-/// A store with `m` at revision 2, checkpoint `cp1`, milestone `held`
+/// A store with `m` at revision 2, checkpoint `cp1`, milestone `held` (at
+/// revision 2, one backup)
 /// locked by a live process of someone else, and `bad` whose state file
 /// is garbage with no backup.
 fn prepared() -> (tempfile::TempDir, Holder) {
@@ -113,6 +114,7 @@ fn prepared() -> (tempfile::TempDir, Holder) {
     ok(d, &["save", "m", r#"{"a": 2}"#]);
     ok(d, &["checkpoint", "create", "m", "cp1"]);
     ok(d, &["save", "held", "{}"]);
+    ok(d, &["save", "held", r#"{"a": 1}"#]);
     let holder = Holder::new();
     ok(
         d,
@@ -151,7 +153,7 @@ const ERRORS: &[(&str, i32)] = &[
     ("reopen m", 6),
     ("backups bad/id", 6),
     ("recover m --from nosuch", 3),
-    ("recover held --lock-timeout 0", 5),
+    ("recover held --from @HELD_BACKUP --lock-timeout 0", 5),
     ("checkpoint", 2),
     ("checkpoint create m cp1", 6),
     ("checkpoint list bad/id", 6),
@@ -191,8 +193,13 @@ const ERRORS: &[(&str, i32)] = &[
 fn every_error_under_json_is_one_json_object_with_the_exit_status() {
     let table = table();
     let (t, _holder) = prepared();
+    // A valid state's recover reads only; a roll-back takes the lock.
+    let backups: Value =
+        serde_json::from_str(&ok(t.path(), &["--json", "backups", "held"])).unwrap();
+    let held_backup = backups[0]["name"].as_str().unwrap().to_string();
     let mut failures = Vec::new();
     for (case, expected) in ERRORS {
+        let case = &case.replace("@HELD_BACKUP", &held_backup);
         // `--json` first and last: both are the same request.
         for json_first in [true, false] {
             let mut args = split(case);

@@ -38,7 +38,11 @@ fn types(evs: &[Value]) -> Vec<String> {
 fn log_appends_the_seed_fields_plus_seq_and_host() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    ok(d, &["log", "m", "task.done", r#"{"percentage": 50}"#]);
+    // `--create`: the first line of a log (no `init` before it).
+    ok(
+        d,
+        &["log", "m", "task.done", r#"{"percentage": 50}"#, "--create"],
+    );
     let evs = lines(&std::fs::read_to_string(log_path(d, "m")).unwrap());
     assert_eq!(evs.len(), 1);
     let e = &evs[0];
@@ -74,6 +78,7 @@ fn log_appends_the_seed_fields_plus_seq_and_host() {
 fn invalid_data_and_hostile_types_are_refused_and_nothing_is_written() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
     ok(d, &["log", "m", "a"]);
     let before = std::fs::read(log_path(d, "m")).unwrap();
     for args in [
@@ -105,6 +110,7 @@ fn raw_fallback_keeps_invalid_data_as_a_string() {
             "progress",
             "{\"percentage\": }",
             "--raw-fallback",
+            "--create",
         ],
     );
     assert!(out.status.success());
@@ -117,6 +123,7 @@ fn raw_fallback_keeps_invalid_data_as_a_string() {
 fn eight_processes_append_a_thousand_each_with_unique_contiguous_seq() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
     let script = r#"i=0; while [ $i -lt 1000 ]; do "$M" log m tick "{\"w\": $W, \"i\": $i}" || exit 1; i=$((i+1)); done"#;
     let children: Vec<_> = (0..8)
         .map(|w| {
@@ -134,9 +141,10 @@ fn eight_processes_append_a_thousand_each_with_unique_contiguous_seq() {
     }
     let text = std::fs::read_to_string(log_path(d, "m")).unwrap();
     let evs = lines(&text);
-    assert_eq!(evs.len(), 8000);
+    // The init's state_initialized, then the 8000.
+    assert_eq!(evs.len(), 8001);
     let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=8000).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=8001).collect::<Vec<_>>());
     let mut stamps: Vec<&str> = evs
         .iter()
         .map(|e| e["timestamp"].as_str().unwrap())
@@ -156,7 +164,10 @@ fn torn_tails_are_skipped_then_quarantined_and_counts_stay_exact() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path();
         for i in 0..3 {
-            ok(d, &["log", "m", "e", &json!({"i": i}).to_string()]);
+            ok(
+                d,
+                &["log", "m", "e", &json!({"i": i}).to_string(), "--create"],
+            );
         }
         std::fs::OpenOptions::new()
             .append(true)
@@ -337,6 +348,7 @@ fn bad_time_arguments_are_invalid_input() {
 fn follow_streams_new_events_and_ends_cleanly() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
     ok(d, &["log", "m", "before"]);
     let mut follower = Command::new(bin())
         .args(["events", "m", "--follow", "--type", "tick"])
@@ -366,6 +378,7 @@ fn follow_streams_new_events_and_ends_cleanly() {
 fn follow_ends_cleanly_when_the_reader_goes_away() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
     for i in 0..3 {
         ok(d, &["log", "m", "tick", &json!({"i": i}).to_string()]);
     }

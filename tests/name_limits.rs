@@ -128,6 +128,9 @@ fn the_longest_id_works_everywhere_mstate_builds_a_name_from_it() {
     assert!(ok(d, &["checkpoint", "list", &id]).contains("pre-restore-"));
     // Backups, recovery, a corrupt state file moved aside.
     let backup = ok(d, &["backups", &id])
+        .lines()
+        .nth(1) // below the header
+        .unwrap()
         .split_whitespace()
         .next()
         .unwrap()

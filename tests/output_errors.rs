@@ -142,6 +142,10 @@ fn attempt(case: &str, json: bool, sink: &Sink) -> (Vec<String>, Output, tempfil
         let pid = std::process::id().to_string();
         ok(t.path(), &["lock", "acquire", "m", "--owner-pid", &pid]);
     }
+    if case.starts_with("recover") {
+        // Something to recover: a valid state is left alone.
+        std::fs::write(t.path().join(".milestones/state/active/m.json"), b"{").unwrap();
+    }
     if case.starts_with("doctor --repair") {
         // Something to repair: a temp file of a writer that is gone.
         let tmp = t

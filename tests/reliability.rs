@@ -230,8 +230,9 @@ fn concurrent_appends_get_every_seq_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (procs, each) = if full() { (16, 2000) } else { (8, 100) };
+    // `--create`: the first appends race to create the log.
     let script = format!(
-        r#"for i in $(seq {each}); do "$M" log m tick "{{\"w\": $W, \"i\": $i}}" || exit 1; done"#
+        r#"for i in $(seq {each}); do "$M" log m tick "{{\"w\": $W, \"i\": $i}}" --create || exit 1; done"#
     );
     let start = Instant::now();
     let children: Vec<_> = (0..procs)

@@ -27,7 +27,10 @@ fn a_session_starts_becomes_current_tags_events_and_ends() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     assert_eq!(ok(d, &["session", "current"]).trim(), "no-session");
-    let sid = ok(d, &["session", "start", "m"]).trim().to_string();
+    // `--create`: the session's event begins the milestone's log.
+    let sid = ok(d, &["session", "start", "m", "--create"])
+        .trim()
+        .to_string();
     // The seed's form: session-YYYYmmdd-HHMMSS-<pid>.
     let parts: Vec<&str> = sid.split('-').collect();
     assert_eq!(parts.len(), 4, "{sid}");
@@ -96,6 +99,8 @@ fn a_session_starts_becomes_current_tags_events_and_ends() {
 fn sessions_in_the_same_second_get_distinct_ids_and_list_filters() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
+    ok(d, &["init", "other"]);
     let a = ok(d, &["session", "start", "m", "--owner-pid", "1"])
         .trim()
         .to_string();
@@ -126,6 +131,7 @@ fn sessions_in_the_same_second_get_distinct_ids_and_list_filters() {
 fn a_session_whose_process_is_gone_is_abandoned() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
     let mut child = Command::new("sleep").arg("600").spawn().unwrap();
     let pid = child.id().to_string();
     let sid = ok(d, &["session", "start", "m", "--owner-pid", &pid])

@@ -10,6 +10,44 @@ use crate::context::Context;
 use crate::exit::CliResult;
 use crate::output::{note, Out};
 
+/// The lines of a text table: a header, then the rows, every column but
+/// the last padded to its widest cell (`right` ones aligned right).
+pub fn table(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.enumerate() {
+            let pad = widths
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(cell.chars().count());
+            let last = i + 1 == widths.len();
+            if i > 0 {
+                out.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                out.extend(std::iter::repeat_n(' ', pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if !last {
+                    out.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+        }
+        out
+    };
+    let mut lines = vec![line(&mut header.iter().copied())];
+    lines.extend(rows.iter().map(|r| line(&mut r.iter().map(String::as_str))));
+    lines
+}
+
 #[derive(Debug, Args)]
 pub struct BackupsArgs {
     /// Milestone id.
@@ -37,13 +75,23 @@ pub fn cmd_backups(ctx: &Context, a: &BackupsArgs) -> CliResult {
         note(&format!("no backups of '{id}' yet"));
         return out.finish();
     }
-    for b in &list {
-        let rev = b.revision.map_or("-".into(), |r| format!("r{r}"));
-        let valid = if b.valid { "" } else { "  INVALID" };
-        out.line(&format!(
-            "{}  {rev:>6}  {:>9}  {}{valid}",
-            b.name, b.size, b.modified
-        ))?;
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.name.clone(),
+                b.revision.map_or("-".into(), |r| r.to_string()),
+                b.size.to_string(),
+                b.modified.clone(),
+                if b.valid { "valid" } else { "INVALID" }.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["BACKUP", "REVISION", "SIZE", "MODIFIED", "VALID"];
+    for l in table(&header, &[false, true, true, false, false], &rows) {
+        if !out.line(&l)? {
+            break;
+        }
     }
     out.finish()
 }
@@ -58,24 +106,32 @@ pub fn cmd_recover(ctx: &Context, a: &RecoverArgs) -> CliResult {
         let mut out = Out::new();
         if ctx.global.json {
             out.json(&with_warnings(&r, &warnings)?)?;
-        } else {
+        } else if let Some(backup) = &r.backup {
             if let Some(m) = &r.corrupt_moved_to {
                 note(&format!("Corrupted state moved aside to {m}"));
             }
             out.line(&format!(
-                "State recovered successfully from: .milestones/state/backups/{}",
-                r.backup
+                "State recovered successfully from: .milestones/state/backups/{backup}"
             ))?;
             note(&format!("{id} is now at revision {}", r.revision));
+        } else {
+            out.line(&format!(
+                "State of {id} is valid (revision {}); nothing to recover",
+                r.revision
+            ))?;
+            note(&format!(
+                "to roll back to a backup anyway, name it: `mstate recover {id} --from <backup>` (see `mstate backups {id}`)"
+            ));
         }
         out.finish()
     };
-    print().map_err(|e| {
-        e.committed(|| {
+    print().map_err(|e| match &r.backup {
+        Some(backup) => e.committed(|| {
             format!(
-                "'{id}' was recovered from backup {} and is at revision {}",
-                r.backup, r.revision
+                "'{id}' was recovered from backup {backup} and is at revision {}",
+                r.revision
             )
-        })
+        }),
+        None => e,
     })
 }

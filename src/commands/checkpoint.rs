@@ -84,13 +84,23 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
             } else if list.is_empty() {
                 note(&format!("no checkpoints of '{id}' yet"));
             } else {
-                for c in &list {
-                    let rev = c.revision.map_or("-".into(), |r| format!("r{r}"));
-                    let valid = if c.valid { "" } else { "  INVALID" };
-                    out.line(&format!(
-                        "{}  {rev:>6}  {:>9}  {}{valid}",
-                        c.name, c.size, c.modified
-                    ))?;
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.revision.map_or("-".into(), |r| r.to_string()),
+                            c.size.to_string(),
+                            c.modified.clone(),
+                            if c.valid { "valid" } else { "INVALID" }.to_string(),
+                        ]
+                    })
+                    .collect();
+                let header = ["CHECKPOINT", "REVISION", "SIZE", "MODIFIED", "VALID"];
+                for l in super::backup::table(&header, &[false, true, true, false, false], &rows) {
+                    if !out.line(&l)? {
+                        break;
+                    }
                 }
             }
             out.finish()

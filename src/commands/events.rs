@@ -20,6 +20,14 @@ use crate::context::Context;
 use crate::exit::{CliError, CliResult};
 use crate::output::{note, warn, Out};
 
+/// What `cleanup --help` says of the live log: removing events seals it
+/// into a segment and puts a new file in its place, so a watcher holding
+/// the old file (`tail -f`) sees nothing after it.
+pub const CLEANUP_REPLACES_LOG: &str = "When it removes events, cleanup moves the live log \
+events/milestone-<id>.jsonl into events/segments/<id>/ and puts a new, empty file in its place \
+(the seed's cleanup replaces it too): follow the log by name with `tail -F`, or with \
+`mstate events <id> --follow`; `tail -f` stays on the old file and sees nothing after a cleanup.";
+
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Milestone id.
@@ -34,6 +42,10 @@ pub struct LogArgs {
     /// Keep data that is not valid JSON as a JSON string (with a warning) instead of failing.
     #[arg(long)]
     pub raw_fallback: bool,
+    /// Log even to a milestone the store does not know, creating its log,
+    /// as the seed's log_milestone_event does; for the shell layer.
+    #[arg(long, hide = true)]
+    pub create: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,8 +111,11 @@ pub struct TimelineArgs {
     pub format: Option<TimelineFormat>,
 }
 
+/// Where cleanup removes events, the live log is replaced (see
+/// [`CLEANUP_REPLACES_LOG`]).
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("which").required(true))]
+#[command(after_help = CLEANUP_REPLACES_LOG)]
 pub struct CleanupArgs {
     /// Milestone id.
     #[arg(group = "which")]
@@ -117,6 +132,11 @@ pub struct CleanupArgs {
     /// Only report what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+    /// Clean even a milestone the store does not know (its state_cleaned
+    /// event creates its log), as the seed's cleanup_milestone_state does;
+    /// for the shell layer.
+    #[arg(long, hide = true)]
+    pub create: bool,
 }
 
 fn print_warnings(report: &ReadReport) {
@@ -147,14 +167,16 @@ pub fn cmd_log(ctx: &Context, a: &LogArgs) -> CliResult {
             }
         }
     };
-    let event = ctx.store.log(
-        &id,
-        &NewEvent {
-            event_type,
-            data,
-            session_id: session,
-        },
-    )?;
+    let event = NewEvent {
+        event_type,
+        data,
+        session_id: session,
+    };
+    let event = if a.create {
+        ctx.store.log_creating(&id, &event)?
+    } else {
+        ctx.store.log(&id, &event)?
+    };
     if !ctx.global.json {
         return Ok(());
     }
@@ -413,17 +435,10 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
     out.finish()
 }
 
-/// Fail with "not found" (exit 3) when the store knows nothing of `id`.
+/// Fail with "not found" (exit 3) when the store knows nothing of `id`
+/// (the store's queries already do; kept for the empty results).
 fn require_known(ctx: &Context, id: &MilestoneId) -> CliResult {
-    if ctx.store.milestone_ids()?.contains(id) {
-        return Ok(());
-    }
-    Err(mstate_store::Error::NotFound {
-        kind: mstate_store::ObjectKind::Milestone,
-        name: id.to_string(),
-        hint: Some("no events or state exist for it; see `mstate list`".into()),
-    }
-    .into())
+    Ok(ctx.store.require_known(id)?)
 }
 
 fn md_escape(s: &str) -> String {
@@ -490,6 +505,8 @@ pub fn cmd_cleanup(ctx: &Context, a: &CleanupArgs) -> CliResult {
         .ok_or_else(|| CliError::Invalid("--retention-days is too large".into()))?;
     let opts = CleanupOptions {
         cutoff,
+        retention_days: Some(a.retention_days),
+        create: a.create,
         include_checkpoints: a.include_checkpoints,
         dry_run: a.dry_run,
     };

@@ -27,7 +27,7 @@ pub fn run(cli: Cli) -> CliResult {
         _ => {}
     }
     let ctx = Context::open(cli.global)?;
-    let result = dispatch(&ctx, cli.command);
+    let result = dispatch(&ctx, cli.command).map_err(state::word_hints);
     // Failures after a commit point that the command did not show itself
     // (an event that could not be logged): the change stands, so they are
     // warnings, shown whatever the command's outcome.

@@ -41,6 +41,11 @@ pub struct StartArgs {
     /// Do not make it the current session (.current_session is left alone).
     #[arg(long)]
     pub no_current: bool,
+    /// Start it even for a milestone the store does not know (its
+    /// session_created event creates the milestone's log), as the seed's
+    /// create_milestone_session does; for the shell layer.
+    #[arg(long, hide = true)]
+    pub create: bool,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +150,7 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
                 working_directory: cwd.to_string_lossy().into_owned(),
                 git_branch: git_branch(&cwd),
                 make_current: !a.no_current,
+                create: a.create,
             };
             let record = ctx.store.session_start(&id, &start)?;
             let print = |mut out: Out| -> CliResult {

@@ -133,7 +133,7 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
         warn(&format!(
             "the state file of '{id}' was corrupt; recovered revision {} from backup {}{}",
             r.revision,
-            r.backup,
+            r.backup.as_deref().unwrap_or("-"),
             r.corrupt_moved_to
                 .as_deref()
                 .map(|m| format!(" (corrupt file kept as {m})"))
@@ -184,6 +184,12 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
 /// commit point (an event that could not be logged), which did not undo
 /// its change. On stderr always; returned for `--json` output too.
 pub fn committed_warnings(ctx: &Context) -> Vec<String> {
+    if ctx.store.take_created() {
+        note(&format!(
+            "created a new store at {}",
+            ctx.store.root().display()
+        ));
+    }
     let warnings = ctx.store.take_warnings();
     for w in &warnings {
         warn(w);
@@ -254,36 +260,90 @@ pub fn cmd_list(ctx: &Context) -> CliResult {
         return out.finish();
     }
     if list.is_empty() {
-        note("no milestones yet; create one with `mstate init <milestone>`");
+        note(&no_milestones(ctx)?);
         return out.finish();
     }
-    let width = list
+    // A state file that cannot be read is `corrupt` in STATUS, with its
+    // error in the last column (present only when some row has one).
+    let notes = list.iter().any(|m| m.error.is_some());
+    let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|m| m.milestone_id.len())
-        .max()
-        .unwrap_or(9)
-        .max(9);
-    out.line(&format!(
-        "{:<width$}  {:<9}  {:>8}  {:<27}  LOCK",
-        "MILESTONE", "STATUS", "REVISION", "UPDATED"
-    ))?;
-    for m in &list {
-        let rev = m.revision.map_or("-".to_string(), |r| r.to_string());
-        let updated = m.updated.clone().unwrap_or_else(|| "-".into());
-        let lock = match (&m.lock, &m.error) {
-            (Some(l), _) => l.describe(),
-            (None, Some(e)) => format!("({e})"),
-            (None, None) => "-".into(),
-        };
-        out.line(&format!(
-            "{:<width$}  {:<9}  {:>8}  {:<27}  {lock}",
-            m.milestone_id,
-            m.status.as_str(),
-            rev,
-            updated
-        ))?;
+        .map(|m| {
+            let mut row = vec![
+                m.milestone_id.clone(),
+                match &m.error {
+                    Some(_) => "corrupt".to_string(),
+                    None => m.status.as_str().to_string(),
+                },
+                m.revision.map_or("-".to_string(), |r| r.to_string()),
+                m.updated.clone().unwrap_or_else(|| "-".into()),
+                m.lock.as_ref().map_or("-".into(), |l| l.describe()),
+            ];
+            if notes {
+                row.push(m.error.as_ref().map_or(String::new(), |e| {
+                    format!("{}/{}.json: {e}", m.status.as_str(), m.milestone_id)
+                }));
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["MILESTONE", "STATUS", "REVISION", "UPDATED", "LOCK"];
+    if notes {
+        header.push("NOTE");
+    }
+    let lines = super::backup::table(&header, &[false, false, true, false, false, false], &rows);
+    for l in lines {
+        if !out.line(l.trim_end())? {
+            break;
+        }
     }
     out.finish()
+}
+
+/// What `list` says when there is no milestone: where it looked, when
+/// there is no store there.
+fn no_milestones(ctx: &Context) -> CliResult<String> {
+    if ctx.store.exists()? {
+        return Ok("no milestones yet; create one with `mstate init <milestone>`".into());
+    }
+    Ok(format!(
+        "no store at {}: no milestones; create one with `mstate init <milestone>`, or run where one is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)",
+        ctx.store.root().display()
+    ))
+}
+
+/// Word the hint of a milestone the store does not know for the command
+/// line (the store's error carries the data): the ids it may have meant,
+/// how to create it, or where the store was looked for.
+pub fn word_hints(e: CliError) -> CliError {
+    let CliError::Store(mstate_store::Error::UnknownMilestone {
+        name,
+        nearest,
+        no_store,
+    }) = e
+    else {
+        return e;
+    };
+    let quoted: Vec<String> = nearest.iter().map(|n| format!("'{n}'")).collect();
+    let hint = match (&no_store, quoted.as_slice()) {
+        (Some(root), _) => format!(
+            "there is no store at {}; create one with `mstate init {name}`, or run where one is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)",
+            root.display()
+        ),
+        (None, []) => format!(
+            "the store knows no milestone of that name (see `mstate list`); create it with `mstate init {name}`"
+        ),
+        (None, [one]) => format!("did you mean {one}? To create '{name}': `mstate init {name}`"),
+        (None, many) => format!(
+            "did you mean one of {}? To create '{name}': `mstate init {name}`",
+            many.join(", ")
+        ),
+    };
+    CliError::Store(mstate_store::Error::NotFound {
+        kind: mstate_store::ObjectKind::Milestone,
+        name,
+        hint: Some(hint),
+    })
 }
 
 pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {

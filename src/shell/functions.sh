@@ -201,9 +201,9 @@ log_milestone_event() {
     local event_data=$3
     local session_id=${4:-}
     if [ -n "$session_id" ]; then
-        printf '%s' "$event_data" | __mstate log "$milestone_id" "$event_type" - --raw-fallback --session "$session_id" || return 1
+        printf '%s' "$event_data" | __mstate log "$milestone_id" "$event_type" - --raw-fallback --create --session "$session_id" || return 1
     else
-        printf '%s' "$event_data" | __mstate log "$milestone_id" "$event_type" - --raw-fallback || return 1
+        printf '%s' "$event_data" | __mstate log "$milestone_id" "$event_type" - --raw-fallback --create || return 1
     fi
 }
 
@@ -337,7 +337,7 @@ restore_from_checkpoint() {
 }
 
 create_milestone_session() {
-    __mstate session start "$1" --owner-pid "$$" || return 1
+    __mstate session start "$1" --owner-pid "$$" --create || return 1
 }
 
 get_current_session_id() {
@@ -358,7 +358,7 @@ cleanup_milestone_state() {
     local retention_days=${2:-7}
     local out line in_sessions=false rc=0
     echo "Cleaning up milestone state older than $retention_days days..."
-    out=$(__mstate --json cleanup "$milestone_id" --retention-days "$retention_days") || rc=$?
+    out=$(__mstate --json cleanup "$milestone_id" --retention-days "$retention_days" --create) || rc=$?
     if [ "$rc" -ne 0 ]; then
         return 1
     fi

@@ -24,6 +24,7 @@ pub enum ObjectKind {
     Session,
     Lock,
     EventLog,
+    Store,
 }
 
 impl fmt::Display for ObjectKind {
@@ -35,6 +36,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Session => "session",
             ObjectKind::Lock => "lock",
             ObjectKind::EventLog => "event log",
+            ObjectKind::Store => "store",
         })
     }
 }
@@ -74,6 +76,19 @@ pub enum Error {
         kind: ObjectKind,
         name: String,
         hint: Option<String>,
+    },
+
+    /// A command other than `init` or `save` named a milestone the store
+    /// knows nothing of (no state, event log, backup or checkpoint): a
+    /// typo must not create a milestone. Front ends word how to create one.
+    #[error("milestone '{name}' not found{}", unknown_suffix(nearest, no_store))]
+    UnknownMilestone {
+        name: String,
+        /// Known milestone ids close to `name` (nearest first; empty when
+        /// none is close).
+        nearest: Vec<String>,
+        /// Set when there is no store at all: where it was looked for.
+        no_store: Option<PathBuf>,
     },
 
     /// An object that must not be overwritten already exists.
@@ -140,6 +155,23 @@ fn hint_suffix(hint: &Option<String>) -> String {
     }
 }
 
+fn unknown_suffix(nearest: &[String], no_store: &Option<PathBuf>) -> String {
+    if let Some(root) = no_store {
+        return format!(": there is no store at {}", root.display());
+    }
+    match nearest {
+        [] => String::new(),
+        [one] => format!("; did you mean '{one}'?"),
+        many => format!(
+            "; did you mean one of {}?",
+            many.iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn holder_suffix(holder: &Option<Box<LockInfo>>) -> String {
     match holder {
         Some(info) => format!(" by {}", info.describe()),
@@ -166,7 +198,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
-            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::NotFound { .. } | Error::UnknownMilestone { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::Invalid,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::LockTimeout { .. } | Error::LockNotOwned { .. } => ErrorKind::Lock,

@@ -73,11 +73,13 @@ pub struct LoadedRaw {
 /// What a recovery did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Recovery {
-    /// The backup the state was restored from.
-    pub backup: String,
+    /// The backup the state was restored from; `None` when the state was
+    /// valid and was left alone.
+    pub backup: Option<String>,
     /// Where the corrupt file was moved, if there was one.
     pub corrupt_moved_to: Option<String>,
-    /// Revision of the restored state.
+    /// Revision of the state now: the restored one, or the valid one left
+    /// alone.
     pub revision: u64,
 }
 
@@ -375,6 +377,11 @@ pub struct SessionStart {
     pub git_branch: String,
     /// Make it the current session (`.current_session`).
     pub make_current: bool,
+    /// Start it for a milestone the store does not know (its
+    /// `session_created` creates the milestone's log), as the seed's
+    /// `create_milestone_session` does; otherwise that is
+    /// [`crate::Error::UnknownMilestone`].
+    pub create: bool,
 }
 
 /// A session with its effective status: `active`, `completed`, or

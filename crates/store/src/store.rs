@@ -65,6 +65,15 @@ pub struct Initialized {
 pub struct CleanupOptions {
     /// Remove what is older than this.
     pub cutoff: Timestamp,
+    /// The retention the cutoff was computed from, in days, as the caller
+    /// gave it: `state_cleaned` records it (`None`: the age of the cutoff
+    /// when the event is written).
+    pub retention_days: Option<f64>,
+    /// Clean a milestone the store does not know, and log its
+    /// `state_cleaned` (which creates its log), as the seed's
+    /// `cleanup_milestone_state` does. Otherwise an unknown milestone is
+    /// [`crate::Error::UnknownMilestone`] and nothing is written.
+    pub create: bool,
     /// Remove named checkpoints too.
     pub include_checkpoints: bool,
     /// Report only.
@@ -91,6 +100,15 @@ pub trait HeldLock {
 }
 
 /// The milestone API.
+///
+/// Only [`Store::init`] and [`Store::save`] create a milestone (and
+/// [`Store::log_creating`], cleanup and session start when asked to, for
+/// the seed's functions). Every other operation on a milestone the store
+/// knows nothing of fails with [`crate::Error::UnknownMilestone`] and
+/// changes nothing, so a typo never creates one. Locks are the exception:
+/// a lock is taken before a milestone's first save, so the lock
+/// operations take any valid id (and a lock alone does not make a
+/// milestone known).
 pub trait Store: Send + Sync {
     /// Create the store layout and the milestone's `state_initialized` event.
     fn init(&self, id: &MilestoneId) -> Result<Initialized>;
@@ -140,7 +158,9 @@ pub trait Store: Send + Sync {
     /// The milestone's backups, newest first.
     fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>>;
 
-    /// Restore the newest valid backup, or the one named.
+    /// Restore the newest valid backup when the state is corrupt or
+    /// missing, or the backup named by `from` in any case. A valid state
+    /// is left alone without `from`: the result has no `backup`.
     fn recover(
         &self,
         id: &MilestoneId,
@@ -191,8 +211,12 @@ pub trait Store: Send + Sync {
     /// The current lock, if any.
     fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>>;
 
-    /// Append an event.
+    /// Append an event to a milestone the store knows.
     fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event>;
+
+    /// [`Store::log`], creating the milestone's log when the store knows
+    /// nothing of it, as the seed's `log_milestone_event` does.
+    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event>;
 
     /// Run a query over the milestone's events.
     fn events(
@@ -215,7 +239,8 @@ pub trait Store: Send + Sync {
     /// Remove old events, backups and completed sessions of a milestone.
     fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport>;
 
-    /// Every milestone id known to the store (state files and event logs).
+    /// Every milestone id listed by the store (state files and live event
+    /// logs).
     fn milestone_ids(&self) -> Result<Vec<MilestoneId>>;
 
     /// Check the whole store; with `repair`, fix what is safe to fix.

@@ -815,7 +815,20 @@ fn end_abandoned(store: &FsStore, record: &SessionRecord, reason: &str) -> Resul
 
 impl FsStore {
     /// Check the store; with `repair`, fix what is safe to fix.
+    /// Where there is no store at all, that is the one answer: it is
+    /// not a store with every directory missing, and `repair` does not
+    /// create one.
     pub(crate) fn run_doctor(&self, repair: bool, progress: Progress<'_>) -> Result<DoctorReport> {
+        if !self.exists()? {
+            return Err(Error::NotFound {
+                kind: crate::error::ObjectKind::Store,
+                name: self.root().display().to_string(),
+                hint: Some(
+                    "nothing to check here; run where a store is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>), or create one with `mstate init <milestone>`"
+                        .into(),
+                ),
+            });
+        }
         let mut d = Doctor {
             store: self,
             repair,

@@ -6,7 +6,8 @@
 //!   completed/<id>.json               state of a completed milestone
 //!   backups/<id>-<stamp>.json         backups (seed: <id>-YYYYmmdd-HHMMSS.json)
 //!   backups/<id>-checkpoint-<n>.json  named checkpoints
-//!   events/milestone-<id>.jsonl       live event log (appended in place)
+//!   events/milestone-<id>.jsonl       live event log (appended in place;
+//!                                     replaced by a cleanup that seals it)
 //!   events/segments/<id>/<seq>.jsonl  sealed older parts of the log
 //!   events/quarantine/                torn tails moved out of the way
 //!   sessions/<session>.json           sessions

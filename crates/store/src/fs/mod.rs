@@ -101,6 +101,9 @@ pub struct FsStore {
     layout_ready: AtomicBool,
     /// Failures after a commit point, for [`Store::take_warnings`].
     warnings: std::sync::Mutex<Vec<String>>,
+    /// Set when this store's first write created the store itself (see
+    /// [`FsStore::take_created`]).
+    created: AtomicBool,
 }
 
 /// Find the store for a process started in `cwd`: `env_dir` (the
@@ -119,6 +122,28 @@ pub fn discover(cwd: &Path, env_dir: Option<&Path>) -> PathBuf {
     cwd.join(STORE_DIR)
 }
 
+/// The names among `known` close enough to `name` to be what was meant
+/// (a typo: at most a third of the longer name's characters differ, at
+/// least one; a swap of two neighbours counts once), nearest first, at
+/// most three.
+fn nearest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut close: Vec<(usize, &str)> = known
+        .into_iter()
+        .filter(|k| *k != name)
+        .filter_map(|k| {
+            let d = strsim::osa_distance(name, k);
+            let longer = name.chars().count().max(k.chars().count());
+            (d <= (longer / 3).max(1)).then_some((d, k))
+        })
+        .collect();
+    close.sort();
+    close
+        .into_iter()
+        .take(3)
+        .map(|(_, k)| k.to_string())
+        .collect()
+}
+
 impl FsStore {
     /// Open the store rooted at `root` on the real filesystem.
     pub fn open(root: impl Into<PathBuf>, opts: FsOptions) -> Result<Self> {
@@ -135,6 +160,7 @@ impl FsStore {
             watches: WatchPool::default(),
             layout_ready: AtomicBool::new(false),
             warnings: std::sync::Mutex::new(Vec::new()),
+            created: AtomicBool::new(false),
         };
         store.check_layout()?;
         Ok(store)
@@ -189,7 +215,28 @@ impl FsStore {
             return Ok(());
         }
         let root = self.layout.root();
-        if !matches!(self.io.metadata(root), Ok(m) if m.kind == FileKind::Dir) {
+        let root_is_dir = matches!(self.io.metadata(root), Ok(m) if m.kind == FileKind::Dir);
+        let mut new_store = !root_is_dir;
+        if root_is_dir && !self.exists()? {
+            // A directory with none of the layout's directories: a new
+            // store only if it is empty, never mixed into other files (an
+            // `MSTATE_DIR` pointing at the wrong folder).
+            let entries = self.io.read_dir(root).ctx("list", root)?;
+            if let Some(other) = entries.first() {
+                return Err(Error::invalid(
+                    "store directory",
+                    format!(
+                        "{} is not a store: it holds other files ({}{}) and none of the store's directories ({}); point MSTATE_DIR or -C at the directory holding .milestones/state, or MSTATE_DIR at a new or empty directory",
+                        root.display(),
+                        other.name,
+                        if entries.len() > 1 { ", ..." } else { "" },
+                        SUBDIRS.map(|d| format!("{d}/")).join(", ")
+                    ),
+                ));
+            }
+            new_store = true;
+        }
+        if !root_is_dir {
             let mut missing = Vec::new();
             let mut cur = Some(root);
             while let Some(p) = cur {
@@ -218,8 +265,81 @@ impl FsStore {
         if created {
             self.io.sync_dir(root).ctx("sync directory", root)?;
         }
+        if new_store {
+            self.created.store(true, Ordering::Relaxed);
+        }
         self.layout_ready.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether a write of this store created the store itself (its
+    /// directory was missing or empty) since the last call; front ends say
+    /// where, so a store made in an unintended place is noticed.
+    pub fn take_created(&self) -> bool {
+        self.created.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether there is a store at the root: the directory exists and has
+    /// at least one of the layout's directories. Read-only operations on a
+    /// store that does not exist create nothing.
+    pub fn exists(&self) -> Result<bool> {
+        if self.layout_ready.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        for sub in SUBDIRS {
+            let p = self.layout.dir(sub);
+            match self.io.metadata(&p) {
+                Ok(m) if m.kind == FileKind::Dir => return Ok(true),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        stdio::ErrorKind::NotFound | stdio::ErrorKind::NotADirectory
+                    ) => {}
+                Err(e) => return Err(Error::io("inspect", &p, e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether the store knows milestone `id`: it has a state file
+    /// (`active/` or `completed/`), an event log (the live file or sealed
+    /// segments), or a backup or checkpoint. What the seed's functions
+    /// write counts: its `init_milestone_state` writes the live log, its
+    /// `save_milestone_state` the state file. A lock alone does not: a
+    /// lock is taken before a milestone's first save.
+    pub fn is_known(&self, id: &MilestoneId) -> Result<bool> {
+        Ok(atomic::exists(&*self.io, &self.layout.event_log(id))?
+            || self.find_state(id)?.is_some()
+            || atomic::exists(&*self.io, &self.layout.segments_dir(id))?
+            || !backup::list(&*self.io, &self.layout, id)?.is_empty())
+    }
+
+    /// Fail with [`Error::UnknownMilestone`] unless the store knows `id`
+    /// (see [`FsStore::is_known`]).
+    pub fn require_known(&self, id: &MilestoneId) -> Result<()> {
+        if self.is_known(id)? {
+            return Ok(());
+        }
+        Err(self.unknown(id))
+    }
+
+    /// The error for a milestone the store does not know: the known ids
+    /// close to it, or where the store was looked for if there is none.
+    pub(crate) fn unknown(&self, id: &MilestoneId) -> Error {
+        if !self.exists().unwrap_or(true) {
+            return Error::UnknownMilestone {
+                name: id.to_string(),
+                nearest: Vec::new(),
+                no_store: Some(self.layout.root().to_path_buf()),
+            };
+        }
+        let known = self.milestone_ids().unwrap_or_default();
+        Error::UnknownMilestone {
+            name: id.to_string(),
+            nearest: nearest(id.as_str(), known.iter().map(|k| k.as_str())),
+            no_store: None,
+        }
     }
 
     /// Pin the lock of `id`, held by the caller, with this process's
@@ -483,6 +603,7 @@ impl Store for FsStore {
     }
 
     fn update(&self, id: &MilestoneId, edit: Edit<'_>, opts: &WriteOptions) -> Result<Saved> {
+        self.require_known(id)?;
         self.write_state(id, "update", opts, &mut |current| {
             let Some(current) = current else {
                 return Err(Error::NotFound {
@@ -522,15 +643,20 @@ impl Store for FsStore {
     }
 
     fn complete(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<()> {
+        self.require_known(id)?;
         self.move_state(id, Status::Active, Status::Completed, opts)
     }
 
     fn reopen(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<()> {
+        self.require_known(id)?;
         self.move_state(id, Status::Completed, Status::Active, opts)
     }
 
     fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>> {
         let entries = backup::list(&*self.io, &self.layout, id)?;
+        if entries.is_empty() {
+            self.require_known(id)?;
+        }
         let mut out = Vec::new();
         for e in entries
             .into_iter()
@@ -560,6 +686,7 @@ impl Store for FsStore {
         from: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Recovery> {
+        self.require_known(id)?;
         self.recover_state(id, from, opts)
     }
 
@@ -573,6 +700,7 @@ impl Store for FsStore {
         if let Some(name) = name {
             crate::id::check_checkpoint_file(id, name)?;
         }
+        self.require_known(id)?;
         self.locked(id, "checkpoint create", opts.lock_timeout, || {
             self.create_checkpoint(id, name, force)
         })
@@ -580,6 +708,9 @@ impl Store for FsStore {
 
     fn checkpoints(&self, id: &MilestoneId) -> Result<Vec<CheckpointInfo>> {
         let entries = backup::list(&*self.io, &self.layout, id)?;
+        if entries.is_empty() {
+            self.require_known(id)?;
+        }
         let mut out = Vec::new();
         for e in entries {
             let backup::Kind::Checkpoint(name) = e.kind else {
@@ -604,6 +735,7 @@ impl Store for FsStore {
         opts: &WriteOptions,
     ) -> Result<Restored> {
         crate::id::check_checkpoint_file(id, name)?;
+        self.require_known(id)?;
         self.restore_checkpoint(id, name, opts)
     }
 
@@ -613,11 +745,12 @@ impl Store for FsStore {
         match self.io.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == stdio::ErrorKind::NotFound => {
+                self.require_known(id)?;
                 return Err(Error::NotFound {
                     kind: crate::error::ObjectKind::Checkpoint,
                     name: name.to_string(),
                     hint: Some(format!("list them with `mstate checkpoint list {id}`")),
-                })
+                });
             }
             Err(e) => return Err(Error::io("remove", &path, e)),
         }
@@ -678,6 +811,11 @@ impl Store for FsStore {
     }
 
     fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
+        self.require_known(id)?;
+        self.log_creating(id, event)
+    }
+
+    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
         self.ensure_layout()?;
         let session = match &event.session_id {
             Some(s) => s.clone(),
@@ -695,7 +833,15 @@ impl Store for FsStore {
         query: &EventQuery,
         sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
     ) -> Result<ReadReport> {
-        self.log_of(id).query(query, sink)
+        let mut any = false;
+        let report = self.log_of(id).query(query, &mut |line| {
+            any = true;
+            sink(line)
+        })?;
+        if !any {
+            self.require_known(id)?;
+        }
+        Ok(report)
     }
 
     fn follow(
@@ -705,11 +851,15 @@ impl Store for FsStore {
         stop: &dyn Fn() -> bool,
         sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
     ) -> Result<ReadReport> {
+        self.require_known(id)?;
         self.ensure_layout()?;
         self.log_of(id).follow(query, stop, sink)
     }
 
     fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
+        if !opts.create {
+            self.require_known(id)?;
+        }
         self.cleanup_milestone(id, opts)
     }
 
@@ -726,6 +876,9 @@ impl Store for FsStore {
     }
 
     fn session_start(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord> {
+        if !start.create {
+            self.require_known(id)?;
+        }
         self.start_session(id, start)
     }
 
@@ -738,7 +891,13 @@ impl Store for FsStore {
     }
 
     fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>> {
-        self.list_sessions(filter)
+        let list = self.list_sessions(filter)?;
+        if list.is_empty() {
+            if let Some(id) = filter.milestone.as_deref().map(MilestoneId::new) {
+                self.require_known(&id?)?;
+            }
+        }
+        Ok(list)
     }
 
     fn take_warnings(&self) -> Vec<String> {

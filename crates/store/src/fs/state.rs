@@ -50,13 +50,15 @@ pub(crate) struct Current {
 }
 
 impl Current {
-    fn corrupt_error(&self, id: &MilestoneId) -> Option<Error> {
+    /// The error for this file if it is corrupt, with `hint` (see
+    /// [`FsStore::corrupt_way_out`]).
+    fn corrupt_error(&self, id: &MilestoneId, hint: impl FnOnce() -> String) -> Option<Error> {
         let detail = self.revision.as_ref().err()?;
         Some(Error::Corrupt {
             what: format!("state of milestone '{id}'"),
             path: self.path.clone(),
             detail: detail.clone(),
-            hint: Some(format!("run `mstate recover {id}`")),
+            hint: Some(hint()),
         })
     }
 }
@@ -174,6 +176,63 @@ fn encode(
 }
 
 impl FsStore {
+    /// The error for a milestone without a state file: unknown to the
+    /// store, or known (its log, its backups) but with no state yet.
+    pub(crate) fn no_state(&self, id: &MilestoneId) -> Error {
+        match self.is_known(id) {
+            Ok(false) => self.unknown(id),
+            _ => not_found(id),
+        }
+    }
+
+    /// What to do about the corrupt state of `id`, suggesting only what
+    /// would work: `recover` when a valid backup exists, else what
+    /// [`FsStore::no_backup_way_out`] says.
+    pub(crate) fn corrupt_way_out(&self, id: &MilestoneId) -> String {
+        let valid_backup = backup::list(&*self.io, &self.layout, id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == Kind::Backup)
+            .any(|e| {
+                matches!(
+                    backup::read_head(&*self.io, &self.layout, &e.file),
+                    Ok(Ok(_))
+                )
+            });
+        if valid_backup {
+            return format!("run `mstate recover {id}` to restore its newest valid backup");
+        }
+        self.no_backup_way_out(id)
+    }
+
+    /// The way out for a corrupt state of `id` that no backup can
+    /// restore: the newest valid checkpoint if there is one, else a new
+    /// save (which keeps the corrupt file aside, as `recover` would).
+    fn no_backup_way_out(&self, id: &MilestoneId) -> String {
+        let checkpoint = backup::list(&*self.io, &self.layout, id)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|e| match e.kind {
+                Kind::Checkpoint(name)
+                    if matches!(
+                        backup::read_head(&*self.io, &self.layout, &e.file),
+                        Ok(Ok(_))
+                    ) =>
+                {
+                    Some(name)
+                }
+                _ => None,
+            });
+        match checkpoint {
+            Some(name) => format!(
+                "no valid backup of it exists; restore a checkpoint (`mstate checkpoint restore {id} {name}`), or save a new state (`mstate save {id} '{{...}}'`)"
+            ),
+            None => format!(
+                "no valid backup or checkpoint of it exists; save a new state (`mstate save {id} '{{...}}'`, which keeps the corrupt file as {id}.json.corrupted.<time>), or repair the file by hand"
+            ),
+        }
+    }
+
     /// Read the state file of `id`, if it has one: its revision, and with
     /// `full` its whole envelope.
     pub(crate) fn current(&self, id: &MilestoneId, full: bool) -> Result<Option<Current>> {
@@ -253,7 +312,7 @@ impl FsStore {
                                 what: format!("state of milestone '{id}'"),
                                 path: c.path.clone(),
                                 detail,
-                                hint: Some(format!("run `mstate recover {id}`")),
+                                hint: Some(self.corrupt_way_out(id)),
                             }
                         })?)
                     }
@@ -453,7 +512,10 @@ impl FsStore {
         self.locked(id, operation, opts.lock_timeout, || {
             let mut current = self.current(id, !save)?;
             if !save {
-                if let Some(e) = current.as_ref().and_then(|c| c.corrupt_error(id)) {
+                if let Some(e) = current
+                    .as_ref()
+                    .and_then(|c| c.corrupt_error(id, || self.corrupt_way_out(id)))
+                {
                     return Err(e);
                 }
             }
@@ -490,7 +552,7 @@ impl FsStore {
             _ => None,
         };
         let Some(current) = self.current(id, true)? else {
-            return Err(not_found(id));
+            return Err(self.no_state(id));
         };
         if let Some((status, envelope)) = loaded(Some(current)) {
             return Ok(Loaded {
@@ -506,7 +568,7 @@ impl FsStore {
                 status,
                 recovered: Some(recovery),
             }),
-            None => Err(not_found(id)),
+            None => Err(self.no_state(id)),
         }
     }
 
@@ -563,7 +625,7 @@ impl FsStore {
                 what: format!("state of milestone '{id}'"),
                 path: path.clone(),
                 detail: e.to_string(),
-                hint: Some(format!("run `mstate recover {id}`")),
+                hint: Some(self.corrupt_way_out(id)),
             })?;
             return Ok(LoadedRaw {
                 timestamp,
@@ -590,14 +652,35 @@ impl FsStore {
     }
 
     /// Restore the newest valid backup (or `from`) as the next revision.
+    /// Without `from`, a valid state is left alone (the result names no
+    /// backup): recovery is for a corrupt or missing state, and rolling a
+    /// valid one back is asked for by naming the backup.
     pub(crate) fn recover_state(
         &self,
         id: &MilestoneId,
         from: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Recovery> {
+        let valid = |current: &Option<Current>| match current {
+            Some(Current {
+                revision: Ok(r), ..
+            }) if from.is_none() => Some(Recovery {
+                backup: None,
+                corrupt_moved_to: None,
+                revision: *r,
+            }),
+            _ => None,
+        };
+        // Checked before the lock too: telling that a state is valid
+        // does not wait for a holder.
+        if let Some(r) = valid(&self.current(id, false)?) {
+            return Ok(r);
+        }
         self.locked(id, "recover", opts.lock_timeout, || {
             let current = self.current(id, false)?;
+            if let Some(r) = valid(&current) {
+                return Ok(r);
+            }
             let candidates: Vec<String> = match from {
                 Some(name) => {
                     let name = name.rsplit('/').next().unwrap_or(name);
@@ -639,33 +722,34 @@ impl FsStore {
                     break;
                 }
             }
-            let current_corrupt = matches!(&current, Some(Current { revision: Err(_), .. }));
             let Some((name, env)) = chosen else {
-                let path = current
-                    .as_ref()
-                    .map(|c| c.path.clone())
-                    .unwrap_or_else(|| self.layout.state_file(id, Status::Active));
-                return Err(if current_corrupt || from.is_some() {
-                    Error::Corrupt {
-                        what: format!("state of milestone '{id}'"),
-                        path,
-                        detail: if candidates.is_empty() {
-                            "no backup to recover from".into()
-                        } else {
-                            format!("none of its {} backups is valid", candidates.len())
-                        },
-                        hint: Some(format!(
-                            "restore a checkpoint (`mstate checkpoint list {id}`) or save a new state"
-                        )),
-                    }
-                } else if current.is_none() && candidates.is_empty() {
-                    not_found(id)
-                } else {
-                    Error::NotFound {
-                        kind: ObjectKind::Backup,
-                        name: format!("{id}-*"),
-                        hint: Some("there is no valid backup of this milestone".into()),
-                    }
+                if current.is_none() && candidates.is_empty() {
+                    return Err(self.no_state(id));
+                }
+                let path = match (&current, from) {
+                    (_, Some(name)) => self.layout.backups().join(name.rsplit('/').next().unwrap_or(name)),
+                    (Some(c), None) => c.path.clone(),
+                    (None, None) => self.layout.backups(),
+                };
+                let detail = match (from, candidates.len(), &current) {
+                    (Some(_), _, _) => "the backup named is not a valid state".to_string(),
+                    (None, 0, _) => "there is no backup to recover from".to_string(),
+                    (None, n, Some(_)) => format!("none of its {n} backups is valid"),
+                    (None, n, None) => format!("it has no state file, and none of its {n} backups is valid"),
+                };
+                return Err(Error::Corrupt {
+                    what: if from.is_some() {
+                        format!("backup of milestone '{id}'")
+                    } else {
+                        format!("state of milestone '{id}'")
+                    },
+                    path,
+                    detail,
+                    hint: Some(if from.is_some() {
+                        format!("name another one (`mstate backups {id}`)")
+                    } else {
+                        self.no_backup_way_out(id)
+                    }),
                 });
             };
             let mut data = serde_json::Map::new();
@@ -687,7 +771,7 @@ impl FsStore {
                 backup_as,
             )?;
             Ok(Recovery {
-                backup: name,
+                backup: Some(name),
                 corrupt_moved_to: done.corrupt_moved_to,
                 revision: done.saved.revision,
             })
@@ -717,7 +801,7 @@ impl FsStore {
                         format!("milestone '{id}' is already {}", to.as_str()),
                     ));
                 }
-                return Err(not_found(id));
+                return Err(self.no_state(id));
             }
             match self.io.rename_noreplace(&src, &dst) {
                 Ok(()) => {}
@@ -762,14 +846,14 @@ impl FsStore {
             None => CheckpointName::new(format!("manual-{}", time::file_stamp(time::now())))?,
         };
         let Some((_, state_path)) = self.find_state(id)? else {
-            return Err(not_found(id));
+            return Err(self.no_state(id));
         };
         let bytes = self.io.read(&state_path).ctx("read", &state_path)?;
         let head = backup::parse_head(&bytes).map_err(|detail| Error::Corrupt {
             what: format!("state of milestone '{id}'"),
             path: state_path.clone(),
             detail,
-            hint: Some(format!("run `mstate recover {id}` first")),
+            hint: Some(self.corrupt_way_out(id)),
         })?;
         let target = self.layout.checkpoint_file(id, &name);
         if !force && atomic::exists(&*self.io, &target)? {
@@ -920,10 +1004,12 @@ impl FsStore {
             if atomic::exists(&*self.io, &dir)? {
                 self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
             }
-            let secs = time::now().duration_since(opts.cutoff).as_secs_f64();
-            let days = secs / 86_400.0;
-            let days = if (days - days.round()).abs() < 1e-6 {
-                json!(days.round() as i64)
+            // As given (7 stays 7, not the age of the cutoff by now).
+            let days = opts.retention_days.unwrap_or_else(|| {
+                time::now().duration_since(opts.cutoff).as_secs_f64() / 86_400.0
+            });
+            let days = if days.fract() == 0.0 && days.abs() < 1e15 {
+                json!(days as i64)
             } else {
                 json!(days)
             };
