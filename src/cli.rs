@@ -302,7 +302,12 @@ fn adjust(mut cmd: clap::Command, path: &str) -> clap::Command {
             cmd = cmd.arg(max_backups_arg());
         }
         if !spec.examples.is_empty() {
-            let mut text = String::from("Examples:\n");
+            // A command's own after-help (a note) comes before its examples.
+            let mut text = match cmd.get_after_help() {
+                Some(own) => format!("{own}\n\n"),
+                None => String::new(),
+            };
+            text.push_str("Examples:\n");
             for e in spec.examples {
                 text.push_str("  ");
                 text.push_str(e);

@@ -255,23 +255,27 @@ generate_event_timeline() {
 
 recover_milestone_state() {
     local milestone_id=$1
-    local held=false out backup rc=0
+    local held=false out backup= rc=0
     echo "Attempting to recover milestone state for: $milestone_id"
+    # Like the seed: restore the newest backup, whether or not the state is
+    # valid (`mstate recover` alone leaves a valid state as it is).
+    out=$(__mstate backups "$milestone_id" 2>/dev/null) || out=
+    # The first line is the header; the second names the newest backup.
+    { IFS= read -r backup && IFS= read -r backup; } <<__MSTATE_BACKUPS__ || backup=
+$out
+__MSTATE_BACKUPS__
+    backup=${backup%%[[:space:]]*}
+    if [ -z "$backup" ]; then
+        echo "ERROR: No backup found for milestone: $milestone_id"
+        return 1
+    fi
+    echo "Using backup: .milestones/state/backups/$backup"
     if __mstate_held "$milestone_id"; then held=true; fi
-    out=$(__mstate recover "$milestone_id") || rc=$?
+    __mstate recover "$milestone_id" --from "$backup" >/dev/null || rc=$?
     case $rc in
         0) ;;
-        3|7)
-            # No valid backup. When there are backups, all corrupt, name
-            # the newest, as the seed does.
-            out=$(__mstate backups "$milestone_id" 2>/dev/null) || out=
-            out=${out%%[[:space:]]*}
-            if [ -z "$out" ]; then
-                echo "ERROR: No backup found for milestone: $milestone_id"
-            else
-                echo "Using backup: .milestones/state/backups/$out"
-                echo "ERROR: Backup file is also corrupted"
-            fi
+        7)
+            echo "ERROR: Backup file is also corrupted"
             return 1
             ;;
         5)
@@ -280,13 +284,11 @@ recover_milestone_state() {
             ;;
         *) return 1 ;;
     esac
-    backup=${out#State recovered successfully from: }
-    echo "Using backup: $backup"
     if [ "$held" != true ]; then
         echo "State lock acquired for milestone: $milestone_id"
         echo "State lock released for milestone: $milestone_id"
     fi
-    echo "State recovered successfully from: $backup"
+    echo "State recovered successfully from: .milestones/state/backups/$backup"
 }
 
 create_state_checkpoint() {
