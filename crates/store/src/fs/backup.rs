@@ -143,6 +143,18 @@ pub struct Head {
 /// Parse a stored envelope's [`Head`]; fails exactly when
 /// [`parse_envelope`] would.
 pub fn parse_head(bytes: &[u8]) -> std::result::Result<Head, String> {
+    // One fast pass for the usual file; serde_json decides the rest.
+    if let Some((timestamp, milestone_id, version, revision)) =
+        crate::json::split_envelope(bytes).and_then(|p| p.head())
+    {
+        return Ok(Head {
+            timestamp,
+            milestone_id,
+            version,
+            revision,
+            state: serde::de::IgnoredAny,
+        });
+    }
     crate::json::from_slice_nested::<Head>(bytes, 1)
 }
 

@@ -534,6 +534,43 @@ impl FsStore {
             let Some(mut bytes) = read_opt(&*self.io, &path)? else {
                 continue;
             };
+            // The fast path: one pass checks the file and finds the state.
+            if let Some((parts, (timestamp, milestone_id, version, revision))) =
+                crate::json::split_envelope(&bytes).and_then(|p| p.head().map(|h| (p, h)))
+            {
+                let range = parts.state;
+                let state = if revision > 0 {
+                    // Written by mstate: pretty, nested one level in the
+                    // envelope. Taking that level off is a copy in place.
+                    bytes.copy_within(range.clone(), 0);
+                    bytes.truncate(range.len());
+                    crate::json::dedent_in_place(&mut bytes, 1);
+                    bytes
+                } else {
+                    // The seed's (or a hand's) layout: lay it out again.
+                    let mut pretty = Vec::with_capacity(range.len() + range.len() / 2);
+                    crate::json::reindent(&bytes[range], 0, &mut pretty).ctx("lay out", &path)?;
+                    pretty
+                };
+                // Checked as UTF-8 by the scan; the copy kept whole
+                // characters, so this cannot fail, and a failure is a
+                // corrupt file rather than a panic.
+                let state = String::from_utf8(state).map_err(|e| Error::Corrupt {
+                    what: format!("state of milestone '{id}'"),
+                    path: path.clone(),
+                    detail: e.to_string(),
+                    hint: Some(format!("run `mstate recover {id}`")),
+                })?;
+                return Ok(LoadedRaw {
+                    timestamp,
+                    milestone_id,
+                    version,
+                    revision,
+                    state,
+                    status,
+                    recovered: None,
+                });
+            }
             let Ok(env) = crate::json::from_slice_nested::<RawEnvelope<'_>>(&bytes, 1) else {
                 break; // corrupt: recover below
             };
