@@ -155,7 +155,16 @@ pub fn parse_head(bytes: &[u8]) -> std::result::Result<Head, String> {
             state: serde::de::IgnoredAny,
         });
     }
-    crate::json::from_slice_nested::<Head>(bytes, 1)
+    // The rest (unusual or corrupt files) is parsed whole: a parse that
+    // skips the state would take some states the full parse refuses
+    // (lone surrogates in strings).
+    parse_envelope(bytes).map(|e| Head {
+        timestamp: e.timestamp,
+        milestone_id: e.milestone_id,
+        version: e.version,
+        revision: e.revision,
+        state: serde::de::IgnoredAny,
+    })
 }
 
 /// The revision in the name of a backup mstate wrote

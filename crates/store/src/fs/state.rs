@@ -1065,6 +1065,35 @@ mod tests {
         }
     }
 
+    /// The header read a save takes of the file it replaces (the fast
+    /// scanner, then serde_json for what it does not vouch for) accepts
+    /// exactly the files a full parse accepts, so a save never backs up a
+    /// file a load would call corrupt, nor moves aside one a load reads.
+    #[test]
+    fn the_header_parse_fails_exactly_when_the_full_parse_does() {
+        let head = r#"{"timestamp":"t","milestone_id":"m","version":"1.0","revision":3,"state":"#;
+        for state in [
+            r#""\ud800""#,
+            r#""\udc00x""#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":1,"a":2}"#,
+            r#""\ud83d\ude00""#,
+            r#"[1e999, -0, "\u0000"]"#,
+            "\"\u{1}\"",
+            "[1] x",
+        ] {
+            let file = format!("{head}{state}}}\n");
+            let full = backup::parse_envelope(file.as_bytes()).is_ok();
+            let header = backup::parse_head(file.as_bytes());
+            assert_eq!(header.is_ok(), full, "{file}");
+            if let Ok(h) = header {
+                assert_eq!(h.revision, 3);
+            }
+        }
+        let broken = format!("{head}{{\"a\":[1,]}}}}");
+        assert!(backup::parse_head(broken.as_bytes()).is_err());
+    }
+
     #[test]
     fn check_strict_rejects_what_parse_strict_rejects() {
         for bad in [
