@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # mstate benchmarks: builds the release binaries, then runs every part of
 # `mstate-bench all` (per-operation comparison with the I/O floor and
-# SQLite, peak RSS, whole CLI processes, system calls, callgrind
+# SQLite, peak RSS, whole CLI processes, whole `save`/`load` processes
+# against a C floor program, the seed and the sqlite3 CLI, system calls,
+# callgrind
 # instruction counts, contention, durable append rate, event queries at
 # 1K / 1M / 10M events) and prints markdown tables, also written to
 # target/bench-results.md.
@@ -12,8 +14,10 @@
 #
 # Exits non-zero if any part fails to run (a store check failing counts).
 # It never judges timings: budget verdicts are printed, not enforced.
-# strace and valgrind are optional: without them those parts say so and
-# are skipped.
+# strace, valgrind, cc (builds the C floor), sqlite3 (the CLI; the library
+# comparisons use a bundled SQLite) and python3 (the seed checks JSON with
+# it) are optional: without them those parts or rows say so and are
+# skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +34,11 @@ cargo build --release --locked --quiet -p mstate -p mstate-bench
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin="$target_dir/release"
 
-for tool in strace valgrind; do
+for tool in strace valgrind cc sqlite3 python3; do
+  pkg=$tool
+  [ "$tool" = cc ] && pkg=gcc
   command -v "$tool" >/dev/null 2>&1 \
-    || echo "note: $tool not installed; its part is skipped (apt-get install -y $tool)" >&2
+    || echo "note: $tool not installed; what needs it is skipped (apt-get install -y $pkg)" >&2
 done
 
 echo "== running mstate-bench all ${quick[*]:-}" >&2

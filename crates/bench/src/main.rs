@@ -22,6 +22,7 @@ mod libops;
 mod loggen;
 mod procs;
 mod query;
+mod rivals;
 mod sqlite;
 mod stats;
 
@@ -109,6 +110,20 @@ enum Cmd {
         sizes: String,
         #[arg(long, default_value_t = 30)]
         runs: usize,
+        #[command(flatten)]
+        bins: BinArgs,
+    },
+    /// Whole `mstate save`/`load` processes against a C floor, the seed
+    /// and the sqlite3 CLI: medians of paired ratios over several runs.
+    Rivals {
+        #[arg(long, default_value = "1KB,5MB")]
+        sizes: String,
+        /// Rounds per run (each contender once per round).
+        #[arg(long, default_value_t = 15)]
+        rounds: usize,
+        /// Runs (a median and range is taken over them).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
         #[command(flatten)]
         bins: BinArgs,
     },
@@ -203,6 +218,9 @@ struct Plan {
     iters: Vec<usize>,
     warm: bool,
     cli_runs: usize,
+    rival_sizes: Vec<usize>,
+    rival_rounds: usize,
+    rival_repeat: usize,
     callgrind_sizes: Vec<usize>,
     procs: Vec<usize>,
     secs: f64,
@@ -219,6 +237,9 @@ impl Plan {
                 iters: vec![5, 3],
                 warm: false,
                 cli_runs: 3,
+                rival_sizes: vec![1_000],
+                rival_rounds: 2,
+                rival_repeat: 1,
                 callgrind_sizes: vec![1_000],
                 procs: vec![1, 8],
                 secs: 0.3,
@@ -232,6 +253,9 @@ impl Plan {
                 iters: vec![300, 100, 15],
                 warm: true,
                 cli_runs: 30,
+                rival_sizes: vec![1_000, 5_000_000],
+                rival_rounds: 15,
+                rival_repeat: 5,
                 callgrind_sizes: vec![1_000, 100_000, 5_000_000],
                 procs: vec![1, 2, 4, 8],
                 secs: 3.0,
@@ -292,6 +316,17 @@ fn all(quick: bool, out: Option<&Path>, bins: &BinArgs) -> Result<(), String> {
         &mut md,
         "Whole CLI processes",
         &cli::whole_process(&b, &p.sizes, p.cli_runs)?,
+    );
+    let r = rivals::Opts {
+        sizes: p.rival_sizes.clone(),
+        rounds: p.rival_rounds,
+        repeat: p.rival_repeat,
+        mstate: &b.mstate,
+    };
+    section(
+        &mut md,
+        "Whole processes against a C floor, the seed and the sqlite3 CLI",
+        &rivals::run(&r)?,
     );
     section(
         &mut md,
@@ -359,6 +394,22 @@ fn run(args: Args) -> Result<(), String> {
                 "{}",
                 cli::whole_process(&bins.bins()?, &list(&sizes)?, runs)?
             );
+            Ok(())
+        }
+        Cmd::Rivals {
+            sizes,
+            rounds,
+            repeat,
+            bins,
+        } => {
+            let b = bins.bins()?;
+            let o = rivals::Opts {
+                sizes: list(&sizes)?,
+                rounds,
+                repeat,
+                mstate: &b.mstate,
+            };
+            print!("{}", rivals::run(&o)?);
             Ok(())
         }
         Cmd::Contention {

@@ -143,7 +143,28 @@ pub struct Head {
 /// Parse a stored envelope's [`Head`]; fails exactly when
 /// [`parse_envelope`] would.
 pub fn parse_head(bytes: &[u8]) -> std::result::Result<Head, String> {
-    crate::json::from_slice_nested::<Head>(bytes, 1)
+    // One fast pass for the usual file; serde_json decides the rest.
+    if let Some((timestamp, milestone_id, version, revision)) =
+        crate::json::split_envelope(bytes).and_then(|p| p.head())
+    {
+        return Ok(Head {
+            timestamp,
+            milestone_id,
+            version,
+            revision,
+            state: serde::de::IgnoredAny,
+        });
+    }
+    // The rest (unusual or corrupt files) is parsed whole: a parse that
+    // skips the state would take some states the full parse refuses
+    // (lone surrogates in strings).
+    parse_envelope(bytes).map(|e| Head {
+        timestamp: e.timestamp,
+        milestone_id: e.milestone_id,
+        version: e.version,
+        revision: e.revision,
+        state: serde::de::IgnoredAny,
+    })
 }
 
 /// The revision in the name of a backup mstate wrote
