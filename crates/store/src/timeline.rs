@@ -31,7 +31,7 @@
 //! session or of `no-session` belong to no span.
 
 use std::borrow::Cow;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, VecDeque};
 
 use jiff::Timestamp;
 
@@ -110,7 +110,7 @@ impl Member {
 /// One event of a timeline.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    raw: Box<str>,
+    raw: String,
     timestamp: Timestamp,
     seq: u64,
     time: Member,
@@ -121,10 +121,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(line: &LogLine<'_>, out_of_order: bool) -> Self {
+    /// The entry of `line`, its text copied into `buf`.
+    fn new(line: &LogLine<'_>, out_of_order: bool, mut buf: String) -> Self {
         let raw = line.raw;
+        buf.clear();
+        buf.push_str(raw);
         Entry {
-            raw: raw.into(),
+            raw: buf,
             timestamp: line.timestamp,
             seq: line.seq,
             time: Member::of(raw, line.fields.timestamp.as_ref()),
@@ -222,24 +225,6 @@ struct Held {
     entry: Entry,
 }
 
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        self.key == o.key
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    /// Reversed: the heap's top is the earliest event.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.key.cmp(&self.key)
-    }
-}
-
 /// A sink of timeline entries; returns false to stop.
 pub type EntryFn<'a> = dyn FnMut(&Entry) -> Result<bool> + 'a;
 
@@ -247,24 +232,33 @@ pub type EntryFn<'a> = dyn FnMut(&Entry) -> Result<bool> + 'a;
 /// then [`Timeline::finish`].
 pub struct Timeline {
     opts: Options,
-    held: BinaryHeap<Held>,
+    /// The window, sorted by key: events mostly come in order, so most
+    /// are pushed at the back, and a late one goes in near it.
+    held: VecDeque<Held>,
     held_bytes: usize,
     read: u64,
     last_shown: Option<Key>,
     spans: HashMap<String, Span>,
     summary: Summary,
+    /// Buffers of entries shown, for the next ones (saves an allocation
+    /// per event).
+    pool: Vec<String>,
 }
+
+/// Most spare buffers kept.
+const POOL: usize = 64;
 
 impl Timeline {
     pub fn new(opts: Options) -> Self {
         Timeline {
             opts,
-            held: BinaryHeap::new(),
+            held: VecDeque::new(),
             held_bytes: 0,
             read: 0,
             last_shown: None,
             spans: HashMap::new(),
             summary: Summary::default(),
+            pool: Vec::new(),
         }
     }
 
@@ -282,13 +276,23 @@ impl Timeline {
                 self.summary.out_of_order_seqs.push(line.seq);
             }
             self.summary.events += 1;
-            return out(&Entry::new(line, true));
+            let e = Entry::new(line, true, self.pool.pop().unwrap_or_default());
+            let more = out(&e);
+            self.recycle(e.raw);
+            return more;
         }
         self.held_bytes += line.raw.len();
-        self.held.push(Held {
+        let h = Held {
             key,
-            entry: Entry::new(line, false),
-        });
+            entry: Entry::new(line, false, self.pool.pop().unwrap_or_default()),
+        };
+        match self.held.back() {
+            Some(last) if key < last.key => {
+                let at = self.held.partition_point(|x| x.key < key);
+                self.held.insert(at, h);
+            }
+            _ => self.held.push_back(h),
+        }
         while self.held.len() > self.opts.window.events.max(1)
             || (self.held_bytes > self.opts.window.bytes && !self.held.is_empty())
         {
@@ -300,13 +304,22 @@ impl Timeline {
     }
 
     fn show_next(&mut self, out: &mut EntryFn<'_>) -> Result<bool> {
-        let Some(h) = self.held.pop() else {
+        let Some(h) = self.held.pop_front() else {
             return Ok(true);
         };
         self.held_bytes -= h.entry.raw.len();
         self.last_shown = Some(h.key);
         self.summary.events += 1;
-        out(&h.entry)
+        let more = out(&h.entry);
+        self.recycle(h.entry.raw);
+        more
+    }
+
+    fn recycle(&mut self, buf: String) {
+        // Not a buffer a huge line grew: the pool stays small.
+        if self.pool.len() < POOL && buf.capacity() <= 64 * 1024 {
+            self.pool.push(buf);
+        }
     }
 
     fn fold_span(&mut self, line: &LogLine<'_>) {

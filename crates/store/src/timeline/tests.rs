@@ -198,7 +198,7 @@ fn entries_keep_their_members() {
         seq: 1,
         fields,
     };
-    let e = Entry::new(&l, false);
+    let e = Entry::new(&l, false, String::new());
     assert_eq!(e.time_text(), Some("2026-01-01T00:00:00Z"));
     assert_eq!(e.event_type(), Some("start"));
     assert_eq!(e.session_id(), Some("s"));
