@@ -348,6 +348,31 @@ pub struct Fields<'a> {
 
 struct FieldsVisitor;
 
+/// An object key, borrowed from the line unless it holds escapes (serde's
+/// own `Cow` always copies).
+struct Key;
+
+impl<'de> de::DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_string()))
+    }
+}
+
 /// A member's value as a string: borrowed when it has no escapes.
 fn raw_string(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
@@ -370,7 +395,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         let mut event = None;
         // The first of repeated keys wins, as in `fast_head` and `full_head`.
         let mut seen = [false; 5];
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             let slot = match key.as_ref() {
                 "timestamp" => 0,
                 "event_type" => 1,
