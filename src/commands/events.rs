@@ -1,16 +1,17 @@
 //! `log`, `events`, `timeline`, `cleanup`.
 
-use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use mstate_store::json::parse_strict;
-use mstate_store::model::{EventQuery, NewEvent, ReadReport};
-use mstate_store::time::{format_micros, now, parse_duration, parse_time_arg, parse_timestamp};
+use mstate_store::json::{parse_strict, write_nested};
+use mstate_store::model::{EventQuery, NewEvent, Progress, ReadReport};
+use mstate_store::time::{format_micros, now, parse_duration, parse_time_arg};
+use mstate_store::timeline::{self, write_json, Entry, Options as TimelineOptions, Summary};
 use mstate_store::{
     CleanupOptions, CleanupReport, EventType, LogLine, MilestoneId, SessionId, Store,
 };
@@ -209,61 +210,152 @@ fn build_query(a: &EventsArgs) -> CliResult<EventQuery> {
         limit: a.limit,
         tail: a.tail,
         reverse: a.reverse,
+        progress: None,
     })
 }
 
-/// Decode a stored line for json and text output.
-fn decode(raw: &str) -> Value {
-    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+/// A progress bar on stderr for a scan that takes more than a second:
+/// drawn from a thread that reads the query's [`Progress`], only when
+/// stderr is a terminal and stdout is not (output on the terminal shows
+/// its own progress, and a bar would be drawn over it).
+struct ScanBar {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn event_type_of(v: &Value) -> &str {
-    v.get("event_type")
-        .or_else(|| v.get("event"))
-        .and_then(Value::as_str)
-        .unwrap_or("?")
+impl ScanBar {
+    fn start(progress: &Progress) -> ScanBar {
+        if !std::io::stderr().is_terminal() || std::io::stdout().is_terminal() {
+            return ScanBar {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (tx, rx) = mpsc::channel::<()>();
+        let p = progress.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut bar: Option<indicatif::ProgressBar> = None;
+            // Ends when the scan is over (the sender is dropped).
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_millis(100))
+            {
+                if bar.is_none() && started.elapsed() >= Duration::from_secs(1) {
+                    let b = indicatif::ProgressBar::with_draw_target(
+                        Some(p.total()),
+                        indicatif::ProgressDrawTarget::stderr(),
+                    );
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:30} {binary_bytes}/{binary_total_bytes} of the log, {eta} left",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar = Some(b);
+                }
+                if let Some(b) = &bar {
+                    b.set_length(p.total());
+                    b.set_position(p.done());
+                }
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        ScanBar {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Take the bar off the screen (before anything else goes to stderr).
+    fn finish(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
-fn text_line(v: &Value) -> String {
-    let ts = v.get("timestamp").and_then(Value::as_str).unwrap_or("?");
-    let data = v.get("data").cloned().unwrap_or_else(|| json!({}));
-    format!("{ts} [{}] {data}", event_type_of(v))
+impl Drop for ScanBar {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
-/// Writes events in one format, streaming.
+/// `data` as serde_json writes it (compact, or pretty at `depth`), into
+/// `buf`: directly from the stored text when that gives the same bytes,
+/// else through a `Value`.
+fn put_json(buf: &mut Vec<u8>, text: &str, pretty: Option<usize>) {
+    if write_json(text, pretty, buf) {
+        return;
+    }
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => Value::String(text.to_string()),
+    };
+    match pretty {
+        None => buf.extend_from_slice(v.to_string().as_bytes()),
+        Some(depth) => {
+            let s = serde_json::to_string_pretty(&v).unwrap_or_default();
+            let _ = write_nested(s.as_bytes(), depth, buf);
+        }
+    }
+}
+
+/// `timestamp [type] data`, the seed's text line.
+fn put_text_line(buf: &mut Vec<u8>, time: Option<&str>, ty: Option<&str>, data: Option<&str>) {
+    buf.extend_from_slice(time.unwrap_or("?").as_bytes());
+    buf.extend_from_slice(b" [");
+    buf.extend_from_slice(ty.unwrap_or("?").as_bytes());
+    buf.extend_from_slice(b"] ");
+    match data {
+        Some(d) => put_json(buf, d, None),
+        None => buf.extend_from_slice(b"{}"),
+    }
+}
+
+/// Writes events in one format, streaming. Nothing is written before the
+/// first event (or the end), so a command that fails before it prints
+/// nothing on stdout.
 struct EventWriter {
     out: Out,
     format: EventFormat,
     count: usize,
+    buf: Vec<u8>,
 }
 
 impl EventWriter {
-    fn start(&mut self) -> CliResult<bool> {
-        if self.format == EventFormat::Json {
-            return self.out.line("[");
-        }
-        Ok(true)
-    }
-
     fn event(&mut self, line: &LogLine) -> CliResult<bool> {
-        let ok = match self.format {
-            EventFormat::Jsonl => self.out.line(line.raw)?,
-            EventFormat::Text => self.out.line(&text_line(&decode(line.raw)))?,
+        self.buf.clear();
+        let f = &line.fields;
+        match self.format {
+            EventFormat::Jsonl => self.buf.extend_from_slice(line.raw.as_bytes()),
+            EventFormat::Text => put_text_line(
+                &mut self.buf,
+                f.timestamp.as_deref(),
+                f.event_type.as_deref(),
+                f.data,
+            ),
             EventFormat::Json => {
-                let pretty = serde_json::to_string_pretty(&decode(line.raw))
-                    .map_err(|e| CliError::Other(e.to_string()))?;
-                let indented: Vec<String> = pretty.lines().map(|l| format!("  {l}")).collect();
-                let sep = if self.count == 0 { "" } else { ",\n" };
-                self.out.line(&format!("{sep}{}", indented.join("\n")))?
+                // serde_json's pretty array: `[`, elements indented one
+                // level and separated by `,` after their closing brace.
+                self.buf
+                    .extend_from_slice(if self.count == 0 { b"[\n  " } else { b",\n  " });
+                put_json(&mut self.buf, line.raw, Some(1));
             }
-        };
+        }
+        if self.format != EventFormat::Json {
+            self.buf.push(b'\n');
+        }
         self.count += 1;
-        Ok(ok)
+        self.out.bytes(&self.buf)
     }
 
     fn finish(&mut self) -> CliResult {
         if self.format == EventFormat::Json {
-            self.out.line("]")?;
+            self.out
+                .bytes(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?;
         }
         self.out.flush()?;
         Ok(())
@@ -272,7 +364,7 @@ impl EventWriter {
 
 pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
-    let query = build_query(a)?;
+    let mut query = build_query(a)?;
     let format = a.format.unwrap_or(if ctx.global.json {
         EventFormat::Json
     } else {
@@ -287,8 +379,8 @@ pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
         out: Out::new(),
         format,
         count: 0,
+        buf: Vec::with_capacity(1024),
     };
-    w.start()?;
     // Output errors end the query; they are reported after it.
     let mut failed: Option<CliError> = None;
     let mut emit = |w: &mut EventWriter, line: &LogLine, flush: bool| -> bool {
@@ -318,8 +410,14 @@ pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
             Ok(emit(&mut w, line, true))
         })
     } else {
-        ctx.store
-            .events(&id, &query, &mut |line| Ok(emit(&mut w, line, false)))
+        let progress = Progress::default();
+        query.progress = Some(progress.clone());
+        let mut bar = ScanBar::start(&progress);
+        let report = ctx
+            .store
+            .events(&id, &query, &mut |line| Ok(emit(&mut w, line, false)));
+        bar.finish();
+        report
     };
     if let Some(e) = failed {
         return Err(e);
@@ -335,15 +433,125 @@ pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
     Ok(())
 }
 
-/// One session's span in a timeline.
-#[derive(Debug, Serialize)]
-struct Span {
-    session_id: String,
-    start: String,
-    end: String,
-    duration_secs: f64,
-    events: u64,
-    ended: bool,
+/// Writes a timeline in one format as its events come. The header is
+/// written with the first event (or at the end), so a timeline of an
+/// unknown milestone prints nothing on stdout.
+struct TimelineWriter {
+    out: Out,
+    format: TimelineFormat,
+    id: String,
+    started: bool,
+    count: u64,
+    buf: Vec<u8>,
+}
+
+impl TimelineWriter {
+    fn header(&mut self) -> CliResult<bool> {
+        if std::mem::replace(&mut self.started, true) {
+            return Ok(true);
+        }
+        let head = match self.format {
+            TimelineFormat::Json => return Ok(true),
+            TimelineFormat::Text => format!("=== Milestone Event Timeline: {} ===\n", self.id),
+            TimelineFormat::Markdown => format!(
+                "# Event timeline: {}\n\n| Time | Seq | Type | Session | Data |\n|---|---:|---|---|---|\n",
+                self.id
+            ),
+        };
+        self.out.bytes(head.as_bytes())
+    }
+
+    fn entry(&mut self, e: &Entry) -> CliResult<bool> {
+        if !self.header()? {
+            return Ok(false);
+        }
+        let buf = &mut self.buf;
+        buf.clear();
+        match self.format {
+            TimelineFormat::Text => {
+                put_text_line(buf, e.time_text(), e.event_type(), e.data());
+                if e.out_of_order() {
+                    buf.extend_from_slice(b"  (out of order)");
+                }
+                buf.push(b'\n');
+            }
+            TimelineFormat::Json => {
+                buf.extend_from_slice(if self.count == 0 { b"[\n  " } else { b",\n  " });
+                put_json(buf, e.raw(), Some(1));
+            }
+            TimelineFormat::Markdown => {
+                let mut data = Vec::new();
+                if let Some(d) = e.data() {
+                    put_json(&mut data, d, None);
+                }
+                let data = String::from_utf8_lossy(&data);
+                let late = if e.out_of_order() {
+                    " (out of order)"
+                } else {
+                    ""
+                };
+                let row = format!(
+                    "| {}{late} | {} | {} | {} | `{}` |\n",
+                    e.time_text().unwrap_or("?"),
+                    e.seq(),
+                    md_escape(e.event_type().unwrap_or("?")),
+                    md_escape(e.session_id().unwrap_or("")),
+                    md_escape(&data).replace('`', "'")
+                );
+                buf.extend_from_slice(row.as_bytes());
+            }
+        }
+        self.count += 1;
+        self.out.bytes(&self.buf)
+    }
+
+    fn finish(mut self, summary: &Summary) -> CliResult {
+        if !self.header()? {
+            return Ok(());
+        }
+        let spans = &summary.spans;
+        match self.format {
+            TimelineFormat::Json => {
+                self.out
+                    .bytes(if self.count == 0 { b"[]\n" } else { b"\n]\n" })?;
+            }
+            TimelineFormat::Text if !spans.is_empty() => {
+                self.out.line("")?;
+                self.out.line("=== Sessions ===")?;
+                for s in spans {
+                    self.out.line(&format!(
+                        "{}  {} .. {}  {}  {} events{}",
+                        s.session_id,
+                        format_micros(s.start),
+                        format_micros(s.end),
+                        human_duration(s.duration().as_secs_f64()),
+                        s.events,
+                        if s.ended { "" } else { "  (not ended)" }
+                    ))?;
+                }
+            }
+            TimelineFormat::Markdown if !spans.is_empty() => {
+                self.out.line("")?;
+                self.out.line("## Sessions")?;
+                self.out.line("")?;
+                self.out
+                    .line("| Session | Start | End | Duration | Events |")?;
+                self.out.line("|---|---|---|---:|---:|")?;
+                for s in spans {
+                    self.out.line(&format!(
+                        "| {} | {} | {} | {} | {} |",
+                        md_escape(&s.session_id),
+                        format_micros(s.start),
+                        format_micros(s.end),
+                        human_duration(s.duration().as_secs_f64()),
+                        s.events
+                    ))?;
+                }
+            }
+            _ => {}
+        }
+        self.out.finish()
+    }
 }
 
 pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
@@ -353,86 +561,63 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
     } else {
         TimelineFormat::Text
     });
-    let mut events: Vec<(String, u64, Value)> = Vec::new();
-    let report = ctx.store.events(&id, &EventQuery::default(), &mut |line| {
-        events.push((format_micros(line.timestamp), line.seq, decode(line.raw)));
-        Ok(true)
-    })?;
+    let opts = TimelineOptions {
+        no_sessions: a.no_sessions,
+        ..Default::default()
+    };
+    let mut w = TimelineWriter {
+        out: Out::new(),
+        format,
+        id: id.to_string(),
+        started: false,
+        count: 0,
+        buf: Vec::with_capacity(1024),
+    };
+    let progress = Progress::default();
+    let mut bar = ScanBar::start(&progress);
+    // Output errors end the scan; they are reported after it.
+    let mut failed: Option<CliError> = None;
+    let result = timeline::scan(
+        &ctx.store,
+        &id,
+        &opts,
+        Some(progress),
+        &mut |e| match w.entry(e) {
+            Ok(ok) => Ok(ok),
+            Err(err) => {
+                failed = Some(err);
+                Ok(false)
+            }
+        },
+    );
+    bar.finish();
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let (summary, report) = result?;
     print_warnings(&report);
-    if events.is_empty() {
+    if summary.out_of_order > 0 {
+        let seqs: Vec<String> = summary
+            .out_of_order_seqs
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        warn(&format!(
+            "{} events were logged further out of time order than the timeline sorts ({} events or {} MiB back) and are shown where they were read, marked (out of order) in text and markdown; seq {}{}",
+            summary.out_of_order,
+            opts.window.events,
+            opts.window.bytes >> 20,
+            seqs.join(", "),
+            if summary.out_of_order as usize > seqs.len() { ", ..." } else { "" }
+        ));
+    }
+    if summary.events == 0 {
         require_known(ctx, &id)?;
     }
-    events.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
-    let spans = if a.no_sessions {
-        Vec::new()
-    } else {
-        session_spans(&events)
-    };
-    let mut out = Out::new();
-    match format {
-        TimelineFormat::Json => {
-            let list: Vec<&Value> = events.iter().map(|e| &e.2).collect();
-            out.json(&list)?;
-        }
-        TimelineFormat::Text => {
-            out.line(&format!("=== Milestone Event Timeline: {id} ==="))?;
-            for (_, _, v) in &events {
-                if !out.line(&text_line(v))? {
-                    return out.finish();
-                }
-            }
-            if !spans.is_empty() {
-                out.line("")?;
-                out.line("=== Sessions ===")?;
-                for s in &spans {
-                    out.line(&format!(
-                        "{}  {} .. {}  {}  {} events{}",
-                        s.session_id,
-                        s.start,
-                        s.end,
-                        human_duration(s.duration_secs),
-                        s.events,
-                        if s.ended { "" } else { "  (not ended)" }
-                    ))?;
-                }
-            }
-        }
-        TimelineFormat::Markdown => {
-            out.line(&format!("# Event timeline: {id}"))?;
-            out.line("")?;
-            out.line("| Time | Seq | Type | Session | Data |")?;
-            out.line("|---|---:|---|---|---|")?;
-            for (_, seq, v) in &events {
-                let session = v.get("session_id").and_then(Value::as_str).unwrap_or("");
-                let data = v.get("data").map(|d| d.to_string()).unwrap_or_default();
-                out.line(&format!(
-                    "| {} | {seq} | {} | {} | `{}` |",
-                    v.get("timestamp").and_then(Value::as_str).unwrap_or("?"),
-                    md_escape(event_type_of(v)),
-                    md_escape(session),
-                    md_escape(&data).replace('`', "'")
-                ))?;
-            }
-            if !spans.is_empty() {
-                out.line("")?;
-                out.line("## Sessions")?;
-                out.line("")?;
-                out.line("| Session | Start | End | Duration | Events |")?;
-                out.line("|---|---|---|---:|---:|")?;
-                for s in &spans {
-                    out.line(&format!(
-                        "| {} | {} | {} | {} | {} |",
-                        md_escape(&s.session_id),
-                        s.start,
-                        s.end,
-                        human_duration(s.duration_secs),
-                        s.events
-                    ))?;
-                }
-            }
-        }
+    if w.out.closed() {
+        return Ok(());
     }
-    out.finish()
+    w.finish(&summary)
 }
 
 /// Fail with "not found" (exit 3) when the store knows nothing of `id`
@@ -452,43 +637,6 @@ fn human_duration(secs: f64) -> String {
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
-}
-
-/// Start, end and count of each session (other than `no-session`) in time order.
-fn session_spans(events: &[(String, u64, Value)]) -> Vec<Span> {
-    let mut spans: BTreeMap<String, Span> = BTreeMap::new();
-    for (ts, _, v) in events {
-        let Some(session) = v.get("session_id").and_then(Value::as_str) else {
-            continue;
-        };
-        if session == "no-session" {
-            continue;
-        }
-        let span = spans.entry(session.to_string()).or_insert_with(|| Span {
-            session_id: session.to_string(),
-            start: ts.clone(),
-            end: ts.clone(),
-            duration_secs: 0.0,
-            events: 0,
-            ended: false,
-        });
-        span.end = ts.clone();
-        span.events += 1;
-        if event_type_of(v) == "session_ended" {
-            span.ended = true;
-        }
-    }
-    let mut out: Vec<Span> = spans
-        .into_values()
-        .map(|mut s| {
-            if let (Some(a), Some(b)) = (parse_timestamp(&s.start), parse_timestamp(&s.end)) {
-                s.duration_secs = b.duration_since(a).as_secs_f64();
-            }
-            s
-        })
-        .collect();
-    out.sort_by(|a, b| a.start.cmp(&b.start));
-    out
 }
 
 pub fn cmd_cleanup(ctx: &Context, a: &CleanupArgs) -> CliResult {

@@ -5,9 +5,15 @@
 //! Queries: `--tail 50`; `--since` the 50th event from the end; `--until`
 //! the 100th from the end with `--tail 50`; `--type rare`, a full filtered
 //! scan matching 0.1% of the events.
+//!
+//! Then whole-log scans through the CLI: `events` in each format and
+//! `timeline` in each format, `--type rare` against `grep`, and the seed's
+//! timeline (Python) on logs of up to a million events: wall and CPU time
+//! over interleaved rounds, and peak RSS.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mstate_store::model::EventQuery;
 use mstate_store::{FsOptions, FsStore, MilestoneId, Store};
@@ -249,7 +255,9 @@ pub fn run(o: &Opts<'_>) -> Result<String, String> {
         }
         results.push(per);
     }
-    Ok(render(&logs, &results, o))
+    let mut md = render(&logs, &results, o);
+    md.push_str(&run_scans(&logs, o)?);
+    Ok(md)
 }
 
 fn render(logs: &[Log], results: &[Vec<M>], o: &Opts<'_>) -> String {
@@ -382,4 +390,304 @@ fn render(logs: &[Log], results: &[Vec<M>], o: &Opts<'_>) -> String {
         o.runs, o.scan_runs
     );
     md
+}
+
+/// The seed's functions, for its timeline.
+const SEED: &str = include_str!("../../../tests/fixtures/seed_original.sh");
+
+/// Largest log the seed's timeline is run on (it holds the whole log in
+/// Python objects: about 10 s and 2 GB per million events).
+const SEED_MAX: u64 = 1_000_000;
+
+/// Logs at least this large get at most 3 runs per whole-log scan.
+const LONG_LOG: u64 = 10_000_000;
+
+/// One whole-log scan, as a command.
+struct Scan {
+    name: &'static str,
+    /// Program and arguments; `None` for mstate itself.
+    program: Option<&'static str>,
+    args: Vec<String>,
+    /// Output to a file (grep writes nothing when stdout is /dev/null).
+    to_file: bool,
+}
+
+fn scans(n: u64, log: &Path, have_python: bool) -> Vec<Scan> {
+    let m = |name, args: &[&str]| Scan {
+        name,
+        program: None,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        to_file: false,
+    };
+    let mut v = vec![
+        m("events (jsonl)", &["events", "m"]),
+        m("events --format json", &["events", "m", "--format", "json"]),
+        m("events --format text", &["events", "m", "--format", "text"]),
+        m("timeline (text)", &["timeline", "m"]),
+        m(
+            "timeline --format json",
+            &["timeline", "m", "--format", "json"],
+        ),
+        m(
+            "timeline --format markdown",
+            &["timeline", "m", "--format", "markdown"],
+        ),
+        m("events --type rare", &["events", "m", "--type", "rare"]),
+    ];
+    let path = log.display().to_string();
+    v.push(Scan {
+        name: "grep -c '\"event_type\":\"rare\"'",
+        program: Some("grep"),
+        args: vec!["-c".into(), "\"event_type\":\"rare\"".into(), path.clone()],
+        to_file: true,
+    });
+    v.push(Scan {
+        name: "grep '\"event_type\":\"rare\"' (the seed's filter)",
+        program: Some("grep"),
+        args: vec!["\"event_type\":\"rare\"".into(), path],
+        to_file: true,
+    });
+    if have_python && n <= SEED_MAX {
+        for format in ["text", "json"] {
+            v.push(Scan {
+                name: if format == "text" {
+                    "seed: generate_event_timeline m text"
+                } else {
+                    "seed: generate_event_timeline m json"
+                },
+                program: Some("bash"),
+                args: vec![
+                    "-c".into(),
+                    format!("{SEED}\ngenerate_event_timeline m {format}"),
+                ],
+                to_file: false,
+            });
+        }
+    }
+    v
+}
+
+/// Wall and CPU (user + system) time of scans of one log.
+#[derive(Default)]
+struct ScanM {
+    wall: Samples,
+    cpu: Samples,
+    peak_kib: u64,
+}
+
+/// Run `cmd`, returning its wall and CPU time (from `wait4`).
+fn timed(cmd: &mut std::process::Command) -> Result<(Duration, Duration), String> {
+    let what = format!("{:?}", cmd.get_program());
+    let start = std::time::Instant::now();
+    let child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our unreaped child; both pointers are valid for
+        // the call. `child` is never waited on through std afterwards.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err.to_string());
+        }
+    }
+    let wall = start.elapsed();
+    drop(child);
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!("{what} failed (wait status {status})"));
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok((wall, tv(ru.ru_utime) + tv(ru.ru_stime)))
+}
+
+/// Time every whole-log scan of every log; markdown out.
+fn run_scans(logs: &[Log], o: &Opts<'_>) -> Result<String, String> {
+    let Some(bin) = o.mstate else {
+        return Ok(String::new());
+    };
+    let have_python = procs::have("python3") && procs::have("bash");
+    let out_file = crate::data::target_dir()
+        .join("bench-data")
+        .join(format!("scan-out-{}", std::process::id()));
+    let mut md = String::new();
+    let _ = writeln!(md, "\n#### Whole-log scans: `events` and `timeline`\n");
+    let mut t = Table::new(&[
+        "command",
+        ">events",
+        ">wall (median)",
+        ">wall range",
+        ">CPU (median)",
+        ">CPU per event",
+        ">peak RSS",
+    ]);
+    // (log index, scan name) -> measurements, for the goals.
+    let mut all: Vec<(usize, &'static str, ScanM)> = Vec::new();
+    for (li, log) in logs.iter().enumerate() {
+        let path = log.dir.join(".milestones/state/events/milestone-m.jsonl");
+        let list = scans(log.n, &path, have_python);
+        let runs = if log.n >= LONG_LOG {
+            o.scan_runs.min(3)
+        } else {
+            o.scan_runs
+        }
+        .max(1);
+        eprintln!("query: whole-log scans of {} events", count(log.n));
+        let mut ms: Vec<ScanM> = list.iter().map(|_| ScanM::default()).collect();
+        let command = |s: &Scan| -> Result<std::process::Command, String> {
+            let mut c = procs::quiet(s.program.map_or(bin.as_os_str(), std::ffi::OsStr::new));
+            c.current_dir(&log.dir)
+                .env_remove("MSTATE_DIR")
+                .args(&s.args);
+            if s.to_file {
+                let f = std::fs::File::create(&out_file).map_err(|e| e.to_string())?;
+                c.stdout(f);
+            }
+            Ok(c)
+        };
+        // Each round runs every scan once, so load on the machine hits
+        // them alike.
+        for _ in 0..runs {
+            for (s, m) in list.iter().zip(ms.iter_mut()) {
+                let (wall, cpu) = timed(&mut command(s)?)?;
+                m.wall.push(wall);
+                m.cpu.push(cpu);
+            }
+        }
+        for (s, m) in list.iter().zip(ms.iter_mut()) {
+            m.peak_kib = procs::peak_rss(&command(s)?, None)?;
+        }
+        for (s, m) in list.iter().zip(ms) {
+            t.row(vec![
+                format!("`{}`", s.name),
+                count(log.n),
+                secs(m.wall.median()),
+                format!(
+                    "{} - {}",
+                    secs(m.wall.quantile(0.0)),
+                    secs(m.wall.quantile(1.0))
+                ),
+                secs(m.cpu.median()),
+                secs(m.cpu.median() / log.n.max(1) as f64),
+                mib(m.peak_kib),
+            ]);
+            all.push((li, s.name, m));
+        }
+    }
+    let _ = std::fs::remove_file(&out_file);
+    md.push_str(&t.render());
+    let _ = writeln!(
+        md,
+        "\n{} rounds per log ({} for logs of {} events or more), every scan once per round; output to /dev/null (grep's to a file: it stops at the first match when its output is /dev/null). CPU is user + system time of the process.",
+        o.scan_runs,
+        o.scan_runs.min(3),
+        count(LONG_LOG)
+    );
+    md.push_str(&scan_goals(logs, &all));
+    Ok(md)
+}
+
+fn scan_goals(logs: &[Log], all: &[(usize, &'static str, ScanM)]) -> String {
+    let get = |li: usize, name: &str| {
+        all.iter()
+            .find(|(l, n, _)| *l == li && *n == name)
+            .map(|x| &x.2)
+    };
+    let mut t = Table::new(&["check", ">measured", "goal", "verdict"]);
+    let (Some(_), Some(big)) = (logs.first(), logs.last()) else {
+        return String::new();
+    };
+    let bi = logs.len() - 1;
+    if let (Some(ours), Some(grep)) = (
+        get(bi, "events --type rare"),
+        get(bi, "grep -c '\"event_type\":\"rare\"'"),
+    ) {
+        for (what, a, b) in [
+            ("wall", ours.wall.median(), grep.wall.median()),
+            ("CPU", ours.cpu.median(), grep.cpu.median()),
+        ] {
+            t.row(vec![
+                format!(
+                    "`events --type rare` / `grep -c`, {}, {} events",
+                    what,
+                    count(big.n)
+                ),
+                ratio(a, b),
+                "<= 1.5x".into(),
+                verdict(a <= 1.5 * b).into(),
+            ]);
+        }
+    }
+    for (li, log) in logs.iter().enumerate() {
+        for (ours, seed) in [
+            ("timeline (text)", "seed: generate_event_timeline m text"),
+            (
+                "timeline --format json",
+                "seed: generate_event_timeline m json",
+            ),
+        ] {
+            if let (Some(a), Some(s)) = (get(li, ours), get(li, seed)) {
+                for (what, x, y) in [
+                    ("wall", a.wall.median(), s.wall.median()),
+                    ("CPU", a.cpu.median(), s.cpu.median()),
+                ] {
+                    t.row(vec![
+                        format!(
+                            "seed's timeline / `{ours}`, {what}, {} events",
+                            count(log.n)
+                        ),
+                        ratio(y, x),
+                        ">= 10x".into(),
+                        verdict(y >= 10.0 * x).into(),
+                    ]);
+                }
+            }
+        }
+    }
+    // Linear: CPU per event of the largest log against the smallest of at
+    // least 100,000 events (smaller ones are start-up bound).
+    if let Some(si) = logs
+        .iter()
+        .position(|l| l.n >= 100_000)
+        .filter(|&si| si < bi)
+    {
+        for name in [
+            "timeline (text)",
+            "timeline --format json",
+            "timeline --format markdown",
+            "events --format json",
+        ] {
+            if let (Some(a), Some(b)) = (get(bi, name), get(si, name)) {
+                let pa = a.cpu.median() / big.n as f64;
+                let pb = b.cpu.median() / logs[si].n as f64;
+                t.row(vec![
+                    format!(
+                        "`{name}` CPU per event, {} / {} events",
+                        count(big.n),
+                        count(logs[si].n)
+                    ),
+                    ratio(pa, pb),
+                    "<= 1.5x (linear)".into(),
+                    verdict(pa <= 1.5 * pb).into(),
+                ]);
+            }
+        }
+    }
+    let peak = all
+        .iter()
+        .filter(|(_, n, _)| !n.starts_with("seed") && !n.starts_with("grep"))
+        .map(|x| x.2.peak_kib)
+        .max()
+        .unwrap_or(0);
+    t.row(vec![
+        "peak RSS of any `events` or `timeline` scan".into(),
+        mib(peak),
+        "< 64 MB".into(),
+        verdict(peak * 1024 < 64_000_000).into(),
+    ]);
+    format!("\n#### Goals of the whole-log scans\n\n{}", t.render())
 }

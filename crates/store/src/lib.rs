@@ -17,9 +17,10 @@ pub mod model;
 pub mod process;
 pub mod store;
 pub mod time;
+pub mod timeline;
 
 pub use error::{Error, ErrorKind, ObjectKind, Result};
-pub use fs::log::LogLine;
+pub use fs::log::{Fields, LogLine};
 pub use fs::{FsOptions, FsStore};
 pub use id::{CheckpointName, EventType, MilestoneId, SessionId};
 pub use store::{CleanupOptions, CleanupReport, Store, WriteOptions};

@@ -332,6 +332,36 @@ pub struct EventQuery {
     pub tail: Option<usize>,
     /// Newest first.
     pub reverse: bool,
+    /// Where the query reports how far it has read (for a progress bar).
+    pub progress: Option<Progress>,
+}
+
+/// How far a running query has read: bytes read of the bytes it may read.
+/// Shared (clones see the same counters) so another thread can draw a
+/// progress bar while the query runs; the store never prints.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>);
+
+impl Progress {
+    /// Bytes the query may read (known once it has opened the log).
+    pub fn total(&self) -> u64 {
+        self.0[0].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes read so far.
+    pub fn done(&self) -> u64 {
+        self.0[1].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Set the bytes the query may read.
+    pub fn set_total(&self, bytes: u64) {
+        self.0[0].store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Set the bytes read so far.
+    pub fn set_done(&self, bytes: u64) {
+        self.0[1].store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What a reader met besides events: torn tails and lines it skipped.

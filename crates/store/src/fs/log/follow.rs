@@ -171,7 +171,8 @@ impl Follower<'_, '_> {
                     break;
                 }
             }
-            let Some((text, ts)) = query::accept(&self.filter, &mut self.warn, path, off, rec)
+            let Some((text, ts, fields)) =
+                query::accept(&self.filter, &mut self.warn, path, off, rec)
             else {
                 continue;
             };
@@ -179,6 +180,7 @@ impl Follower<'_, '_> {
                 raw: text,
                 timestamp: ts,
                 seq: self.seq,
+                fields,
             })?;
             if let Some(left) = self.left.as_mut() {
                 *left = left.saturating_sub(1);

@@ -21,6 +21,7 @@ use std::sync::LazyLock;
 use jiff::Timestamp;
 use memchr::memmem;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Prefix of the header line a rewritten segment starts with.
@@ -329,6 +330,113 @@ impl<'de> de::Deserialize<'de> for FullHead {
 /// Parse a line fully; `None` unless it is one valid JSON object.
 pub fn full_head(line: &[u8]) -> Option<FullHead> {
     serde_json::from_slice(line).ok()
+}
+
+/// The members of an event line its readers show, borrowed from the line
+/// (owned only where a string holds escapes).
+#[derive(Debug, Clone, Default)]
+pub struct Fields<'a> {
+    /// `timestamp` as written, if it is a string.
+    pub timestamp: Option<Cow<'a, str>>,
+    /// `event_type`, or the seed's `event`, if a string.
+    pub event_type: Option<Cow<'a, str>>,
+    /// `session_id`, if a string.
+    pub session_id: Option<Cow<'a, str>>,
+    /// The JSON text of `data`, as written.
+    pub data: Option<&'a str>,
+}
+
+struct FieldsVisitor;
+
+/// An object key, borrowed from the line unless it holds escapes (serde's
+/// own `Cow` always copies).
+struct Key;
+
+impl<'de> de::DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(s.to_string()))
+    }
+}
+
+/// A member's value as a string: borrowed when it has no escapes.
+fn raw_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut out = Fields::default();
+        let mut event = None;
+        // The first of repeated keys wins, as in `fast_head` and `full_head`.
+        let mut seen = [false; 5];
+        while let Some(key) = map.next_key_seed(Key)? {
+            let slot = match key.as_ref() {
+                "timestamp" => 0,
+                "event_type" => 1,
+                "event" => 2,
+                "session_id" => 3,
+                "data" => 4,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            let value: &'de RawValue = map.next_value()?;
+            if std::mem::replace(&mut seen[slot], true) {
+                continue;
+            }
+            match slot {
+                0 => out.timestamp = raw_string(value),
+                1 => out.event_type = raw_string(value),
+                2 => event = raw_string(value),
+                3 => out.session_id = raw_string(value),
+                _ => out.data = Some(value.get()),
+            }
+        }
+        if out.event_type.is_none() {
+            out.event_type = event;
+        }
+        Ok(out)
+    }
+}
+
+/// Check that `line` is valid UTF-8 holding exactly one JSON object and
+/// read its [`Fields`], in one parse.
+pub fn fields(line: &[u8]) -> Option<(&str, Fields<'_>)> {
+    if line.first() != Some(&b'{') {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let f = de::Deserializer::deserialize_map(&mut de, FieldsVisitor).ok()?;
+    de.end().ok()?;
+    Some((text, f))
 }
 
 /// The line as text if it is valid UTF-8 holding exactly one JSON object.

@@ -82,7 +82,7 @@
 mod append;
 mod clock;
 mod follow;
-mod line;
+pub(crate) mod line;
 mod query;
 mod scan;
 mod segment;
@@ -101,6 +101,7 @@ use crate::io::Io;
 use crate::model::{EventQuery, ReadReport};
 
 pub use self::clock::{clock_check, ClockCheck};
+pub use self::line::Fields;
 use self::scan::Part;
 
 /// One line handed to a query's sink.
@@ -112,6 +113,9 @@ pub struct LogLine<'a> {
     pub timestamp: Timestamp,
     /// Its `seq`, or the implicit one for lines without (seed lines).
     pub seq: u64,
+    /// The members readers show, read by the same parse that checked the
+    /// line, so a reader need not parse it again.
+    pub fields: Fields<'a>,
 }
 
 /// What a cleanup of the log did or would do.

@@ -612,7 +612,7 @@ fn open_segments(
 
 /// Bytes of line content in the log before `pos`, counting each part from
 /// its body: positions on one scale for bisection.
-fn virt(parts: &[Part], pos: Pos) -> u64 {
+pub fn virt(parts: &[Part], pos: Pos) -> u64 {
     let mut v = 0;
     for (i, p) in parts.iter().enumerate() {
         if i == pos.part {
