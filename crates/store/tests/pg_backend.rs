@@ -759,3 +759,39 @@ fn an_unreachable_server_is_an_error() {
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(err.to_string().contains("connect"), "{err}");
 }
+
+#[test]
+fn a_connection_lost_while_idle_is_replaced() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    let id = mid("idle");
+    store.save(&id, &json!("v1"), &opts(), None).unwrap();
+    let kill = |s: &mut TestSchema, pid: i32| {
+        let done: bool = s
+            .admin
+            .query_one("SELECT pg_terminate_backend($1, 30000)", &[&pid])
+            .unwrap()
+            .get(0);
+        assert!(done);
+    };
+    // A read is retried on a new connection.
+    let first = store.backend_pid().unwrap();
+    kill(&mut s, first);
+    assert_eq!(store.load(&id).unwrap().envelope.state, json!("v1"));
+    let second = store.backend_pid().unwrap();
+    assert_ne!(first, second);
+    // So is a write whose connection is found dead at BEGIN.
+    kill(&mut s, second);
+    assert_eq!(
+        store
+            .save(&id, &json!("v2"), &opts(), None)
+            .unwrap()
+            .revision,
+        2
+    );
+    kill(&mut s, store.backend_pid().unwrap());
+    let e = store.log(&id, &event("after", json!({}), None)).unwrap();
+    assert_eq!(e.seq, Some(3));
+    kill(&mut s, store.backend_pid().unwrap());
+    assert_eq!(all_events(&store, &id, &EventQuery::default()).len(), 3);
+}

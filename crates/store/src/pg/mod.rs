@@ -261,7 +261,9 @@ impl PgStore {
     /// returns `Ok`. Re-run whole on a serialization failure or deadlock
     /// (at most [`MAX_TX_RETRIES`] times), and after a pause while the
     /// milestone's lock is held by someone else ([`Fail::Busy`]), until
-    /// `timeout`.
+    /// `timeout`. A connection found dead at `BEGIN` is replaced and the
+    /// transaction run again; one lost later fails the write (it may have
+    /// committed if the loss came during `COMMIT`).
     fn write<T>(
         &self,
         op: &'static str,
@@ -271,6 +273,7 @@ impl PgStore {
     ) -> Result<T> {
         let start = Instant::now();
         let mut retries = 0;
+        let mut reconnected = false;
         let mut pause = Duration::from_millis(5);
         loop {
             let outcome = {
@@ -283,14 +286,22 @@ impl PgStore {
                     return Err(self.io_error(op, "no connection".into()));
                 };
                 let outcome = run_transaction(client, &mut body);
-                if client.is_closed() {
+                let lost = match &outcome {
+                    Err((fail, _)) => client.is_closed() || fail.is_connection_loss(),
+                    Ok(_) => client.is_closed(),
+                };
+                if lost {
                     *guard = None;
                 }
-                outcome
+                outcome.map_err(|(fail, at_begin)| (fail, at_begin && lost))
             };
             match outcome {
                 Ok(v) => return Ok(v),
-                Err(Fail::Busy(holder)) => {
+                // The connection was found dead before anything was sent
+                // (it died while idle): nothing can have been done, so the
+                // transaction is run on a new connection, once.
+                Err((_, true)) if !reconnected => reconnected = true,
+                Err((Fail::Busy(holder), _)) => {
                     let waited = start.elapsed();
                     if waited >= timeout {
                         return Err(Error::LockTimeout {
@@ -302,8 +313,8 @@ impl PgStore {
                     std::thread::sleep(pause.min(timeout - waited));
                     pause = (pause * 2).min(MAX_LOCK_PAUSE);
                 }
-                Err(fail) if fail.is_retryable() && retries < MAX_TX_RETRIES => retries += 1,
-                Err(fail) => return Err(fail.into_error(self, op)),
+                Err((fail, _)) if fail.is_retryable() && retries < MAX_TX_RETRIES => retries += 1,
+                Err((fail, _)) => return Err(fail.into_error(self, op)),
             }
         }
     }
@@ -318,13 +329,15 @@ impl PgStore {
     }
 }
 
+/// Run `body` in a transaction and commit it. A failure says whether it
+/// came at `BEGIN`, before anything of the transaction reached the server.
 fn run_transaction<T>(
     client: &mut Client,
     body: &mut impl FnMut(&mut Transaction<'_>) -> Result<T, Fail>,
-) -> Result<T, Fail> {
-    let mut tx = client.transaction()?;
-    let value = body(&mut tx)?;
-    tx.commit()?;
+) -> Result<T, (Fail, bool)> {
+    let mut tx = client.transaction().map_err(|e| (Fail::Db(e), true))?;
+    let value = body(&mut tx).map_err(|f| (f, false))?;
+    tx.commit().map_err(|e| (Fail::Db(e), false))?;
     Ok(value)
 }
 
