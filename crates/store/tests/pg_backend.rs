@@ -795,3 +795,44 @@ fn a_connection_lost_while_idle_is_replaced() {
     kill(&mut s, store.backend_pid().unwrap());
     assert_eq!(all_events(&store, &id, &EventQuery::default()).len(), 3);
 }
+
+#[test]
+fn list_shows_every_milestone_with_its_lock() {
+    let Some(s) = schema() else { return };
+    let store = s.store_as(4001);
+    store.save(&mid("b"), &json!(1), &opts(), None).unwrap();
+    store
+        .log(&mid("a-events-only"), &event("x", json!({}), None))
+        .unwrap();
+    let lease = store
+        .lock_acquire(
+            &mid("c"),
+            &LockRequest {
+                owner_pid: 4001,
+                ..lock_req(None, Duration::ZERO)
+            },
+        )
+        .unwrap();
+    let listed = store.list().unwrap();
+    let ids: Vec<&str> = listed.iter().map(|m| m.milestone_id.as_str()).collect();
+    assert_eq!(ids, ["a-events-only", "b", "c"]);
+    assert_eq!(listed[0].revision, None);
+    assert_eq!(listed[1].revision, Some(1));
+    assert!(listed[1].lock.is_none());
+    let lock = listed[2].lock.as_ref().expect("c is locked");
+    assert_eq!(lock.id, lease.token.to_string());
+    assert_eq!(lock.pid, 4001);
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused() {
+    let Some(mut s) = schema() else { return };
+    drop(s.store());
+    let newer = schema::latest_version() + 1;
+    s.sql(&format!(
+        "INSERT INTO mstate_schema_version (version, description) VALUES ({newer}, 'from the future')"
+    ));
+    let err = PgStore::connect(&url(), &s.name).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("newer"), "{err}");
+}

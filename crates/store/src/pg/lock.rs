@@ -40,7 +40,7 @@ const SELECT_LOCK: &str = "SELECT token, operation, host, pid, pid_start, boot_i
      (expires_at IS NOT NULL AND expires_at <= clock_timestamp()) AS expired \
      FROM mstate_locks WHERE milestone_id = $1";
 
-fn decode(id: &MilestoneId, row: &Row) -> Result<LockRow, Fail> {
+pub(super) fn decode(id: &str, row: &Row) -> Result<LockRow, Fail> {
     let token: i64 = row.try_get("token")?;
     let host: String = row.try_get("host")?;
     let user: String = row.try_get("user")?;
@@ -81,7 +81,7 @@ pub(super) fn current(
     id: &MilestoneId,
 ) -> Result<Option<LockRow>, Fail> {
     match client.query_opt(SELECT_LOCK, &[&id.as_str()])? {
-        Some(row) => Ok(Some(decode(id, &row)?)),
+        Some(row) => Ok(Some(decode(id.as_str(), &row)?)),
         None => Ok(None),
     }
 }

@@ -14,7 +14,7 @@ use crate::model::{
 use crate::store::{Initialized, WriteOptions};
 
 use super::events::{append, NO_SESSION};
-use super::lock::{check_write, current};
+use super::lock::{check_write, decode};
 use super::{format_time, Fail, PgStore};
 
 /// What a write reads of the milestone row it has locked.
@@ -236,37 +236,38 @@ impl PgStore {
     /// Every milestone with its status, revision and lock, by id (byte
     /// order). A milestone with events but no state has no revision.
     pub fn list(&self) -> Result<Vec<MilestoneSummary>> {
-        let ids: Vec<(String, String, i64, Option<SystemTime>)> =
-            self.read("list the milestones of", |c| {
-                let rows = c.query(
-                    "SELECT id, status, revision, state_written_at FROM mstate_milestones \
-                     ORDER BY id COLLATE \"C\"",
-                    &[],
-                )?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in rows {
-                    out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
-                }
-                Ok(out)
-            })?;
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, status, revision, at) in ids {
-            let lock = match MilestoneId::new(id.clone()) {
-                Ok(mid) => self
-                    .read("read the lock in", |c| current(c, &mid))?
-                    .map(|l| l.lease.info),
-                Err(_) => None,
-            };
-            out.push(MilestoneSummary {
-                milestone_id: id,
-                status: parse_status(&status),
-                revision: (revision > 0).then(|| u64::try_from(revision).unwrap_or(0)),
-                updated: at.map(format_time),
-                lock,
-                error: None,
-            });
-        }
-        Ok(out)
+        self.read("list the milestones of", |c| {
+            let rows = c.query(
+                "SELECT m.id, m.status, m.revision, m.state_written_at, l.token, l.operation, \
+                 l.host, l.pid, l.pid_start, l.boot_id, l.\"user\", l.acquired_at, l.ttl_secs, \
+                 l.expires_at, (l.expires_at IS NOT NULL AND l.expires_at <= clock_timestamp()) \
+                 AS expired \
+                 FROM mstate_milestones m LEFT JOIN mstate_locks l ON l.milestone_id = m.id \
+                 ORDER BY m.id COLLATE \"C\"",
+                &[],
+            )?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let id: String = r.try_get("id")?;
+                let status: String = r.try_get("status")?;
+                let revision: i64 = r.try_get("revision")?;
+                let at: Option<SystemTime> = r.try_get("state_written_at")?;
+                let token: Option<i64> = r.try_get("token")?;
+                let lock = match token {
+                    Some(_) => Some(decode(&id, &r)?.lease.info),
+                    None => None,
+                };
+                out.push(MilestoneSummary {
+                    milestone_id: id,
+                    status: parse_status(&status),
+                    revision: (revision > 0).then(|| u64::try_from(revision).unwrap_or(0)),
+                    updated: at.map(format_time),
+                    lock,
+                    error: None,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Mark the milestone completed (`milestone_completed` logged).
