@@ -1,7 +1,7 @@
 //! Leases with fencing tokens.
 //!
 //! A milestone's lock is its row in `mstate_locks`; every change of it is
-//! made under the milestone row's lock (see [`super::state::lock_row`]),
+//! made under the milestone row's lock (taken by every write first),
 //! so acquisitions, releases and fenced writes of one milestone are
 //! serialised. Expiry is judged on the server's clock only.
 
