@@ -836,3 +836,29 @@ fn a_schema_newer_than_this_build_is_refused() {
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+#[test]
+fn a_failed_append_leaves_no_gap() {
+    let Some(s) = schema() else { return };
+    let store = s.store();
+    let id = mid("gaps");
+    assert_eq!(
+        store.log(&id, &event("ok", json!({}), None)).unwrap().seq,
+        Some(1)
+    );
+    // jsonb cannot hold U+0000: the append fails inside the statement
+    // that took the seq, and the seq goes back with it.
+    let err = store
+        .log(&id, &event("bad", json!({"s": "a\u{0}b"}), None))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert_eq!(
+        store.log(&id, &event("ok", json!({}), None)).unwrap().seq,
+        Some(2)
+    );
+    let seqs: Vec<u64> = all_events(&store, &id, &EventQuery::default())
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seqs, [1, 2]);
+}
