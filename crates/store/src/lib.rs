@@ -14,6 +14,7 @@ pub mod inherited;
 pub mod io;
 pub mod json;
 pub mod model;
+pub mod pg;
 pub mod process;
 pub mod store;
 pub mod time;

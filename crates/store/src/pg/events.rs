@@ -1,0 +1,227 @@
+//! The event log in PostgreSQL: gapless appends and streamed queries.
+
+use std::time::SystemTime;
+
+use postgres::types::ToSql;
+use postgres::GenericClient;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::fs::log::LogLine;
+use crate::id::MilestoneId;
+use crate::model::{Actor, Event, EventQuery, NewEvent, ReadReport};
+
+use super::{Fail, PgStore};
+
+/// Rows fetched from the server per round trip of a query: a query holds
+/// at most this many events in memory, whatever it matches.
+pub const QUERY_BATCH: i32 = 256;
+
+/// The session recorded when an event names none (the filesystem
+/// backend's `current_session` without a current session).
+pub const NO_SESSION: &str = "no-session";
+
+/// One statement: the upsert of the milestone row increments `next_seq`
+/// (queueing concurrent appenders on the row's lock) and returns the seq
+/// taken and the server's clock read under that lock; the insert builds
+/// the stored line around them. `$8` is the line from `milestone_id` to
+/// `user`, `$9` from `host` to the closing brace, encoded by the client.
+const APPEND: &str = r#"
+WITH s AS (
+    INSERT INTO mstate_milestones AS m (id, next_seq) VALUES ($1, 2)
+    ON CONFLICT (id) DO UPDATE SET next_seq = m.next_seq + 1
+    RETURNING m.next_seq - 1 AS seq, clock_timestamp() AS ts
+), t AS (
+    SELECT seq, ts, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS stamp
+    FROM s
+)
+INSERT INTO mstate_events
+    (milestone_id, seq, ts, session_id, event_type, data, pid, "user", host, line)
+SELECT $1, t.seq, t.ts, $2, $3, $4::text::jsonb, $5, $6, $7,
+       '{"timestamp":"' || t.stamp || '"' || $8::text || ',"seq":' || t.seq || $9::text
+FROM t
+RETURNING seq, substr(line, 15, 27)
+"#;
+
+/// Append an event to `id`'s log through `client` (a transaction, or a
+/// connection for an append on its own). The seq is the milestone's next.
+pub(super) fn append(
+    client: &mut impl GenericClient,
+    actor: &Actor,
+    id: &MilestoneId,
+    session: &str,
+    event_type: &str,
+    data: &Value,
+) -> Result<Event, Fail> {
+    let bad = |e: serde_json::Error| Error::invalid("event data", e.to_string());
+    let data_text = serde_json::to_string(data).map_err(bad)?;
+    let mut middle = String::with_capacity(128 + data_text.len());
+    for (key, value) in [
+        ("milestone_id", id.as_str()),
+        ("session_id", session),
+        ("event_type", event_type),
+    ] {
+        middle.push_str(&format!(",\"{key}\":"));
+        middle.push_str(&serde_json::to_string(value).map_err(bad)?);
+    }
+    middle.push_str(",\"data\":");
+    middle.push_str(&data_text);
+    middle.push_str(&format!(",\"pid\":{}", actor.pid));
+    middle.push_str(",\"user\":");
+    middle.push_str(&serde_json::to_string(actor.user()).map_err(bad)?);
+    let end = format!(
+        ",\"host\":{}}}",
+        serde_json::to_string(&actor.host).map_err(bad)?
+    );
+    let pid = i64::from(actor.pid);
+    let row = client.query_one(
+        APPEND,
+        &[
+            &id.as_str(),
+            &session,
+            &event_type,
+            &data_text,
+            &pid,
+            &actor.user(),
+            &actor.host,
+            &middle,
+            &end,
+        ],
+    )?;
+    let seq: i64 = row.try_get(0)?;
+    let timestamp: String = row.try_get(1)?;
+    Ok(Event {
+        timestamp,
+        milestone_id: id.to_string(),
+        session_id: Some(session.to_string()),
+        event_type: event_type.to_string(),
+        data: data.clone(),
+        pid: Some(pid),
+        user: Some(actor.user().to_string()),
+        seq: Some(u64::try_from(seq).unwrap_or(0)),
+        host: Some(actor.host.clone()),
+    })
+}
+
+impl PgStore {
+    /// Append an event; its seq is the milestone's next, without gaps.
+    /// A milestone never named before gets its row (and seq 1).
+    pub fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
+        let session = event.session_id.as_deref().unwrap_or(NO_SESSION);
+        self.write("append an event to", id, std::time::Duration::ZERO, |tx| {
+            append(tx, &self.actor, id, session, &event.event_type, &event.data)
+        })
+    }
+
+    /// Run a query over the milestone's events, handing each match to
+    /// `sink` until it returns false: the filesystem backend's semantics
+    /// of `types`, `since`, `until`, `session`, `limit`, `tail` and
+    /// `reverse`. Rows come from a portal in batches of [`QUERY_BATCH`],
+    /// all from one snapshot. A lost connection is retried once on a new
+    /// one if no event was handed over yet.
+    pub fn events(
+        &self,
+        id: &MilestoneId,
+        q: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        let want = match (q.tail, q.limit) {
+            (Some(t), Some(l)) if q.reverse => Some(t.min(l)),
+            (Some(t), _) => Some(t),
+            (None, l) => l,
+        };
+        if q.limit == Some(0) || want == Some(0) {
+            return Ok(ReadReport::default());
+        }
+        let to_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let since = q.since.map(SystemTime::from);
+        let until = q.until.map(SystemTime::from);
+        let id_str = id.as_str();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id_str];
+        let mut filter = String::from("milestone_id = $1");
+        if !q.types.is_empty() {
+            params.push(&q.types);
+            filter.push_str(&format!(" AND event_type = ANY(${})", params.len()));
+        }
+        if let Some(s) = &since {
+            params.push(s);
+            filter.push_str(&format!(" AND ts >= ${}", params.len()));
+        }
+        if let Some(u) = &until {
+            params.push(u);
+            filter.push_str(&format!(" AND ts <= ${}", params.len()));
+        }
+        if let Some(s) = &q.session {
+            params.push(s);
+            filter.push_str(&format!(" AND session_id = ${}", params.len()));
+        }
+        let base = "SELECT seq, ts, line FROM mstate_events WHERE ";
+        let (tail, limit);
+        let sql = if q.reverse {
+            limit = want.map(to_i64);
+            params.push(&limit);
+            format!("{base}{filter} ORDER BY seq DESC LIMIT ${}", params.len())
+        } else if let Some(n) = q.tail {
+            tail = to_i64(n);
+            limit = q.limit.map(to_i64);
+            params.push(&tail);
+            params.push(&limit);
+            format!(
+                "SELECT * FROM ({base}{filter} ORDER BY seq DESC LIMIT ${}) last ORDER BY seq LIMIT ${}",
+                params.len() - 1,
+                params.len()
+            )
+        } else {
+            limit = q.limit.map(to_i64);
+            params.push(&limit);
+            format!("{base}{filter} ORDER BY seq LIMIT ${}", params.len())
+        };
+        let handed = std::cell::Cell::new(false);
+        let mut run = |c: &mut postgres::Client| -> Result<(), Fail> {
+            let mut tx = c
+                .build_transaction()
+                .read_only(true)
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .start()?;
+            let stmt = tx.prepare(&sql)?;
+            let portal = tx.bind(&stmt, &params)?;
+            loop {
+                let rows = tx.query_portal(&portal, QUERY_BATCH)?;
+                for row in &rows {
+                    let seq: i64 = row.try_get(0)?;
+                    let ts: SystemTime = row.try_get(1)?;
+                    let raw: &str = row.try_get(2)?;
+                    let timestamp = jiff::Timestamp::try_from(ts).map_err(|e| {
+                        Error::invalid("stored event time", format!("event {seq}: {e}"))
+                    })?;
+                    handed.set(true);
+                    // The members readers show, read from the stored line
+                    // (written by `log`, so one JSON object).
+                    let fields = crate::fs::log::line::fields(raw.as_bytes())
+                        .map(|(_, f)| f)
+                        .unwrap_or_default();
+                    let line = LogLine {
+                        raw,
+                        timestamp,
+                        seq: u64::try_from(seq).unwrap_or(0),
+                        fields,
+                    };
+                    if !sink(&line)? {
+                        return Ok(());
+                    }
+                }
+                if rows.len() < QUERY_BATCH as usize {
+                    break;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        match self.with_client_lost("query the events of", &mut run) {
+            Ok(()) => {}
+            Err((_, true)) if !handed.get() => self.with_client("query the events of", run)?,
+            Err((e, _)) => return Err(e),
+        }
+        Ok(ReadReport::default())
+    }
+}

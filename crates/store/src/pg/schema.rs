@@ -1,0 +1,156 @@
+//! The PostgreSQL schema, as numbered migrations.
+//!
+//! Migration `n` takes a schema at version `n - 1` to version `n`. Each is
+//! applied in its own transaction by [`super::migrate`], so a schema is
+//! always at exactly one version; a migration once released is never
+//! edited (a change is a new migration). Every statement names objects
+//! unqualified: the migrating connection's `search_path` is the target
+//! schema alone.
+//!
+//! Every table name starts with `mstate_`, so the store can share a schema
+//! (even `public`) with other applications' tables.
+
+/// One migration: its version and its SQL (several statements).
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// The schema version this migration brings the schema to.
+    pub version: i32,
+    /// What it does, recorded in `mstate_schema_version`.
+    pub description: &'static str,
+    /// The statements, run as one batch inside the migration's transaction.
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first; versions are 1, 2, ... without gaps.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "milestones, revisions, checkpoints, events, locks, sessions",
+    sql: V1,
+}];
+
+/// The version a fully migrated schema is at.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Version 1: the whole store.
+///
+/// - `mstate_milestones`: one row per milestone, created by the first
+///   operation that names it (`init`, `save`, `log`, `lock`). `revision` 0
+///   and a NULL state mean "no state saved yet". The state is kept twice:
+///   `state_text` is the JSON exactly as saved (what `load` returns, key
+///   order and number spelling included) and `state` is its `jsonb` form
+///   for queries. `next_seq` is the seq the next event gets (the gapless
+///   counter), `lock_token` the fencing token of the newest lock
+///   acquisition (0: never locked).
+/// - `mstate_revisions`: every earlier state, one row per revision, moved
+///   here by the save that replaced it (backups, `recover`, history, diff).
+/// - `mstate_checkpoints`: named copies of a state.
+/// - `mstate_events`: the event log; `(milestone_id, seq)` is the key, seq
+///   1, 2, ... without gaps per milestone. `line` is the event as one
+///   compact JSON line, the filesystem backend's format byte for byte.
+/// - `mstate_locks`: at most one lease per milestone, with its holder, its
+///   expiry (NULL: until released) and its fencing token, drawn from
+///   `mstate_lock_token_seq` (increasing across the whole schema).
+/// - `mstate_sessions`: sessions of milestones.
+const V1: &str = r#"
+CREATE TABLE mstate_milestones (
+    id               text PRIMARY KEY,
+    status           text NOT NULL DEFAULT 'active'
+                     CHECK (status IN ('active', 'completed')),
+    revision         bigint NOT NULL DEFAULT 0 CHECK (revision >= 0),
+    state            jsonb,
+    state_text       text,
+    state_written_at timestamptz,
+    next_seq         bigint NOT NULL DEFAULT 1 CHECK (next_seq >= 1),
+    lock_token       bigint NOT NULL DEFAULT 0 CHECK (lock_token >= 0),
+    created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    CHECK ((revision = 0) = (state_text IS NULL)),
+    CHECK ((state IS NULL) = (state_text IS NULL))
+);
+
+CREATE TABLE mstate_revisions (
+    milestone_id  text NOT NULL REFERENCES mstate_milestones (id) ON DELETE CASCADE,
+    revision      bigint NOT NULL CHECK (revision > 0),
+    state         jsonb NOT NULL,
+    state_text    text NOT NULL,
+    written_at    timestamptz NOT NULL,
+    superseded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (milestone_id, revision)
+);
+
+CREATE TABLE mstate_checkpoints (
+    milestone_id text NOT NULL REFERENCES mstate_milestones (id) ON DELETE CASCADE,
+    name         text NOT NULL,
+    revision     bigint NOT NULL,
+    state        jsonb NOT NULL,
+    state_text   text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (milestone_id, name)
+);
+
+CREATE TABLE mstate_events (
+    milestone_id text NOT NULL REFERENCES mstate_milestones (id) ON DELETE CASCADE,
+    seq          bigint NOT NULL CHECK (seq > 0),
+    ts           timestamptz NOT NULL,
+    session_id   text,
+    event_type   text NOT NULL,
+    data         jsonb NOT NULL,
+    pid          bigint,
+    "user"       text,
+    host         text,
+    line         text NOT NULL,
+    PRIMARY KEY (milestone_id, seq)
+);
+CREATE INDEX mstate_events_ts ON mstate_events (milestone_id, ts);
+CREATE INDEX mstate_events_type ON mstate_events (milestone_id, event_type, seq);
+CREATE INDEX mstate_events_session ON mstate_events (milestone_id, session_id, seq);
+
+CREATE SEQUENCE mstate_lock_token_seq AS bigint MINVALUE 1 START 1 NO CYCLE;
+
+CREATE TABLE mstate_locks (
+    milestone_id text PRIMARY KEY REFERENCES mstate_milestones (id) ON DELETE CASCADE,
+    token        bigint NOT NULL UNIQUE,
+    operation    text NOT NULL,
+    host         text NOT NULL,
+    pid          bigint NOT NULL,
+    pid_start    bigint,
+    boot_id      text,
+    "user"       text NOT NULL,
+    acquired_at  timestamptz NOT NULL,
+    ttl_secs     double precision CHECK (ttl_secs IS NULL OR ttl_secs >= 0),
+    expires_at   timestamptz,
+    CHECK ((ttl_secs IS NULL) = (expires_at IS NULL))
+);
+
+CREATE TABLE mstate_sessions (
+    session_id        text PRIMARY KEY,
+    milestone_id      text NOT NULL REFERENCES mstate_milestones (id) ON DELETE CASCADE,
+    created_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    pid               bigint NOT NULL,
+    "user"            text NOT NULL,
+    working_directory text NOT NULL DEFAULT '',
+    git_branch        text NOT NULL DEFAULT '',
+    status            text NOT NULL DEFAULT 'active'
+                      CHECK (status IN ('active', 'completed')),
+    ended_at          timestamptz,
+    host              text,
+    pid_start         bigint,
+    boot_id           text
+);
+CREATE INDEX mstate_sessions_milestone ON mstate_sessions (milestone_id, created_at);
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.description);
+        }
+        assert_eq!(latest_version(), MIGRATIONS.len() as i32);
+    }
+}

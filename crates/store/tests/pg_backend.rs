@@ -1,0 +1,864 @@
+//! The PostgreSQL backend against a real server.
+//!
+//! Each test works in a schema of its own (`mstate_test_<random>`),
+//! dropped when the test ends. The server is `MSTATE_TEST_PG_URL`, by
+//! default `host=127.0.0.1 port=5432 user=postgres dbname=test`. Without
+//! a server a test fails when `MSTATE_TEST_REQUIRE_TOOLS=1` (as in CI),
+//! and otherwise passes after saying it skipped.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use mstate_store::model::{Actor, EventQuery, LockRequest, NewEvent};
+use mstate_store::pg::{schema, PgStore};
+use mstate_store::{ErrorKind, EventType, MilestoneId, WriteOptions};
+use serde_json::{json, Value};
+
+const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+fn url() -> String {
+    std::env::var("MSTATE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// A schema of this test's own, dropped on drop.
+struct TestSchema {
+    name: String,
+    admin: postgres::Client,
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+    }
+}
+
+impl TestSchema {
+    /// A new store on this schema (its own connection).
+    fn store(&self) -> PgStore {
+        PgStore::connect(&url(), &self.name).expect("connect")
+    }
+
+    fn store_as(&self, pid: u32) -> PgStore {
+        PgStore::connect_as(&url(), &self.name, Actor::new(pid, "tester", "host-a"))
+            .expect("connect")
+    }
+
+    /// Run SQL in the schema from the admin connection.
+    fn sql(&mut self, sql: &str) {
+        self.admin
+            .batch_execute(&format!("SET search_path TO \"{}\"; {sql}", self.name))
+            .expect(sql);
+    }
+
+    fn count(&mut self, sql: &str) -> i64 {
+        self.admin
+            .batch_execute(&format!("SET search_path TO \"{}\"", self.name))
+            .expect("search_path");
+        self.admin.query_one(sql, &[]).expect(sql).get(0)
+    }
+}
+
+/// A fresh schema name and an admin connection, or `None` (after a note)
+/// when there is no server and the tools are not required.
+fn schema() -> Option<TestSchema> {
+    let admin = match postgres::Client::connect(&url(), postgres::NoTls) {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("MSTATE_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("no PostgreSQL server at {:?}: {e}", url());
+            }
+            eprintln!(
+                "skipped: no PostgreSQL server at {:?} ({e}); set MSTATE_TEST_PG_URL",
+                url()
+            );
+            return None;
+        }
+    };
+    let name = format!("mstate_test_{:016x}", random());
+    Some(TestSchema { name, admin })
+}
+
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+fn mid(s: &str) -> MilestoneId {
+    MilestoneId::new(s).unwrap()
+}
+
+fn opts() -> WriteOptions {
+    WriteOptions::default()
+}
+
+fn no_wait() -> WriteOptions {
+    WriteOptions {
+        expect_revision: None,
+        lock_timeout: Duration::ZERO,
+    }
+}
+
+fn event(t: &str, data: Value, session: Option<&str>) -> NewEvent {
+    NewEvent {
+        event_type: EventType::new(t).unwrap(),
+        data,
+        session_id: session.map(str::to_string),
+    }
+}
+
+fn lock_req(ttl: Option<Duration>, timeout: Duration) -> LockRequest {
+    LockRequest {
+        operation: "test".into(),
+        timeout,
+        owner_pid: std::process::id(),
+        ttl,
+        group: None,
+    }
+}
+
+/// Every event of `id`, as (seq, type).
+fn all_events(store: &PgStore, id: &MilestoneId, q: &EventQuery) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    store
+        .events(id, q, &mut |line| {
+            let v: Value = serde_json::from_str(line.raw).expect("line is JSON");
+            assert_eq!(v["seq"].as_u64(), Some(line.seq), "{}", line.raw);
+            out.push((line.seq, v["event_type"].as_str().unwrap_or("").to_string()));
+            Ok(true)
+        })
+        .expect("events");
+    out
+}
+
+#[test]
+fn migrations_are_idempotent_and_concurrent_migrators_agree() {
+    let Some(mut s) = schema() else { return };
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (u, name) = (url(), s.name.clone());
+            std::thread::spawn(move || {
+                PgStore::connect(&u, &name)
+                    .and_then(|st| st.schema_version())
+                    .expect("migrate")
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), schema::latest_version());
+    }
+    let store = s.store();
+    assert_eq!(store.schema_version().unwrap(), schema::latest_version());
+    // One row per migration, whoever applied it.
+    assert_eq!(
+        s.count("SELECT count(*) FROM mstate_schema_version"),
+        schema::MIGRATIONS.len() as i64
+    );
+    // Migrating again leaves data alone.
+    store
+        .save(&mid("m"), &json!({"a": 1}), &opts(), None)
+        .unwrap();
+    let again = s.store();
+    assert_eq!(again.load(&mid("m")).unwrap().envelope.revision, 1);
+}
+
+#[test]
+fn schema_names_are_checked_before_connecting() {
+    let err = PgStore::connect(&url(), "x; DROP TABLE y").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+}
+
+#[test]
+fn save_load_round_trip_and_history() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    let id = mid("m1");
+    assert_eq!(store.load(&id).unwrap_err().kind(), ErrorKind::NotFound);
+    let init = store.init(&id, &opts()).unwrap();
+    assert!(init.created);
+    assert!(!store.init(&id, &opts()).unwrap().created);
+    let state = json!({"b": [1, 2.50, "x"], "a": {"nested": true}, "big": 123456789012345678901234567890u128});
+    let saved = store.save(&id, &state, &opts(), None).unwrap();
+    assert_eq!(saved.revision, 1);
+    assert_eq!(saved.backup, None);
+    let loaded = store.load(&id).unwrap();
+    assert_eq!(loaded.envelope.state, state);
+    assert_eq!(loaded.envelope.revision, 1);
+    assert_eq!(loaded.envelope.timestamp, saved.timestamp);
+    // Text is kept as given: key order and number spelling.
+    let text = br#"{"z":1, "a":1.50}"#;
+    let saved = store.save_text(&id, text, &opts(), None).unwrap();
+    assert_eq!(saved.revision, 2);
+    assert_eq!(saved.backup.as_deref(), Some("r1"));
+    let loaded = store.load(&id).unwrap();
+    assert_eq!(
+        serde_json::to_string(&loaded.envelope.state).unwrap(),
+        r#"{"z":1,"a":1.50}"#
+    );
+    s.admin
+        .batch_execute(&format!("SET search_path TO \"{}\"", s.name))
+        .unwrap();
+    let row = s
+        .admin
+        .query_one(
+            "SELECT state_text, state->>'a' FROM mstate_milestones WHERE id = 'm1'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0).as_bytes(), text);
+    assert_eq!(row.get::<_, String>(1), "1.50");
+    let history = store.history(&id).unwrap();
+    assert_eq!(
+        history.iter().map(|b| b.revision).collect::<Vec<_>>(),
+        vec![Some(1)]
+    );
+    // Complete and reopen.
+    store.complete(&id, &opts(), None).unwrap();
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status.as_str(), "completed");
+    assert_eq!(listed[0].revision, Some(2));
+    let again = store.complete(&id, &opts(), None).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Invalid, "{again}");
+    store.reopen(&id, &opts(), None).unwrap();
+    assert_eq!(store.load(&id).unwrap().status.as_str(), "active");
+    let types: Vec<String> = all_events(&store, &id, &EventQuery::default())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "state_initialized",
+            "state_saved",
+            "state_saved",
+            "milestone_completed",
+            "milestone_reopened"
+        ]
+    );
+    // A value jsonb cannot hold is refused as invalid input, and nothing
+    // is written.
+    let err = store
+        .save_text(&id, br#"{"nul":"a\u0000b"}"#, &opts(), None)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert_eq!(store.load(&id).unwrap().envelope.revision, 2);
+}
+
+#[test]
+fn expect_revision_conflicts() {
+    let Some(s) = schema() else { return };
+    let store = s.store();
+    let id = mid("m");
+    let expect = |r| WriteOptions {
+        expect_revision: Some(r),
+        ..opts()
+    };
+    store.save(&id, &json!(1), &expect(0), None).unwrap();
+    let err = store.save(&id, &json!(2), &expect(0), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains("expected revision 0, found 1"),
+        "{err}"
+    );
+    assert_eq!(store.load(&id).unwrap().envelope.state, json!(1));
+    assert_eq!(
+        store
+            .save(&id, &json!(3), &expect(1), None)
+            .unwrap()
+            .revision,
+        2
+    );
+}
+
+#[test]
+fn concurrent_savers_never_lose_an_update() {
+    let Some(s) = schema() else { return };
+    let (threads, saves) = (6, 15);
+    let id = mid("shared");
+    s.store().init(&id, &opts()).unwrap();
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = s.store();
+            let (id, barrier) = (id.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..saves)
+                    .map(|i| {
+                        store
+                            .save(&id, &json!({"thread": t, "i": i}), &opts(), None)
+                            .expect("save")
+                            .revision
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut revisions = BTreeSet::new();
+    for h in handles {
+        for r in h.join().unwrap() {
+            assert!(revisions.insert(r), "revision {r} returned twice");
+        }
+    }
+    let n = (threads * saves) as u64;
+    assert_eq!(revisions, (1..=n).collect::<BTreeSet<u64>>());
+    let store = s.store();
+    assert_eq!(store.load(&id).unwrap().envelope.revision, n);
+    assert_eq!(store.history(&id).unwrap().len() as u64, n - 1);
+    let saved = all_events(
+        &store,
+        &id,
+        &EventQuery {
+            types: vec!["state_saved".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(saved.len() as u64, n);
+}
+
+#[test]
+fn concurrent_appenders_get_gapless_seqs() {
+    let Some(s) = schema() else { return };
+    let (threads, appends) = (8, 25);
+    let id = mid("log");
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let store = s.store();
+            let (id, barrier) = (id.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..appends)
+                    .map(|i| {
+                        let e = store
+                            .log(&id, &event("tick", json!({"t": t, "i": i}), None))
+                            .expect("log");
+                        e.seq.unwrap()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    let n = (threads * appends) as u64;
+    assert_eq!(seqs, (1..=n).collect::<Vec<u64>>());
+    let stored: Vec<u64> = all_events(&s.store(), &id, &EventQuery::default())
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(stored, (1..=n).collect::<Vec<u64>>());
+}
+
+#[test]
+fn events_query_filters() {
+    let Some(s) = schema() else { return };
+    let store = s.store();
+    let id = mid("q");
+    let other = mid("other");
+    let mut stamps = Vec::new();
+    for i in 0..12u64 {
+        let t = if i % 3 == 0 { "alpha" } else { "beta" };
+        let session = if i < 6 { "s1" } else { "s2" };
+        let e = store
+            .log(&id, &event(t, json!({"i": i}), Some(session)))
+            .unwrap();
+        assert_eq!(e.seq, Some(i + 1));
+        stamps.push(e.timestamp);
+    }
+    store.log(&other, &event("alpha", json!({}), None)).unwrap();
+    let seqs = |q: EventQuery| -> Vec<u64> {
+        all_events(&store, &id, &q)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    };
+    assert_eq!(seqs(EventQuery::default()), (1..=12).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(EventQuery {
+            types: vec!["alpha".into()],
+            ..Default::default()
+        }),
+        [1, 4, 7, 10]
+    );
+    assert_eq!(
+        seqs(EventQuery {
+            session: Some("s2".into()),
+            types: vec!["alpha".into()],
+            ..Default::default()
+        }),
+        [7, 10]
+    );
+    assert_eq!(
+        seqs(EventQuery {
+            limit: Some(3),
+            ..Default::default()
+        }),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        seqs(EventQuery {
+            tail: Some(3),
+            ..Default::default()
+        }),
+        [10, 11, 12]
+    );
+    assert_eq!(
+        seqs(EventQuery {
+            tail: Some(3),
+            limit: Some(2),
+            ..Default::default()
+        }),
+        [10, 11]
+    );
+    assert_eq!(
+        seqs(EventQuery {
+            reverse: true,
+            limit: Some(2),
+            ..Default::default()
+        }),
+        [12, 11]
+    );
+    assert_eq!(
+        seqs(EventQuery {
+            reverse: true,
+            tail: Some(3),
+            ..Default::default()
+        }),
+        [12, 11, 10]
+    );
+    assert!(seqs(EventQuery {
+        limit: Some(0),
+        ..Default::default()
+    })
+    .is_empty());
+    let ts = |i: usize| stamps[i].parse::<jiff::Timestamp>().unwrap();
+    assert_eq!(
+        seqs(EventQuery {
+            since: Some(ts(4)),
+            until: Some(ts(6)),
+            ..Default::default()
+        }),
+        [5, 6, 7]
+    );
+    // More rows than one batch, and a sink that stops early.
+    for i in 0..(mstate_store::pg::events::QUERY_BATCH as u64 + 10) {
+        store
+            .log(&id, &event("bulk", json!({"i": i}), None))
+            .unwrap();
+    }
+    let bulk = seqs(EventQuery {
+        types: vec!["bulk".into()],
+        ..Default::default()
+    });
+    assert_eq!(
+        bulk.len(),
+        mstate_store::pg::events::QUERY_BATCH as usize + 10
+    );
+    assert!(bulk.windows(2).all(|w| w[1] == w[0] + 1));
+    let mut seen = 0;
+    store
+        .events(&id, &EventQuery::default(), &mut |_| {
+            seen += 1;
+            Ok(seen < 5)
+        })
+        .unwrap();
+    assert_eq!(seen, 5);
+    // The line is the filesystem backend's format.
+    let mut first = String::new();
+    store
+        .events(
+            &id,
+            &EventQuery {
+                limit: Some(1),
+                ..Default::default()
+            },
+            &mut |l| {
+                first = l.raw.to_string();
+                Ok(true)
+            },
+        )
+        .unwrap();
+    let v: Value = serde_json::from_str(&first).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "timestamp",
+            "milestone_id",
+            "session_id",
+            "event_type",
+            "data",
+            "pid",
+            "user",
+            "seq",
+            "host"
+        ]
+    );
+    assert_eq!(v["timestamp"], json!(stamps[0]));
+}
+
+#[test]
+fn locks_exclude_other_holders_and_release_only_for_the_holder() {
+    let Some(s) = schema() else { return };
+    let a = s.store_as(1001);
+    let b = s.store_as(1002);
+    let id = mid("locked");
+    let lease = a
+        .lock_acquire(
+            &id,
+            &LockRequest {
+                owner_pid: 1001,
+                ..lock_req(None, Duration::ZERO)
+            },
+        )
+        .unwrap();
+    let err = b
+        .lock_acquire(
+            &id,
+            &LockRequest {
+                owner_pid: 1002,
+                ..lock_req(None, Duration::ZERO)
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lock, "{err}");
+    // Writes without the token wait for the lock, then give up.
+    let err = b.save(&id, &json!(1), &no_wait(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lock, "{err}");
+    // With the token they go ahead.
+    assert_eq!(
+        b.save(&id, &json!(1), &no_wait(), Some(lease.token))
+            .unwrap()
+            .revision,
+        1
+    );
+    let status = b.lock_status(&id).unwrap().unwrap();
+    assert_eq!(status.info.pid, 1001);
+    assert!(!status.held_by_caller);
+    assert!(a.lock_status(&id).unwrap().unwrap().held_by_caller);
+    // Not b's to release, unless forced.
+    let err = b.lock_release(&id, None, false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lock, "{err}");
+    assert_eq!(
+        a.lock_release(&id, Some(lease.token), false)
+            .unwrap()
+            .unwrap()
+            .pid,
+        1001
+    );
+    assert!(a.lock_status(&id).unwrap().is_none());
+    assert!(a.lock_release(&id, None, false).unwrap().is_none());
+    b.lock_acquire(
+        &id,
+        &LockRequest {
+            owner_pid: 1002,
+            ..lock_req(None, Duration::ZERO)
+        },
+    )
+    .unwrap();
+    assert!(a.lock_release(&id, None, true).unwrap().is_some());
+    let broken = all_events(
+        &a,
+        &id,
+        &EventQuery {
+            types: vec!["lock_broken".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(broken.len(), 1);
+}
+
+#[test]
+fn an_expired_lease_is_taken_over() {
+    let Some(s) = schema() else { return };
+    let a = s.store_as(2001);
+    let b = s.store_as(2002);
+    let id = mid("lease");
+    let first = a
+        .lock_acquire(
+            &id,
+            &lock_req(Some(Duration::from_millis(300)), Duration::ZERO),
+        )
+        .unwrap();
+    // b waits (the store polls) until the lease runs out, then takes it.
+    let second = b
+        .lock_acquire(
+            &id,
+            &lock_req(Some(Duration::from_secs(600)), Duration::from_secs(120)),
+        )
+        .unwrap();
+    assert!(second.token > first.token);
+    let broken = all_events(
+        &b,
+        &id,
+        &EventQuery {
+            types: vec!["lock_broken".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(broken.len(), 1);
+    // The old holder's release is refused: the lock is not its any more.
+    let err = a.lock_release(&id, Some(first.token), false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lock, "{err}");
+}
+
+#[test]
+fn fencing_tokens_increase_and_stale_tokens_are_refused() {
+    let Some(mut s) = schema() else { return };
+    let a = s.store_as(3001);
+    let b = s.store_as(3002);
+    let id = mid("fenced");
+    let mut last = 0;
+    for _ in 0..5 {
+        let lease = a
+            .lock_acquire(
+                &id,
+                &lock_req(Some(Duration::from_secs(600)), Duration::ZERO),
+            )
+            .unwrap();
+        assert!(lease.token > last, "{} after {last}", lease.token);
+        last = lease.token;
+        a.lock_release(&id, Some(lease.token), false).unwrap();
+    }
+    let old = a
+        .lock_acquire(
+            &id,
+            &lock_req(Some(Duration::from_secs(600)), Duration::ZERO),
+        )
+        .unwrap();
+    a.save(&id, &json!("by a"), &no_wait(), Some(old.token))
+        .unwrap();
+    // a stalls past its lease (made to expire here rather than waited
+    // for); b takes over.
+    s.sql("UPDATE mstate_locks SET expires_at = clock_timestamp() - interval '1 second'");
+    let err = a
+        .save(&id, &json!("late"), &no_wait(), Some(old.token))
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    let new = b
+        .lock_acquire(
+            &id,
+            &lock_req(Some(Duration::from_secs(600)), Duration::ZERO),
+        )
+        .unwrap();
+    assert!(new.token > old.token);
+    b.save(&id, &json!("by b"), &no_wait(), Some(new.token))
+        .unwrap();
+    // a wakes up and writes with its old token: refused, b's state stays.
+    let err = a
+        .save(&id, &json!("stale"), &no_wait(), Some(old.token))
+        .unwrap_err();
+    assert!(err.to_string().contains("stale"), "{err}");
+    let err = a.complete(&id, &no_wait(), Some(old.token)).unwrap_err();
+    assert!(err.to_string().contains("stale"), "{err}");
+    let err = a
+        .save(&id, &json!("bogus"), &no_wait(), Some(new.token + 100))
+        .unwrap_err();
+    assert!(err.to_string().contains("never issued"), "{err}");
+    let loaded = a.load(&id).unwrap();
+    assert_eq!(loaded.envelope.state, json!("by b"));
+    assert_eq!(loaded.envelope.revision, 2);
+    // Renewal works for the holder only.
+    assert!(b.lock_renew(&id, new.token).is_ok());
+    assert!(a.lock_renew(&id, old.token).is_err());
+}
+
+#[test]
+fn a_connection_killed_mid_transaction_fails_and_writes_nothing() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    let id = mid("killed");
+    store.save(&id, &json!("v1"), &opts(), None).unwrap();
+    let events_before = all_events(&store, &id, &EventQuery::default()).len();
+    let victim = store.backend_pid().unwrap();
+    // Another transaction inserts the event the save will append, and
+    // holds it uncommitted: the save writes its state, then waits on it.
+    let mut blocker = postgres::Client::connect(&url(), postgres::NoTls).unwrap();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SET LOCAL search_path TO \"{}\";
+         INSERT INTO mstate_events (milestone_id, seq, ts, event_type, data, line)
+         SELECT id, next_seq, now(), 'blocker', '{{}}', '{{}}' FROM mstate_milestones WHERE id = 'killed'",
+        s.name
+    ))
+    .unwrap();
+    let saver = std::thread::spawn(move || {
+        let r = store.save(&mid("killed"), &json!("v2"), &opts(), None);
+        (r, store)
+    });
+    // Wait until the save is blocked inside its transaction, then kill it.
+    let mut killed = false;
+    for _ in 0..6000 {
+        let waiting: bool = s
+            .admin
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock' \
+                 AND state = 'active')",
+                &[&victim],
+            )
+            .unwrap()
+            .get(0);
+        if waiting {
+            let done: bool = s
+                .admin
+                .query_one("SELECT pg_terminate_backend($1)", &[&victim])
+                .unwrap()
+                .get(0);
+            killed = done;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(killed, "the save never blocked");
+    let (result, store) = saver.join().unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    tx.rollback().unwrap();
+    // Nothing of the save is left: state, history and events as before.
+    let loaded = store.load(&id).unwrap();
+    assert_eq!(loaded.envelope.state, json!("v1"));
+    assert_eq!(loaded.envelope.revision, 1);
+    assert_eq!(store.history(&id).unwrap().len(), 0);
+    assert_eq!(
+        all_events(&store, &id, &EventQuery::default()).len(),
+        events_before
+    );
+    assert_eq!(s.count("SELECT count(*) FROM mstate_revisions"), 0);
+    // The store connects again and works.
+    assert_eq!(
+        store
+            .save(&id, &json!("v2"), &opts(), None)
+            .unwrap()
+            .revision,
+        2
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_an_error() {
+    let err = PgStore::connect(
+        "host=127.0.0.1 port=1 user=postgres dbname=test connect_timeout=2",
+        "mstate",
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("connect"), "{err}");
+}
+
+#[test]
+fn a_connection_lost_while_idle_is_replaced() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    let id = mid("idle");
+    store.save(&id, &json!("v1"), &opts(), None).unwrap();
+    let kill = |s: &mut TestSchema, pid: i32| {
+        let done: bool = s
+            .admin
+            .query_one("SELECT pg_terminate_backend($1, 30000)", &[&pid])
+            .unwrap()
+            .get(0);
+        assert!(done);
+    };
+    // A read is retried on a new connection.
+    let first = store.backend_pid().unwrap();
+    kill(&mut s, first);
+    assert_eq!(store.load(&id).unwrap().envelope.state, json!("v1"));
+    let second = store.backend_pid().unwrap();
+    assert_ne!(first, second);
+    // So is a write whose connection is found dead at BEGIN.
+    kill(&mut s, second);
+    assert_eq!(
+        store
+            .save(&id, &json!("v2"), &opts(), None)
+            .unwrap()
+            .revision,
+        2
+    );
+    kill(&mut s, store.backend_pid().unwrap());
+    let e = store.log(&id, &event("after", json!({}), None)).unwrap();
+    assert_eq!(e.seq, Some(3));
+    kill(&mut s, store.backend_pid().unwrap());
+    assert_eq!(all_events(&store, &id, &EventQuery::default()).len(), 3);
+}
+
+#[test]
+fn list_shows_every_milestone_with_its_lock() {
+    let Some(s) = schema() else { return };
+    let store = s.store_as(4001);
+    store.save(&mid("b"), &json!(1), &opts(), None).unwrap();
+    store
+        .log(&mid("a-events-only"), &event("x", json!({}), None))
+        .unwrap();
+    let lease = store
+        .lock_acquire(
+            &mid("c"),
+            &LockRequest {
+                owner_pid: 4001,
+                ..lock_req(None, Duration::ZERO)
+            },
+        )
+        .unwrap();
+    let listed = store.list().unwrap();
+    let ids: Vec<&str> = listed.iter().map(|m| m.milestone_id.as_str()).collect();
+    assert_eq!(ids, ["a-events-only", "b", "c"]);
+    assert_eq!(listed[0].revision, None);
+    assert_eq!(listed[1].revision, Some(1));
+    assert!(listed[1].lock.is_none());
+    let lock = listed[2].lock.as_ref().expect("c is locked");
+    assert_eq!(lock.id, lease.token.to_string());
+    assert_eq!(lock.pid, 4001);
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused() {
+    let Some(mut s) = schema() else { return };
+    drop(s.store());
+    let newer = schema::latest_version() + 1;
+    s.sql(&format!(
+        "INSERT INTO mstate_schema_version (version, description) VALUES ({newer}, 'from the future')"
+    ));
+    let err = PgStore::connect(&url(), &s.name).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn a_failed_append_leaves_no_gap() {
+    let Some(s) = schema() else { return };
+    let store = s.store();
+    let id = mid("gaps");
+    assert_eq!(
+        store.log(&id, &event("ok", json!({}), None)).unwrap().seq,
+        Some(1)
+    );
+    // jsonb cannot hold U+0000: the append fails inside the statement
+    // that took the seq, and the seq goes back with it.
+    let err = store
+        .log(&id, &event("bad", json!({"s": "a\u{0}b"}), None))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert_eq!(
+        store.log(&id, &event("ok", json!({}), None)).unwrap().seq,
+        Some(2)
+    );
+    let seqs: Vec<u64> = all_events(&store, &id, &EventQuery::default())
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(seqs, [1, 2]);
+}
