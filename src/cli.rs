@@ -678,7 +678,8 @@ pub struct GlobalArgs {
 /// The global options of a parsed command line: `--lock-timeout` and
 /// `--max-backups` after the command's name win over the same before it,
 /// which win over the environment. Before the name of a command that does
-/// not take them, they are a usage error; the environment is then ignored.
+/// not take them, they are checked but have no effect; the environment is
+/// then ignored.
 fn resolve(flags: Flags, matches: &ArgMatches) -> Result<GlobalArgs, clap::Error> {
     let mut path = Vec::new();
     let mut leaf = matches;
@@ -697,18 +698,17 @@ fn resolve(flags: Flags, matches: &ArgMatches) -> Result<GlobalArgs, clap::Error
         };
         let before = given(matches).filter(|(_, s)| *s == Some(ValueSource::CommandLine));
         if options & bit == 0 {
-            if before.is_some() {
-                let what = if bit == LOCKS {
-                    "it takes no milestone lock"
-                } else {
-                    "it writes no backups"
-                };
-                return Err(clap::Error::raw(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!("{flag} is not an option of `mstate {path}`: {what}\n"),
-                ));
-            }
-            return Ok(Setting::default_of(&default));
+            // Before the name it is the top level's option, which a
+            // wrapper may pass to every command: it is checked (a bad
+            // value is an error) and has no effect. After the name it is
+            // no option of this command (a usage error, from clap).
+            return Ok::<_, clap::Error>(match before {
+                Some((value, _)) => Setting {
+                    value,
+                    source: Source::Flag(flag),
+                },
+                None => Setting::default_of(&default),
+            });
         }
         let after = given(leaf);
         Ok(match (after, before) {

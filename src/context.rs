@@ -40,18 +40,7 @@ impl Context {
         let session = std::env::var("MSTATE_SESSION")
             .ok()
             .filter(|s| !s.is_empty());
-        let lock_timeout = parse_setting(&global.lock_timeout, "--lock-timeout")?;
-        let max_backups = global
-            .max_backups
-            .value
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| {
-                CliError::Invalid(format!(
-                    "{}: expected a whole number of backups to keep, e.g. 50",
-                    global.max_backups.named("--max-backups")
-                ))
-            })?;
+        let (lock_timeout, max_backups) = settings(&global)?;
         let opts = FsOptions {
             max_backups,
             session,
@@ -78,6 +67,24 @@ impl Context {
             lock_timeout: self.lock_timeout()?,
         })
     }
+}
+
+/// `--lock-timeout` and `--max-backups`, checked: a bad value is an
+/// error even where the command makes no use of it.
+pub fn settings(global: &GlobalArgs) -> CliResult<(Duration, usize)> {
+    let lock_timeout = parse_setting(&global.lock_timeout, "--lock-timeout")?;
+    let max_backups = global
+        .max_backups
+        .value
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| {
+            CliError::Invalid(format!(
+                "{}: expected a whole number of backups to keep, e.g. 50",
+                global.max_backups.named("--max-backups")
+            ))
+        })?;
+    Ok((lock_timeout, max_backups))
 }
 
 /// Parse a number of seconds (or a duration such as `500ms`, `2m`).

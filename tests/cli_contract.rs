@@ -443,18 +443,41 @@ fn every_help_has_examples_and_only_the_options_its_command_uses() {
     );
 }
 
+/// After the name of a command that does not use them, `--lock-timeout`
+/// and `--max-backups` are no options of it (exit 2). Before the name they
+/// are the top level's, which a wrapper may pass to every command: checked
+/// (a bad value is exit 6 even where unused) and otherwise without effect.
 #[test]
 fn options_a_command_does_not_use_are_usage_errors() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
+    ok(d, &["init", "m"]);
+    for (case, expected) in [
+        ("--lock-timeout abc list", 6),
+        ("--lock-timeout abc completions bash", 6),
+        ("--max-backups x shell-init bash", 6),
+        ("--max-backups 3 lock status m", 0),
+        ("--lock-timeout 5 list", 0),
+        ("--lock-timeout 5 completions bash", 0),
+    ] {
+        let out = run(
+            d,
+            &split(case).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{case}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(out.stdout.is_empty(), expected != 0, "{case}");
+    }
     for case in [
         "list --lock-timeout abc",
         "list --lock-timeout 5",
-        "--lock-timeout 5 list",
         "events m --lock-timeout 5",
         "completions bash --lock-timeout 5",
         "shell-init bash --max-backups 3",
-        "--max-backups 3 lock status m",
         "lock status m --lock-timeout 5",
     ] {
         let out = run(

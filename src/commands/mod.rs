@@ -22,8 +22,14 @@ use crate::exit::{CliError, CliResult};
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> CliResult {
     match &cli.command {
-        Command::Completions(args) => return completions::cmd_completions(args),
-        Command::ShellInit(args) => return shell::cmd_shell_init(args),
+        Command::Completions(args) => {
+            crate::context::settings(&cli.global)?;
+            return completions::cmd_completions(args);
+        }
+        Command::ShellInit(args) => {
+            crate::context::settings(&cli.global)?;
+            return shell::cmd_shell_init(args);
+        }
         _ => {}
     }
     let ctx = Context::open(cli.global)?;
