@@ -834,3 +834,16 @@ fn a_group_without_its_subcommand_names_the_subcommands() {
         assert!(!message.contains("__gate"), "{group}: {message}");
     }
 }
+
+/// `doctor` with findings left exits 1 under `--json` like any failure:
+/// its report is the one document on stdout, and stderr holds the error
+/// object.
+#[test]
+fn doctor_findings_under_json_come_with_an_error_object() {
+    let (t, _holder) = prepared();
+    let out = cmd(t.path()).args(["--json", "doctor"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the report is JSON");
+    assert_eq!(report["clean"], Value::Bool(false), "{report}");
+    assert_eq!(json_error_problem(&out, &table()), None);
+}

@@ -38,6 +38,20 @@ pub fn cmd_doctor(ctx: &Context, a: &DoctorArgs) -> CliResult {
     })?;
     if report.clean() {
         Ok(())
+    } else if ctx.global.json {
+        // Like every failure under --json, the exit status comes with an
+        // error object on stderr; the report itself is on stdout.
+        let left = report.findings.iter().filter(|f| !f.repaired).count();
+        let repairable = report.findings.iter().any(|f| !f.repaired && f.repairable);
+        let hint = if a.repair || !repairable {
+            "see the report on stdout"
+        } else {
+            "see the report on stdout; `mstate doctor --repair` repairs what it can"
+        };
+        Err(CliError::Other(format!(
+            "the store is not clean: {left} of {} findings left; {hint}",
+            report.findings.len()
+        )))
     } else {
         Err(CliError::Exit(crate::exit::FAILURE))
     }
