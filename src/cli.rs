@@ -896,7 +896,7 @@ mod tests {
         }
         assert_eq!(
             DEFAULT_MAX_BACKUPS,
-            mstate_store::fs::backup::DEFAULT_MAX_BACKUPS.to_string()
+            mstate_store::store::DEFAULT_MAX_BACKUPS.to_string()
         );
         command().debug_assert();
     }

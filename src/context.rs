@@ -3,15 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mstate_store::fs::discover;
-use mstate_store::{FsOptions, FsStore, WriteOptions};
+use mstate_store::{Location, Store, StoreOptions, WriteOptions};
 
 use crate::cli::{GlobalArgs, Setting};
 use crate::exit::{CliError, CliResult};
 
 /// What every command needs: the store and the global options.
 pub struct Context {
-    pub store: FsStore,
+    pub store: Box<dyn Store>,
     pub global: GlobalArgs,
     /// `--lock-timeout`, checked.
     lock_timeout: Duration,
@@ -36,18 +35,18 @@ impl Context {
         let env_dir = std::env::var_os("MSTATE_DIR")
             .filter(|v| !v.is_empty() && global.chdir.is_none())
             .map(PathBuf::from);
-        let root = discover(&base, env_dir.as_deref());
+        let location = Location::discover(&base, env_dir.as_deref());
         let session = std::env::var("MSTATE_SESSION")
             .ok()
             .filter(|s| !s.is_empty());
         let (lock_timeout, max_backups) = settings(&global)?;
-        let opts = FsOptions {
+        let opts = StoreOptions {
             max_backups,
             session,
             lock_timeout,
-            ..FsOptions::default()
+            ..StoreOptions::default()
         };
-        let store = FsStore::open(root, opts)?;
+        let store = mstate_store::open(&location, opts)?;
         Ok(Context {
             store,
             global,

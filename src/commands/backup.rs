@@ -2,8 +2,6 @@
 
 use clap::Args;
 
-use mstate_store::Store;
-
 use super::milestone;
 use super::state::{committed_warnings, with_warnings};
 use crate::context::Context;

@@ -3,8 +3,6 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use mstate_store::Store;
-
 use super::state::{committed_warnings, with_warnings};
 use super::{checkpoint_name, milestone};
 use crate::context::Context;

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use clap::Args;
 
 use mstate_store::model::DoctorReport;
-use mstate_store::Store;
 
 use crate::context::Context;
 use crate::exit::{CliError, CliResult};

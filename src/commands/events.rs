@@ -12,9 +12,7 @@ use mstate_store::json::{parse_strict, write_nested};
 use mstate_store::model::{EventQuery, NewEvent, Progress, ReadReport};
 use mstate_store::time::{format_micros, now, parse_duration, parse_time_arg};
 use mstate_store::timeline::{self, write_json, Entry, Options as TimelineOptions, Summary};
-use mstate_store::{
-    CleanupOptions, CleanupReport, EventType, LogLine, MilestoneId, SessionId, Store,
-};
+use mstate_store::{CleanupOptions, CleanupReport, EventType, LogLine, MilestoneId, SessionId};
 
 use super::{json_input, milestone};
 use crate::context::Context;
@@ -578,7 +576,7 @@ pub fn cmd_timeline(ctx: &Context, a: &TimelineArgs) -> CliResult {
     // Output errors end the scan; they are reported after it.
     let mut failed: Option<CliError> = None;
     let result = timeline::scan(
-        &ctx.store,
+        &*ctx.store,
         &id,
         &opts,
         Some(progress),

@@ -30,7 +30,6 @@ use serde_json::json;
 
 use mstate_store::model::{Liveness, LockRequest};
 use mstate_store::process::{self, Alive};
-use mstate_store::Store;
 
 use super::milestone;
 use crate::context::{parse_secs, parse_ttl, Context};
@@ -161,7 +160,12 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
             let info = ctx.store.lock_acquire(&id, &req)?;
             if a.pin_path {
                 use std::os::unix::ffi::OsStrExt;
-                let path = ctx.store.lock_pin_path(&id);
+                let path = ctx.store.lock_pin_path(&id).ok_or_else(|| {
+                    CliError::Invalid(format!(
+                        "--pin-path: the store at {} keeps no lock files to pin",
+                        ctx.store.location()
+                    ))
+                })?;
                 let mut bytes = path.as_os_str().as_bytes().to_vec();
                 bytes.push(b'\n');
                 out.bytes(&bytes)?;
@@ -198,7 +202,7 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
             }
             let pinned = ctx.store.lock_pin(&id, a.fd)?;
             if ctx.global.json {
-                let now = pinned == mstate_store::fs::lock::Pinned::Now;
+                let now = pinned == mstate_store::Pinned::Now;
                 out.json(&json!({"milestone_id": id, "pinned": true, "by_this_descriptor": now}))?;
             }
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use mstate_store::model::{SessionFilter, SessionStart};
-use mstate_store::{SessionId, Store};
+use mstate_store::SessionId;
 
 use super::milestone;
 use crate::context::Context;

@@ -4,7 +4,6 @@ use clap::Args;
 use serde_json::json;
 
 use mstate_store::json::{merge_patch, parse_strict, set_pointer};
-use mstate_store::Store;
 
 use super::{json_input, milestone};
 use crate::context::Context;
@@ -185,10 +184,7 @@ pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
 /// its change. On stderr always; returned for `--json` output too.
 pub fn committed_warnings(ctx: &Context) -> Vec<String> {
     if ctx.store.take_created() {
-        note(&format!(
-            "created a new store at {}",
-            ctx.store.root().display()
-        ));
+        note(&format!("created a new store at {}", ctx.store.location()));
     }
     let warnings = ctx.store.take_warnings();
     for w in &warnings {
@@ -308,7 +304,7 @@ fn no_milestones(ctx: &Context) -> CliResult<String> {
     }
     Ok(format!(
         "no store at {}: no milestones; create one with `mstate init <milestone>`, or run where one is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)",
-        ctx.store.root().display()
+        ctx.store.location()
     ))
 }
 
@@ -327,8 +323,7 @@ pub fn word_hints(e: CliError) -> CliError {
     let quoted: Vec<String> = nearest.iter().map(|n| format!("'{n}'")).collect();
     let hint = match (&no_store, quoted.as_slice()) {
         (Some(root), _) => format!(
-            "there is no store at {}; create one with `mstate init {name}`, or run where one is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)",
-            root.display()
+            "there is no store at {root}; create one with `mstate init {name}`, or run where one is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)"
         ),
         (None, []) => format!(
             "the store knows no milestone of that name (see `mstate list`); create it with `mstate init {name}`"

@@ -87,8 +87,9 @@ pub enum Error {
         /// Known milestone ids close to `name` (nearest first; empty when
         /// none is close).
         nearest: Vec<String>,
-        /// Set when there is no store at all: where it was looked for.
-        no_store: Option<PathBuf>,
+        /// Set when there is no store at all: where it was looked for
+        /// (the store's [`crate::Store::location`]).
+        no_store: Option<String>,
     },
 
     /// An object that must not be overwritten already exists.
@@ -155,9 +156,9 @@ fn hint_suffix(hint: &Option<String>) -> String {
     }
 }
 
-fn unknown_suffix(nearest: &[String], no_store: &Option<PathBuf>) -> String {
+fn unknown_suffix(nearest: &[String], no_store: &Option<String>) -> String {
     if let Some(root) = no_store {
-        return format!(": there is no store at {}", root.display());
+        return format!(": there is no store at {root}");
     }
     match nearest {
         [] => String::new(),

@@ -1,7 +1,8 @@
 //! The store behind `mstate`: durable, concurrency-safe state for
 //! long-running milestone executions.
 //!
-//! The milestone API is the [`Store`] trait; [`fs::FsStore`] implements it
+//! The milestone API is the [`Store`] trait, and [`open`] gives the store
+//! at a [`Location`]; [`fs::FsStore`] implements it
 //! over the seed's `.milestones/state/` directory, sharing it safely with
 //! the seed's bash functions. Values crossing the API are in [`model`];
 //! every error is an [`Error`] whose [`ErrorKind`] a front end maps to an
@@ -14,6 +15,7 @@ pub mod inherited;
 pub mod io;
 pub mod json;
 pub mod model;
+mod open;
 pub mod pg;
 pub mod process;
 pub mod store;
@@ -24,4 +26,5 @@ pub use error::{Error, ErrorKind, ObjectKind, Result};
 pub use fs::log::{Fields, LogLine};
 pub use fs::{FsOptions, FsStore};
 pub use id::{CheckpointName, EventType, MilestoneId, SessionId};
-pub use store::{CleanupOptions, CleanupReport, Store, WriteOptions};
+pub use open::{open, Location};
+pub use store::{CleanupOptions, CleanupReport, Pinned, Store, StoreOptions, WriteOptions};

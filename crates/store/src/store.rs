@@ -23,6 +23,34 @@ use crate::model::{
 /// Default wait for a lock, in seconds (the seed's).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Backups (superseded revisions) kept per milestone by default.
+pub const DEFAULT_MAX_BACKUPS: usize = 50;
+
+/// How to open a store, whatever its backend ([`crate::open`]).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Backups kept per milestone, oldest removed first.
+    pub max_backups: usize,
+    /// Session recorded in events instead of the store's current one.
+    pub session: Option<String>,
+    /// Identity written into events and locks.
+    pub actor: crate::model::Actor,
+    /// How long operations that take no [`WriteOptions`] (init, session
+    /// end) wait for a milestone's lock.
+    pub lock_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_backups: DEFAULT_MAX_BACKUPS,
+            session: None,
+            actor: crate::model::Actor::current(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
 /// Options of every operation that writes state.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
@@ -270,4 +298,59 @@ pub trait Store: Send + Sync {
     fn take_warnings(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Where the store is, for messages (a directory, a database).
+    fn location(&self) -> String;
+
+    /// Whether the store exists at its location. Read-only operations on
+    /// a store that does not exist create nothing.
+    fn exists(&self) -> Result<bool>;
+
+    /// Whether an operation since the last call created the store itself
+    /// (its first write), taken: front ends say where it was created.
+    fn take_created(&self) -> bool {
+        false
+    }
+
+    /// Fail with [`crate::Error::UnknownMilestone`] when the store knows
+    /// nothing of `id` (no state, no events, no history).
+    fn require_known(&self, id: &MilestoneId) -> Result<()> {
+        if self.milestone_ids()?.contains(id) {
+            return Ok(());
+        }
+        Err(crate::Error::UnknownMilestone {
+            name: id.to_string(),
+            nearest: Vec::new(),
+            no_store: None,
+        })
+    }
+
+    /// Where a holder of the lock of `id` opens the file that pins it to
+    /// its descendants ([`Store::lock_pin`]), if the store has such files.
+    fn lock_pin_path(&self, _id: &MilestoneId) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// Pin the lock of `id`, held by this process tree, with inherited
+    /// descriptor `fd` (open on [`Store::lock_pin_path`]): the lock then
+    /// stays held while any process holding the descriptor lives. Only a
+    /// store of lock files can; others refuse.
+    fn lock_pin(&self, id: &MilestoneId, _fd: i32) -> Result<Pinned> {
+        Err(crate::Error::invalid(
+            "lock pin",
+            format!(
+                "the store at {} keeps no lock files to pin the lock of '{id}' with",
+                self.location()
+            ),
+        ))
+    }
+}
+
+/// What [`Store::lock_pin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinned {
+    /// The descriptor now pins the lock.
+    Now,
+    /// Another descriptor of a holder pins it already; this one does not.
+    Already,
 }

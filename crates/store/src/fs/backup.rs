@@ -19,8 +19,7 @@ use crate::io::{FileKind, Io, Meta};
 use crate::model::Envelope;
 use crate::time;
 
-/// Default number of backups kept per milestone.
-pub const DEFAULT_MAX_BACKUPS: usize = 50;
+pub use crate::store::DEFAULT_MAX_BACKUPS;
 
 /// What a file in `backups/` is to a given milestone.
 #[derive(Debug, Clone, PartialEq, Eq)]

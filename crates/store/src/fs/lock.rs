@@ -158,14 +158,7 @@ pub(crate) const PIN_FILE: &str = "info.json";
 /// How long [`Locks::pin`] waits for liveness probes in its way.
 const PIN_PATIENCE: Duration = Duration::from_secs(5);
 
-/// What [`Locks::pin`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pinned {
-    /// The descriptor now pins the lock.
-    Now,
-    /// Another descriptor of a holder pins it already; this one does not.
-    Already,
-}
+pub use crate::store::Pinned;
 
 /// The lock operations of one filesystem store.
 pub struct Locks<'a> {

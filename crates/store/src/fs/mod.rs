@@ -42,8 +42,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::{CheckpointName, EventType, MilestoneId, SessionId};
 use crate::io::{FileKind, Io, RealIo};
 use crate::model::{
-    Actor, BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw,
-    LockInfo, LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
+    BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw, LockInfo,
+    LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
     SessionFilter, SessionRecord, SessionStart, SessionView, Status,
 };
 use crate::store::{
@@ -61,30 +61,8 @@ pub const STORE_DIR: &str = ".milestones/state";
 /// Session id recorded when there is no current session (the seed's).
 pub const NO_SESSION: &str = "no-session";
 
-/// How to open a filesystem store.
-#[derive(Debug, Clone)]
-pub struct FsOptions {
-    /// Backups kept per milestone, oldest removed first.
-    pub max_backups: usize,
-    /// Session recorded in events instead of `.current_session`.
-    pub session: Option<String>,
-    /// Identity written into events and locks.
-    pub actor: Actor,
-    /// How long operations that take no [`WriteOptions`] (init, session
-    /// end) wait for a milestone's lock.
-    pub lock_timeout: std::time::Duration,
-}
-
-impl Default for FsOptions {
-    fn default() -> Self {
-        FsOptions {
-            max_backups: backup::DEFAULT_MAX_BACKUPS,
-            session: None,
-            actor: Actor::current(),
-            lock_timeout: crate::store::DEFAULT_LOCK_TIMEOUT,
-        }
-    }
-}
+/// How to open a filesystem store: the options of every backend.
+pub type FsOptions = crate::store::StoreOptions;
 
 /// A store in a `.milestones/state` directory.
 #[derive(Debug)]
@@ -331,7 +309,7 @@ impl FsStore {
             return Error::UnknownMilestone {
                 name: id.to_string(),
                 nearest: Vec::new(),
-                no_store: Some(self.layout.root().to_path_buf()),
+                no_store: Some(self.layout.root().display().to_string()),
             };
         }
         let known = self.milestone_ids().unwrap_or_default();
@@ -556,6 +534,30 @@ impl FsStore {
 }
 
 impl Store for FsStore {
+    fn location(&self) -> String {
+        self.layout.root().display().to_string()
+    }
+
+    fn exists(&self) -> Result<bool> {
+        FsStore::exists(self)
+    }
+
+    fn take_created(&self) -> bool {
+        FsStore::take_created(self)
+    }
+
+    fn require_known(&self, id: &MilestoneId) -> Result<()> {
+        FsStore::require_known(self, id)
+    }
+
+    fn lock_pin_path(&self, id: &MilestoneId) -> Option<PathBuf> {
+        Some(FsStore::lock_pin_path(self, id))
+    }
+
+    fn lock_pin(&self, id: &MilestoneId, fd: i32) -> Result<lock::Pinned> {
+        FsStore::lock_pin(self, id, fd)
+    }
+
     fn init(&self, id: &MilestoneId) -> Result<Initialized> {
         self.ensure_layout()?;
         self.locked(id, "init", self.opts.lock_timeout, || {
