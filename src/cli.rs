@@ -928,8 +928,12 @@ mod tests {
                 source: Source::Flag("--lock-timeout")
             }
         );
-        assert!(p(&["--lock-timeout", "5", "list"]).is_err());
-        assert!(p(&["--max-backups", "5", "lock", "acquire", "m"]).is_err());
+        // Before the name of a command that does not use it: the top
+        // level's, kept to be checked; after the name: no option of it.
+        let g = p(&["--lock-timeout", "5", "list"]).unwrap();
+        assert_eq!(g.lock_timeout.source, Source::Flag("--lock-timeout"));
+        assert!(p(&["list", "--lock-timeout", "5"]).is_err());
+        assert!(p(&["lock", "acquire", "m", "--max-backups", "5"]).is_err());
         assert!(p(&["--max-backups", "5", "checkpoint", "restore", "m", "c"]).is_ok());
     }
 }
