@@ -227,3 +227,28 @@ fn a_type_scan_finds_escaped_and_spaced_types() {
     let times: Vec<&str> = md.lines().map(|l| &l[17..19]).collect();
     assert_eq!(times, ["01", "03", "04", "05"], "{md}");
 }
+
+/// `--json` with `--follow` streams the JSON lines (an array would never
+/// close); an explicit `--format json` with `--follow` is refused.
+#[test]
+fn json_follow_streams_json_lines() {
+    use std::io::{BufRead, BufReader};
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    common::ok(d, &["init", "m"]);
+    let mut child = common::cmd(d)
+        .args(["--json", "events", "m", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The first event (state_initialized) is there before following.
+    let first = lines.next().expect("a line").unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&first).expect("one JSON object a line");
+    assert_eq!(v["event_type"], "state_initialized", "{first}");
+    let out = common::run(d, &["events", "m", "--follow", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(6));
+}

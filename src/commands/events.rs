@@ -86,7 +86,7 @@ pub struct EventsArgs {
     #[arg(long, short = 'f', conflicts_with = "reverse")]
     pub follow: bool,
     /// Output format: jsonl (one stored JSON line per event), json (a pretty
-    /// array) or text (`timestamp [type] data` lines); --json means json.
+    /// array) or text (`timestamp [type] data` lines); --json means json (jsonl with --follow).
     #[arg(long, value_enum, hide_possible_values = true)]
     pub format: Option<EventFormat>,
 }
@@ -363,14 +363,16 @@ impl EventWriter {
 pub fn cmd_events(ctx: &Context, a: &EventsArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let mut query = build_query(a)?;
-    let format = a.format.unwrap_or(if ctx.global.json {
+    // `--json` means one JSON array, except with `--follow`, which has no
+    // end to close an array at: there it means the JSON lines.
+    let format = a.format.unwrap_or(if ctx.global.json && !a.follow {
         EventFormat::Json
     } else {
         EventFormat::Jsonl
     });
     if a.follow && format == EventFormat::Json {
         return Err(CliError::Invalid(
-            "--follow streams jsonl or text; --format json cannot be streamed".into(),
+            "--follow streams jsonl or text; --format json (one array) has no end to stream to: use --format jsonl".into(),
         ));
     }
     let mut w = EventWriter {
