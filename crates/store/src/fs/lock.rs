@@ -375,7 +375,7 @@ impl Locks<'_> {
     /// Wait for in-flight reentrant writes under the lock of `id` and keep
     /// new ones out until the returned file is dropped (see [`Self::enter`]).
     /// `None` when there is no lock directory to exclude on.
-    fn exclude_writers(&self, id: &MilestoneId) -> Result<Option<Box<dyn File>>> {
+    pub(crate) fn exclude_writers(&self, id: &MilestoneId) -> Result<Option<Box<dyn File>>> {
         let dir = self.layout.lock_dir(id);
         match self.io.metadata(&dir) {
             Ok(m) if m.kind == FileKind::Dir => {}

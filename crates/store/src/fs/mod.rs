@@ -401,8 +401,9 @@ impl FsStore {
     /// Run `f` holding the lock of `id`, or under the lock an ancestor or
     /// the caller's process group holds: then `f` runs inside the lock's
     /// short exclusion ([`Locks::enter`]), so the writes of several
-    /// processes under one holder never interleave. Calls must not nest
-    /// (a nested reentrant call would wait for its own exclusion).
+    /// processes under one holder never interleave, nor the operations of
+    /// threads of one process. A call nested in one of the same thread
+    /// runs inside it.
     pub(crate) fn locked<T>(
         &self,
         id: &MilestoneId,
@@ -410,6 +411,13 @@ impl FsStore {
         timeout: std::time::Duration,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        // An operation nested in one this thread runs under the lock (a
+        // doctor repair recovering a state) is inside it already: taking
+        // the exclusion again would wait for itself.
+        let key = self.layout.lock_dir(id);
+        if InLock::held(&key) {
+            return f();
+        }
         self.ensure_layout()?;
         let req = LockRequest {
             operation: operation.to_string(),
@@ -427,8 +435,21 @@ impl FsStore {
             };
             match self.take_lock(id, &req)? {
                 Acquired::Fresh(info) => {
-                    let result = f();
-                    if let Err(e) = self.locks().release_token(id, &info.id) {
+                    // Other threads of this process see its lock as their
+                    // own and enter it (`Locks::enter`): keep them out for
+                    // the whole operation, its release included.
+                    let guard = match self.locks().exclude_writers(id) {
+                        Ok(guard) => guard,
+                        Err(e) => {
+                            let _ = self.locks().release_token(id, &info.id);
+                            return Err(e);
+                        }
+                    };
+                    let result = InLock::run(&key, f);
+                    let released = self.locks().release_token(id, &info.id);
+                    // Closing the directory ends the exclusion.
+                    drop(guard);
+                    if let Err(e) = released {
                         if result.is_ok() {
                             // The operation is done; its lock is broken as
                             // stale once this process is gone.
@@ -441,7 +462,7 @@ impl FsStore {
                     // Released or broken between the look and the exclusion:
                     // take it again.
                     if let Some(guard) = self.locks().enter(id, &info)? {
-                        let result = f();
+                        let result = InLock::run(&key, f);
                         let _ = guard.unlock();
                         return result;
                     }
@@ -530,6 +551,38 @@ impl FsStore {
             }
         }
         Ok(s)
+    }
+}
+
+thread_local! {
+    /// The lock directories of the operations this thread runs under their
+    /// milestone's lock ([`FsStore::locked`]), innermost last.
+    static IN_LOCK: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's record of the locks it is inside.
+struct InLock;
+
+impl InLock {
+    /// Whether this thread runs an operation under the lock at `key`.
+    fn held(key: &Path) -> bool {
+        IN_LOCK.with(|held| held.borrow().iter().any(|k| k == key))
+    }
+
+    /// Run `f` recorded as inside the lock at `key` (the record is taken
+    /// off however `f` ends, a panic included).
+    fn run<T>(key: &Path, f: impl FnOnce() -> T) -> T {
+        struct Pop;
+        impl Drop for Pop {
+            fn drop(&mut self) {
+                IN_LOCK.with(|held| {
+                    held.borrow_mut().pop();
+                });
+            }
+        }
+        IN_LOCK.with(|held| held.borrow_mut().push(key.to_path_buf()));
+        let _pop = Pop;
+        f()
     }
 }
 

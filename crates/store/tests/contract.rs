@@ -1,0 +1,314 @@
+//! The behaviour every backend of the [`Store`] trait owes its callers,
+//! written once against `&dyn Store` and run against each backend that
+//! [`mstate_store::open`] can give: the same test functions, instantiated
+//! per backend by [`contract!`]. Today that is the filesystem store; a
+//! backend joins by adding a line to the macro's invocation.
+
+use std::sync::Arc;
+use std::thread;
+
+use mstate_store::model::{EventQuery, NewEvent};
+use mstate_store::{
+    CheckpointName, ErrorKind, EventType, Location, MilestoneId, Store, StoreOptions, WriteOptions,
+};
+use serde_json::{json, Value};
+
+/// A fresh, empty store of one backend, with whatever keeps it alive.
+struct Fresh {
+    store: Arc<dyn Store>,
+    _keep: Box<dyn std::any::Any>,
+}
+
+/// A filesystem store in a new temporary directory.
+fn files() -> Fresh {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let location = Location::discover(dir.path(), None);
+    let store = mstate_store::open(&location, StoreOptions::default()).expect("open");
+    Fresh {
+        store: Arc::from(store),
+        _keep: Box::new(dir),
+    }
+}
+
+fn id(s: &str) -> MilestoneId {
+    MilestoneId::new(s).expect("id")
+}
+
+fn wo() -> WriteOptions {
+    WriteOptions::default()
+}
+
+fn event(ty: &str, data: Value) -> NewEvent {
+    NewEvent {
+        event_type: EventType::new(ty).expect("type"),
+        data,
+        session_id: None,
+    }
+}
+
+/// Every event of `m` matching `q`, as (seq, type, data).
+fn events(s: &dyn Store, m: &MilestoneId, q: &EventQuery) -> Vec<(u64, String, Value)> {
+    let mut out = Vec::new();
+    s.events(m, q, &mut |line| {
+        let v: Value = serde_json::from_str(line.raw).expect("stored line is JSON");
+        let ty = v["event_type"].as_str().unwrap_or_default().to_string();
+        out.push((line.seq, ty, v["data"].clone()));
+        Ok(true)
+    })
+    .expect("events");
+    out
+}
+
+/// What a save stores is what a load returns, and each save is the next
+/// revision.
+fn save_load_round_trip(s: &dyn Store) {
+    let m = id("m");
+    s.init(&m).unwrap();
+    let state = json!({"step": 1, "files": ["a.rs", "b.rs"], "nested": {"ok": true, "n": 1.5}});
+    let first = s.save(&m, &state, &wo()).unwrap();
+    let second = s.save_text(&m, br#"{"step": 2}"#, &wo()).unwrap();
+    assert_eq!(second.revision, first.revision + 1);
+    let loaded = s.load(&m, &wo()).unwrap();
+    assert_eq!(loaded.envelope.state, json!({"step": 2}));
+    assert_eq!(loaded.envelope.revision, second.revision);
+    let raw = s.load_raw(&m, &wo()).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&raw.state).unwrap(),
+        json!({"step": 2})
+    );
+}
+
+/// A save that expects another revision than the stored one changes
+/// nothing and says so.
+fn expect_revision_conflicts(s: &dyn Store) {
+    let m = id("m");
+    let saved = s.save(&m, &json!({"a": 1}), &wo()).unwrap();
+    let stale = WriteOptions {
+        expect_revision: Some(saved.revision + 5),
+        ..wo()
+    };
+    let err = s.save(&m, &json!({"a": 2}), &stale).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(s.load(&m, &wo()).unwrap().envelope.state, json!({"a": 1}));
+    let right = WriteOptions {
+        expect_revision: Some(saved.revision),
+        ..wo()
+    };
+    s.save(&m, &json!({"a": 3}), &right).unwrap();
+}
+
+/// Invalid state text is refused and changes nothing.
+fn invalid_state_changes_nothing(s: &dyn Store) {
+    let m = id("m");
+    s.save(&m, &json!({"a": 1}), &wo()).unwrap();
+    for bad in [&b"{"[..], b"{\"a\": 1, \"a\": 2}", b"[1,]", b"\xff"] {
+        let err = s.save_text(&m, bad, &wo()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    }
+    let loaded = s.load(&m, &wo()).unwrap();
+    assert_eq!(loaded.envelope.state, json!({"a": 1}));
+}
+
+/// Concurrent read-modify-writes of one milestone lose no update.
+fn concurrent_updates_lose_nothing(s: Arc<dyn Store>) {
+    let m = id("m");
+    s.save(&m, &json!({"n": 0}), &wo()).unwrap();
+    let (threads, each) = (4, 10);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            let m = m.clone();
+            thread::spawn(move || {
+                for _ in 0..each {
+                    s.update(
+                        &m,
+                        &mut |v: &mut Value| {
+                            let n = v["n"].as_u64().unwrap_or(0);
+                            v["n"] = json!(n + 1);
+                            Ok(())
+                        },
+                        &wo(),
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let state = s.load(&m, &wo()).unwrap().envelope.state;
+    assert_eq!(state["n"], json!(threads * each));
+}
+
+/// Concurrent appenders: every event once, `seq` 1..n without gaps.
+fn concurrent_appends_get_every_seq_once(s: Arc<dyn Store>) {
+    let m = id("m");
+    s.init(&m).unwrap();
+    let (threads, each) = (4, 25);
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            let m = m.clone();
+            thread::spawn(move || {
+                for i in 0..each {
+                    s.log(&m, &event("step", json!({"t": t, "i": i}))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let all = events(&*s, &m, &EventQuery::default());
+    let seqs: Vec<u64> = all.iter().map(|e| e.0).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected);
+    let mut steps: Vec<(u64, u64)> = all
+        .iter()
+        .filter(|e| e.1 == "step")
+        .map(|e| (e.2["t"].as_u64().unwrap(), e.2["i"].as_u64().unwrap()))
+        .collect();
+    steps.sort_unstable();
+    let want: Vec<(u64, u64)> = (0..threads as u64)
+        .flat_map(|t| (0..each as u64).map(move |i| (t, i)))
+        .collect();
+    assert_eq!(steps, want);
+}
+
+/// Queries: types, limit, tail, reverse.
+fn event_queries(s: &dyn Store) {
+    let m = id("m");
+    s.init(&m).unwrap();
+    for i in 0..10 {
+        let ty = if i % 3 == 0 { "rare" } else { "common" };
+        s.log(&m, &event(ty, json!({"i": i}))).unwrap();
+    }
+    let of = |q: EventQuery| -> Vec<Value> { events(s, &m, &q).into_iter().map(|e| e.2).collect() };
+    let rare = of(EventQuery {
+        types: vec!["rare".into()],
+        ..EventQuery::default()
+    });
+    assert_eq!(
+        rare,
+        vec![
+            json!({"i": 0}),
+            json!({"i": 3}),
+            json!({"i": 6}),
+            json!({"i": 9})
+        ]
+    );
+    let first = of(EventQuery {
+        types: vec!["common".into()],
+        limit: Some(2),
+        ..EventQuery::default()
+    });
+    assert_eq!(first, vec![json!({"i": 1}), json!({"i": 2})]);
+    let last = of(EventQuery {
+        tail: Some(2),
+        ..EventQuery::default()
+    });
+    assert_eq!(last, vec![json!({"i": 8}), json!({"i": 9})]);
+    let newest = of(EventQuery {
+        reverse: true,
+        limit: Some(1),
+        ..EventQuery::default()
+    });
+    assert_eq!(newest, vec![json!({"i": 9})]);
+}
+
+/// Only `init` and `save` create a milestone; other operations on an
+/// unknown one fail as not found and create nothing.
+fn unknown_milestones_are_not_created(s: &dyn Store) {
+    let known = id("build-api");
+    s.init(&known).unwrap();
+    let typo = id("build-apx");
+    let err = s.log(&typo, &event("note", json!({}))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = s.load(&typo, &wo()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = s.require_known(&typo).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(s.milestone_ids().unwrap(), vec![known]);
+}
+
+/// A checkpoint restores the state it was taken of, as a new revision.
+fn checkpoints_restore_their_state(s: &dyn Store) {
+    let m = id("m");
+    s.save(&m, &json!({"phase": "plan"}), &wo()).unwrap();
+    let name = CheckpointName::new("before").unwrap();
+    s.checkpoint_create(&m, Some(&name), false, &wo()).unwrap();
+    let after = s.save(&m, &json!({"phase": "broken"}), &wo()).unwrap();
+    let listed: Vec<String> = s
+        .checkpoints(&m)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert!(listed.contains(&"before".to_string()), "{listed:?}");
+    let restored = s.checkpoint_restore(&m, &name, &wo()).unwrap();
+    assert!(restored.saved.revision > after.revision);
+    assert_eq!(
+        s.load(&m, &wo()).unwrap().envelope.state,
+        json!({"phase": "plan"})
+    );
+    let missing = CheckpointName::new("nope").unwrap();
+    let err = s.checkpoint_restore(&m, &missing, &wo()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+/// Complete moves a milestone out of the active ones; reopen brings it
+/// back, state intact.
+fn complete_and_reopen(s: &dyn Store) {
+    let m = id("m");
+    s.save(&m, &json!({"done": true}), &wo()).unwrap();
+    s.complete(&m, &wo()).unwrap();
+    let status = |s: &dyn Store| {
+        s.list()
+            .unwrap()
+            .into_iter()
+            .find(|x| x.milestone_id == "m")
+            .map(|x| format!("{:?}", x.status))
+    };
+    assert_eq!(status(s).as_deref(), Some("Completed"));
+    s.reopen(&m, &wo()).unwrap();
+    assert_eq!(status(s).as_deref(), Some("Active"));
+    assert_eq!(
+        s.load(&m, &wo()).unwrap().envelope.state,
+        json!({"done": true})
+    );
+}
+
+macro_rules! contract {
+    ($backend:ident: $($name:ident),* ; shared: $($shared:ident),*) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $name() {
+                    let fresh = super::$backend();
+                    super::$name(&*fresh.store);
+                }
+            )*
+            $(
+                #[test]
+                fn $shared() {
+                    let fresh = super::$backend();
+                    super::$shared(std::sync::Arc::clone(&fresh.store));
+                }
+            )*
+        }
+    };
+}
+
+contract!(files:
+    save_load_round_trip,
+    expect_revision_conflicts,
+    invalid_state_changes_nothing,
+    event_queries,
+    unknown_milestones_are_not_created,
+    checkpoints_restore_their_state,
+    complete_and_reopen;
+    shared:
+    concurrent_updates_lose_nothing,
+    concurrent_appends_get_every_seq_once
+);
