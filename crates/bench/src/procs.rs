@@ -34,6 +34,8 @@ pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
 pub struct Ran {
     /// From just before spawning to just after reaping.
     pub wall: Duration,
+    /// User plus system CPU time of the process (from `wait4`).
+    pub cpu: Duration,
     /// Exit status as `wait4` reports it.
     pub status: i32,
 }
@@ -68,7 +70,12 @@ pub fn run(cmd: &mut Command) -> std::io::Result<Ran> {
     }
     let wall = start.elapsed();
     drop(child);
-    Ok(Ran { wall, status })
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Ran {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        status,
+    })
 }
 
 /// Peak RSS in KiB of `cmd` (with stdin from `stdin`, or /dev/null), run

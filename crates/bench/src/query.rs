@@ -475,34 +475,14 @@ struct ScanM {
     peak_kib: u64,
 }
 
-/// Run `cmd`, returning its wall and CPU time (from `wait4`).
+/// Run `cmd`, returning its wall and CPU time; it must exit 0.
 fn timed(cmd: &mut std::process::Command) -> Result<(Duration, Duration), String> {
     let what = format!("{:?}", cmd.get_program());
-    let start = std::time::Instant::now();
-    let child = cmd.spawn().map_err(|e| format!("cannot run {what}: {e}"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `pid` is our unreaped child; both pointers are valid for
-        // the call. `child` is never waited on through std afterwards.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if r == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err.to_string());
-        }
+    let ran = procs::run(cmd).map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !ran.ok() {
+        return Err(format!("{what} failed (wait status {})", ran.status));
     }
-    let wall = start.elapsed();
-    drop(child);
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(format!("{what} failed (wait status {status})"));
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok((wall, tv(ru.ru_utime) + tv(ru.ru_stime)))
+    Ok((ran.wall, ran.cpu))
 }
 
 /// Time every whole-log scan of every log; markdown out.

@@ -592,6 +592,26 @@ impl FsStore {
             state: &'a serde_json::value::RawValue,
         }
         for status in [Status::Active, Status::Completed] {
+            // The state's text and the envelope's head as loaded; text that
+            // is not UTF-8 is a corrupt file, not a panic.
+            let raw = |state: Vec<u8>, head: (String, String, String, u64), path: &Path| {
+                let (timestamp, milestone_id, version, revision) = head;
+                let state = String::from_utf8(state).map_err(|e| Error::Corrupt {
+                    what: format!("state of milestone '{id}'"),
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                    hint: Some(self.corrupt_way_out(id)),
+                })?;
+                Ok(LoadedRaw {
+                    timestamp,
+                    milestone_id,
+                    version,
+                    revision,
+                    state,
+                    status,
+                    recovered: None,
+                })
+            };
             let path = self.layout.state_file(id, status);
             let Some(mut bytes) = read_opt(&*self.io, &path)? else {
                 continue;
@@ -615,23 +635,8 @@ impl FsStore {
                     pretty
                 };
                 // Checked as UTF-8 by the scan; the copy kept whole
-                // characters, so this cannot fail, and a failure is a
-                // corrupt file rather than a panic.
-                let state = String::from_utf8(state).map_err(|e| Error::Corrupt {
-                    what: format!("state of milestone '{id}'"),
-                    path: path.clone(),
-                    detail: e.to_string(),
-                    hint: Some(format!("run `mstate recover {id}`")),
-                })?;
-                return Ok(LoadedRaw {
-                    timestamp,
-                    milestone_id,
-                    version,
-                    revision,
-                    state,
-                    status,
-                    recovered: None,
-                });
+                // characters, so this cannot fail.
+                return raw(state, (timestamp, milestone_id, version, revision), &path);
             }
             let Ok(env) = crate::json::from_slice_nested::<RawEnvelope<'_>>(&bytes, 1) else {
                 break; // corrupt: recover below
@@ -658,21 +663,7 @@ impl FsStore {
                 crate::json::reindent(&bytes, 0, &mut pretty).ctx("lay out", &path)?;
                 bytes = pretty;
             }
-            let state = String::from_utf8(bytes).map_err(|e| Error::Corrupt {
-                what: format!("state of milestone '{id}'"),
-                path: path.clone(),
-                detail: e.to_string(),
-                hint: Some(self.corrupt_way_out(id)),
-            })?;
-            return Ok(LoadedRaw {
-                timestamp,
-                milestone_id,
-                version,
-                revision,
-                state,
-                status,
-                recovered: None,
-            });
+            return raw(bytes, (timestamp, milestone_id, version, revision), &path);
         }
         let loaded = self.load_state(id, opts)?;
         let env = loaded.envelope;
