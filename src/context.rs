@@ -64,6 +64,7 @@ impl Context {
         Ok(WriteOptions {
             expect_revision,
             lock_timeout: self.lock_timeout()?,
+            lock_token: None,
         })
     }
 }

@@ -3,7 +3,8 @@
 use clap::Args;
 use serde_json::json;
 
-use mstate_store::json::{merge_patch, parse_strict, set_pointer};
+use mstate_store::json::parse_strict;
+use mstate_store::model::{EditOp, StateEdit};
 
 use super::{json_input, milestone};
 use crate::context::Context;
@@ -215,12 +216,12 @@ fn text<T: serde::Serialize>(value: &T) -> CliResult<String> {
 
 pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
-    let merge = a
-        .merge
-        .as_deref()
-        .map(|m| parse_strict(m.as_bytes(), "--merge"))
-        .transpose()?;
-    let mut sets = Vec::new();
+    let mut edit = StateEdit::default();
+    if let Some(m) = a.merge.as_deref() {
+        edit = edit.then(EditOp::Merge {
+            patch: parse_strict(m.as_bytes(), "--merge")?,
+        });
+    }
     for s in &a.set {
         let Some((pointer, value)) = s.split_once('=') else {
             return Err(CliError::Invalid(format!(
@@ -228,23 +229,14 @@ pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
             )));
         };
         mstate_store::json::pointer_tokens(pointer)?;
-        sets.push((
-            pointer.to_string(),
-            parse_strict(value.as_bytes(), &format!("--set {pointer}"))?,
-        ));
+        edit = edit.then(EditOp::Set {
+            pointer: pointer.to_string(),
+            value: parse_strict(value.as_bytes(), &format!("--set {pointer}"))?,
+        });
     }
-    let mut edit = |state: &mut serde_json::Value| -> mstate_store::Result<()> {
-        if let Some(m) = &merge {
-            merge_patch(state, m);
-        }
-        for (pointer, value) in &sets {
-            set_pointer(state, pointer, value.clone())?;
-        }
-        Ok(())
-    };
     let saved = ctx
         .store
-        .update(&id, &mut edit, &ctx.write_options(a.expect_revision)?)?;
+        .update(&id, &edit, &ctx.write_options(a.expect_revision)?)?;
     print_saved(ctx, &saved, &committed_warnings(ctx))
 }
 

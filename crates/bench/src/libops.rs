@@ -36,6 +36,7 @@ impl Lib {
             opts: WriteOptions {
                 expect_revision: None,
                 lock_timeout: Duration::from_secs(120),
+                lock_token: None,
             },
             checkpoint: CheckpointName::new("c").map_err(e)?,
             progress: EventType::new("progress").map_err(e)?,
@@ -92,15 +93,10 @@ impl Lib {
     pub fn update(&mut self) -> Result<u64, String> {
         self.serial += 1;
         let phase = Value::String(format!("phase-{}", self.serial));
-        let mut edit = |v: &mut Value| -> mstate_store::Result<()> {
-            if let Some(o) = v.as_object_mut() {
-                o.insert("phase".into(), phase.clone());
-            }
-            Ok(())
-        };
+        let edit = mstate_store::model::StateEdit::set("/phase", phase);
         Ok(self
             .store
-            .update(&self.id, &mut edit, &self.opts)
+            .update(&self.id, &edit, &self.opts)
             .map_err(e)?
             .revision)
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 
-use mstate_store::model::{LockRequest, NewEvent};
+use mstate_store::model::{LockRequest, NewEvent, StateEdit};
 use mstate_store::{
     CheckpointName, EventType, FsOptions, FsStore, MilestoneId, Store, WriteOptions,
 };
@@ -58,6 +58,7 @@ fn benches(c: &mut Criterion) {
     let opts = WriteOptions {
         expect_revision: None,
         lock_timeout: Duration::from_secs(60),
+        lock_token: None,
     };
     let cp = CheckpointName::new("c").unwrap();
     let progress = EventType::new("progress").unwrap();
@@ -82,11 +83,8 @@ fn benches(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("update", name), |b| {
             b.iter(|| {
                 n += 1;
-                let mut edit = |v: &mut Value| -> mstate_store::Result<()> {
-                    v["phase"] = json!(format!("phase-{n}"));
-                    Ok(())
-                };
-                s.update(&id, &mut edit, &opts).unwrap()
+                let edit = StateEdit::set("/phase", json!(format!("phase-{n}")));
+                s.update(&id, &edit, &opts).unwrap()
             })
         });
         g.bench_function(BenchmarkId::new("checkpoint", name), |b| {

@@ -126,6 +126,16 @@ pub enum Error {
         holder: Option<Box<LockInfo>>,
     },
 
+    /// A write carrying a lock's fencing token was refused: the token is
+    /// not the live lock of the milestone any more (or never was), so the
+    /// writer may have lost the lock while it paused.
+    #[error("{}", token_message(milestone, *token, reason))]
+    TokenRefused {
+        milestone: String,
+        token: u64,
+        reason: TokenRefusal,
+    },
+
     /// JSON input did not parse.
     #[error("invalid JSON in {context} at line {line}, column {column}: {message}")]
     InvalidJson {
@@ -147,6 +157,41 @@ pub enum Error {
         detail: String,
         hint: Option<String>,
     },
+}
+
+/// Why a fencing token was refused ([`Error::TokenRefused`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenRefusal {
+    /// The lock was taken again since: `newest` is the token issued last,
+    /// `holder` who holds the lock now, if anyone.
+    Superseded {
+        newest: u64,
+        holder: Option<Box<LockInfo>>,
+    },
+    /// No such token was ever issued for the milestone.
+    NeverIssued { newest: u64 },
+    /// The token's lease ran out (at this time, RFC 3339).
+    Expired { at: String },
+    /// The lock of that token was released.
+    Released,
+}
+
+fn token_message(milestone: &str, token: u64, reason: &TokenRefusal) -> String {
+    let why = match reason {
+        TokenRefusal::Superseded { newest, holder } => format!(
+            "the lock was taken again since (token {newest}{})",
+            match holder {
+                Some(h) => format!(", now held by {}", h.describe()),
+                None => String::new(),
+            }
+        ),
+        TokenRefusal::NeverIssued { newest } => {
+            format!("it was never issued (the newest token is {newest})")
+        }
+        TokenRefusal::Expired { at } => format!("its lease expired at {at}"),
+        TokenRefusal::Released => "its lock was released".to_string(),
+    };
+    format!("write to milestone '{milestone}' with lock token {token} refused: {why}")
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {
@@ -202,7 +247,9 @@ impl Error {
             Error::NotFound { .. } | Error::UnknownMilestone { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::Invalid,
             Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::LockTimeout { .. } | Error::LockNotOwned { .. } => ErrorKind::Lock,
+            Error::LockTimeout { .. } | Error::LockNotOwned { .. } | Error::TokenRefused { .. } => {
+                ErrorKind::Lock
+            }
             Error::InvalidJson { .. } | Error::Invalid { .. } => ErrorKind::Invalid,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
         }

@@ -22,7 +22,7 @@ pub mod store;
 pub mod time;
 pub mod timeline;
 
-pub use error::{Error, ErrorKind, ObjectKind, Result};
+pub use error::{Error, ErrorKind, ObjectKind, Result, TokenRefusal};
 pub use fs::log::{Fields, LogLine};
 pub use fs::{FsOptions, FsStore};
 pub use id::{CheckpointName, EventType, MilestoneId, SessionId};

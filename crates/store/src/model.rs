@@ -181,6 +181,11 @@ pub struct LockInfo {
     /// checked only from the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<u64>,
+    /// The fencing token of this acquisition: increasing per milestone,
+    /// never reused. Writes made under the lock may carry it
+    /// ([`crate::WriteOptions::lock_token`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
 }
 
 impl LockInfo {
@@ -464,5 +469,114 @@ impl DoctorReport {
     /// True when nothing is left to fix.
     pub fn clean(&self) -> bool {
         self.findings.iter().all(|f| f.repaired)
+    }
+}
+
+/// One step of a [`StateEdit`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum EditOp {
+    /// An RFC 7396 merge patch of the whole state.
+    Merge { patch: Value },
+    /// Set the value at an RFC 6901 pointer, creating missing objects.
+    Set { pointer: String, value: Value },
+    /// Add `by` to the number at `pointer` (a missing value counts as 0):
+    /// a counter that concurrent writers never lose an increment of.
+    Add { pointer: String, by: i64 },
+}
+
+/// An edit of a milestone's state, as data: what [`crate::Store::update`]
+/// applies under the milestone's lock, so it can be sent to a server,
+/// recorded, or replayed. The steps apply in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateEdit {
+    pub ops: Vec<EditOp>,
+}
+
+impl StateEdit {
+    /// An edit of one merge patch.
+    pub fn merge(patch: Value) -> StateEdit {
+        StateEdit {
+            ops: vec![EditOp::Merge { patch }],
+        }
+    }
+
+    /// An edit setting one pointer.
+    pub fn set(pointer: impl Into<String>, value: Value) -> StateEdit {
+        StateEdit {
+            ops: vec![EditOp::Set {
+                pointer: pointer.into(),
+                value,
+            }],
+        }
+    }
+
+    /// An edit adding `by` to the integer at `pointer`.
+    pub fn add(pointer: impl Into<String>, by: i64) -> StateEdit {
+        StateEdit {
+            ops: vec![EditOp::Add {
+                pointer: pointer.into(),
+                by,
+            }],
+        }
+    }
+
+    /// This edit, then `op`.
+    pub fn then(mut self, op: EditOp) -> StateEdit {
+        self.ops.push(op);
+        self
+    }
+
+    /// Check every pointer, before any lock is taken.
+    pub fn check(&self) -> crate::Result<()> {
+        for op in &self.ops {
+            match op {
+                EditOp::Merge { .. } => {}
+                EditOp::Set { pointer, .. } | EditOp::Add { pointer, .. } => {
+                    crate::json::pointer_tokens(pointer)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply the steps to `state`, in order. An `add` on a value that is
+    /// not an integer fails and leaves the state as the caller had it
+    /// (the store writes nothing).
+    pub fn apply(&self, state: &mut Value) -> crate::Result<()> {
+        for op in &self.ops {
+            match op {
+                EditOp::Merge { patch } => crate::json::merge_patch(state, patch),
+                EditOp::Set { pointer, value } => {
+                    crate::json::set_pointer(state, pointer, value.clone())?
+                }
+                EditOp::Add { pointer, by } => {
+                    let current = if pointer.is_empty() {
+                        Some(&*state)
+                    } else {
+                        state.pointer(pointer)
+                    };
+                    let n = match current {
+                        None | Some(Value::Null) => 0,
+                        Some(v) => v.as_i64().ok_or_else(|| {
+                            crate::Error::invalid(
+                                "edit",
+                                format!(
+                                    "add at {pointer:?}: the value there is {v}, not an integer"
+                                ),
+                            )
+                        })?,
+                    };
+                    let sum = n.checked_add(*by).ok_or_else(|| {
+                        crate::Error::invalid(
+                            "edit",
+                            format!("add at {pointer:?}: {n} + {by} overflows a 64-bit integer"),
+                        )
+                    })?;
+                    crate::json::set_pointer(state, pointer, Value::from(sum))?;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use crate::id::{CheckpointName, MilestoneId, SessionId};
 use crate::model::{
     BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw, LockInfo,
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
-    SessionFilter, SessionRecord, SessionStart, SessionView,
+    SessionFilter, SessionRecord, SessionStart, SessionView, StateEdit,
 };
 
 /// Default wait for a lock, in seconds (the seed's).
@@ -58,6 +58,12 @@ pub struct WriteOptions {
     pub expect_revision: Option<u64>,
     /// How long to wait for the milestone's lock.
     pub lock_timeout: Duration,
+    /// The fencing token of the lock the caller holds (`lock acquire`
+    /// prints it, `lock run` exports it as `MSTATE_LOCK_TOKEN`): the write
+    /// is refused with [`crate::Error::TokenSuperseded`]-like lock errors
+    /// once a newer token of the milestone was issued, so a holder that
+    /// stalled past its lease cannot overwrite its successor's work.
+    pub lock_token: Option<u64>,
 }
 
 impl Default for WriteOptions {
@@ -65,12 +71,10 @@ impl Default for WriteOptions {
         WriteOptions {
             expect_revision: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            lock_token: None,
         }
     }
 }
-
-/// An edit applied under the lock by [`Store::update`].
-pub type Edit<'a> = &'a mut dyn FnMut(&mut Value) -> Result<()>;
 
 /// What `checkpoint restore` did.
 #[derive(Debug, Clone, Serialize)]
@@ -172,7 +176,7 @@ pub trait Store: Send + Sync {
     }
 
     /// Read, edit and write the state as one step under the lock.
-    fn update(&self, id: &MilestoneId, edit: Edit<'_>, opts: &WriteOptions) -> Result<Saved>;
+    fn update(&self, id: &MilestoneId, edit: &StateEdit, opts: &WriteOptions) -> Result<Saved>;
 
     /// Every milestone with its status, revision and lock.
     fn list(&self) -> Result<Vec<MilestoneSummary>>;
@@ -235,6 +239,20 @@ pub trait Store: Send + Sync {
     /// past its TTL (logged as `lock_broken`); a live holder's lock stays
     /// (`LockNotOwned`). Returns the released lock, if there was one.
     fn lock_release_if_stale(&self, id: &MilestoneId) -> Result<Option<LockInfo>>;
+
+    /// Extend the lease of the lock held with fencing token `token` by its
+    /// TTL from now (`lock run` renews while its command runs). Fails with
+    /// a lock error when that lock is no longer held with that token.
+    fn lock_renew(&self, id: &MilestoneId, token: u64) -> Result<LockInfo> {
+        let _ = token;
+        Err(crate::Error::invalid(
+            "lock renew",
+            format!(
+                "the store at {} cannot renew the lock of '{id}'",
+                self.location()
+            ),
+        ))
+    }
 
     /// The current lock, if any.
     fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>>;

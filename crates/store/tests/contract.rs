@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::thread;
 
-use mstate_store::model::{EventQuery, NewEvent};
+use mstate_store::model::{EventQuery, NewEvent, StateEdit};
 use mstate_store::{
     CheckpointName, ErrorKind, EventType, Location, MilestoneId, Store, StoreOptions, WriteOptions,
 };
@@ -120,16 +120,7 @@ fn concurrent_updates_lose_nothing(s: Arc<dyn Store>) {
             let m = m.clone();
             thread::spawn(move || {
                 for _ in 0..each {
-                    s.update(
-                        &m,
-                        &mut |v: &mut Value| {
-                            let n = v["n"].as_u64().unwrap_or(0);
-                            v["n"] = json!(n + 1);
-                            Ok(())
-                        },
-                        &wo(),
-                    )
-                    .unwrap();
+                    s.update(&m, &StateEdit::add("/n", 1), &wo()).unwrap();
                 }
             })
         })

@@ -106,6 +106,7 @@ fn no_wait() -> WriteOptions {
     WriteOptions {
         expect_revision: None,
         lock_timeout: Duration::ZERO,
+        lock_token: None,
     }
 }
 
@@ -663,9 +664,10 @@ fn fencing_tokens_increase_and_stale_tokens_are_refused() {
     let err = a
         .save(&id, &json!("stale"), &no_wait(), Some(old.token))
         .unwrap_err();
-    assert!(err.to_string().contains("stale"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Lock, "{err}");
+    assert!(err.to_string().contains("taken again"), "{err}");
     let err = a.complete(&id, &no_wait(), Some(old.token)).unwrap_err();
-    assert!(err.to_string().contains("stale"), "{err}");
+    assert!(err.to_string().contains("taken again"), "{err}");
     let err = a
         .save(&id, &json!("bogus"), &no_wait(), Some(new.token + 100))
         .unwrap_err();

@@ -434,6 +434,7 @@ impl Locks<'_> {
             // Only a TTL is measured on it.
             boot_clock: req.ttl.and_then(|_| process::boot_clock()),
             pid_ns: process::pid_namespace(),
+            token: None,
         }
     }
 
@@ -549,6 +550,7 @@ impl Locks<'_> {
                 pgid_start: None,
                 boot_clock: None,
                 pid_ns: None,
+                token: None,
             }));
         }
         let read = |name: &str| -> Result<Option<Vec<u8>>> {
@@ -599,6 +601,7 @@ impl Locks<'_> {
             pgid_start: None,
             boot_clock: None,
             pid_ns: None,
+            token: None,
         }))
     }
 

@@ -44,10 +44,10 @@ use crate::io::{FileKind, Io, RealIo};
 use crate::model::{
     BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw, LockInfo,
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
-    SessionFilter, SessionRecord, SessionStart, SessionView, Status,
+    SessionFilter, SessionRecord, SessionStart, SessionView, StateEdit, Status,
 };
 use crate::store::{
-    CleanupOptions, CleanupReport, Edit, HeldLock, Initialized, Restored, Store, WriteOptions,
+    CleanupOptions, CleanupReport, HeldLock, Initialized, Restored, Store, WriteOptions,
 };
 
 use self::atomic::{ensure_dir, read_opt};
@@ -657,7 +657,8 @@ impl Store for FsStore {
         self.load_state_raw(id, opts)
     }
 
-    fn update(&self, id: &MilestoneId, edit: Edit<'_>, opts: &WriteOptions) -> Result<Saved> {
+    fn update(&self, id: &MilestoneId, edit: &StateEdit, opts: &WriteOptions) -> Result<Saved> {
+        edit.check()?;
         self.require_known(id)?;
         self.write_state(id, "update", opts, &mut |current| {
             let Some(current) = current else {
@@ -668,7 +669,7 @@ impl Store for FsStore {
                 });
             };
             let mut value = current.state;
-            edit(&mut value)?;
+            edit.apply(&mut value)?;
             // What the edit made must be a state a save would accept.
             crate::json::check_depth(&value, "the updated state")?;
             crate::json::check_value_size(&value, "the updated state")?;

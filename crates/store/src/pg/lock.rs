@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use postgres::{GenericClient, Row, Transaction};
 use serde_json::json;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TokenRefusal};
 use crate::id::MilestoneId;
 use crate::model::{Liveness, LockInfo, LockRequest, LockStatus};
 
@@ -64,6 +64,7 @@ pub(super) fn decode(id: &str, row: &Row) -> Result<LockRow, Fail> {
         pgid_start: None,
         boot_clock: None,
         pid_ns: None,
+        token: u64::try_from(token).ok(),
     };
     Ok(LockRow {
         lease: Lease {
@@ -103,30 +104,28 @@ pub(super) fn check_write(
         };
     };
     let newest = row.lock_token;
-    let refuse = |message: String| Err(Fail::Store(Error::invalid("lock token", message)));
+    let refuse = |reason: TokenRefusal| {
+        Err(Fail::Store(Error::TokenRefused {
+            milestone: id.to_string(),
+            token: t,
+            reason,
+        }))
+    };
     if t < newest {
-        let by = match &lock {
-            Some(l) => format!(", now held by {}", l.lease.info.describe()),
-            None => String::new(),
-        };
-        return refuse(format!(
-            "token {t} of milestone '{id}' is stale: the lock was taken again since (token {newest}{by}); the write was refused; acquire the lock again and read the state again before writing"
-        ));
+        return refuse(TokenRefusal::Superseded {
+            newest,
+            holder: lock.map(|l| Box::new(l.lease.info)),
+        });
     }
     if t > newest {
-        return refuse(format!(
-            "token {t} was never issued for milestone '{id}' (its newest is {newest}); use the token `lock acquire` printed"
-        ));
+        return refuse(TokenRefusal::NeverIssued { newest });
     }
     match lock {
         Some(l) if l.lease.token == t && !l.expired => Ok(()),
-        Some(l) if l.lease.token == t => refuse(format!(
-            "the lease of token {t} on milestone '{id}' expired at {}; the write was refused; acquire the lock again",
-            l.lease.expires_at.as_deref().unwrap_or("?")
-        )),
-        _ => refuse(format!(
-            "the lock of milestone '{id}' with token {t} was released; the write was refused; acquire the lock again"
-        )),
+        Some(l) if l.lease.token == t => refuse(TokenRefusal::Expired {
+            at: l.lease.expires_at.unwrap_or_else(|| "?".into()),
+        }),
+        _ => refuse(TokenRefusal::Released),
     }
 }
 

@@ -37,6 +37,7 @@ pub fn wo() -> WriteOptions {
     WriteOptions {
         expect_revision: None,
         lock_timeout: std::time::Duration::from_secs(2),
+        lock_token: None,
     }
 }
 
@@ -185,10 +186,7 @@ pub fn cases() -> Vec<Case> {
             op: |s| {
                 s.update(
                     &id(),
-                    &mut |v| {
-                        v["v"] = json!(9);
-                        Ok(())
-                    },
+                    &mstate_store::model::StateEdit::set("/v", json!(9)),
                     &wo(),
                 )?;
                 Ok(())
