@@ -270,6 +270,48 @@ fn complete_and_reopen(s: &dyn Store) {
     );
 }
 
+/// An edit is data: its steps apply in order under the lock, and a step
+/// that cannot apply (an `add` on a string) writes nothing.
+fn edits_apply_in_order_or_not_at_all(s: &dyn Store) {
+    use mstate_store::model::EditOp;
+    let m = id("m");
+    s.save(&m, &json!({"n": 1, "phase": "a", "keep": true}), &wo())
+        .unwrap();
+    let edit = StateEdit::merge(json!({"phase": "b", "keep": null}))
+        .then(EditOp::Set {
+            pointer: "/files/0".into(),
+            value: json!("x.rs"),
+        })
+        .then(EditOp::Add {
+            pointer: "/n".into(),
+            by: 41,
+        });
+    let saved = s.update(&m, &edit, &wo()).unwrap();
+    let loaded = s.load(&m, &wo()).unwrap();
+    assert_eq!(loaded.envelope.revision, saved.revision);
+    assert_eq!(
+        loaded.envelope.state,
+        json!({"n": 42, "phase": "b", "files": {"0": "x.rs"}})
+    );
+    // An edit sent as JSON is the same edit.
+    let sent: StateEdit = serde_json::from_value(serde_json::to_value(&edit).unwrap()).unwrap();
+    assert_eq!(sent, edit);
+    for bad in [
+        StateEdit::set("/n", json!(0)).then(EditOp::Add {
+            pointer: "/phase".into(),
+            by: 1,
+        }),
+        StateEdit::add("/n", i64::MAX),
+        StateEdit::set("no-slash", json!(1)),
+    ] {
+        let err = s.update(&m, &bad, &wo()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+        let after = s.load(&m, &wo()).unwrap();
+        assert_eq!(after.envelope.revision, saved.revision, "{bad:?}");
+        assert_eq!(after.envelope.state, loaded.envelope.state);
+    }
+}
+
 macro_rules! contract {
     ($backend:ident: $($name:ident),* ; shared: $($shared:ident),*) => {
         mod $backend {
@@ -292,6 +334,7 @@ macro_rules! contract {
 }
 
 contract!(files:
+    edits_apply_in_order_or_not_at_all,
     save_load_round_trip,
     expect_revision_conflicts,
     invalid_state_changes_nothing,
