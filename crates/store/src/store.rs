@@ -60,9 +60,9 @@ pub struct WriteOptions {
     pub lock_timeout: Duration,
     /// The fencing token of the lock the caller holds (`lock acquire`
     /// prints it, `lock run` exports it as `MSTATE_LOCK_TOKEN`): the write
-    /// is refused with [`crate::Error::TokenSuperseded`]-like lock errors
-    /// once a newer token of the milestone was issued, so a holder that
-    /// stalled past its lease cannot overwrite its successor's work.
+    /// is refused with [`crate::Error::TokenRefused`] once a newer token
+    /// of the milestone was issued, so a holder that stalled past its
+    /// lease cannot overwrite its successor's work.
     pub lock_token: Option<u64>,
 }
 
