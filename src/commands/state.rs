@@ -228,7 +228,6 @@ pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
                 "--set {s:?}: expected POINTER=JSON, e.g. --set /progress/percentage=50"
             )));
         };
-        mstate_store::json::pointer_tokens(pointer)?;
         edit = edit.then(EditOp::Set {
             pointer: pointer.to_string(),
             value: parse_strict(value.as_bytes(), &format!("--set {pointer}"))?,
