@@ -223,6 +223,28 @@ name_type!(
     |_| Ok(())
 );
 
+/// The names among `known` close enough to `name` to be what was meant
+/// (a typo: at most a third of the longer name's characters differ, at
+/// least one; a swap of two neighbours counts once), nearest first, at
+/// most three.
+pub(crate) fn nearest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut close: Vec<(usize, &str)> = known
+        .into_iter()
+        .filter(|k| *k != name)
+        .filter_map(|k| {
+            let d = strsim::osa_distance(name, k);
+            let longer = name.chars().count().max(k.chars().count());
+            (d <= (longer / 3).max(1)).then_some((d, k))
+        })
+        .collect();
+    close.sort();
+    close
+        .into_iter()
+        .take(3)
+        .map(|(_, k)| k.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

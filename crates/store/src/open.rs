@@ -117,10 +117,9 @@ fn without_password(url: &str) -> String {
 pub fn open(location: &Location, options: StoreOptions) -> Result<Box<dyn Store>> {
     match location {
         Location::Files(root) => Ok(Box::new(FsStore::open(root.clone(), options)?)),
-        Location::Postgres { .. } => Err(Error::invalid(
-            "store location",
-            format!("{location}: the PostgreSQL backend is not behind the store API yet"),
-        )),
+        Location::Postgres { url, schema } => Ok(Box::new(crate::pg::PgStore::open(
+            url, schema, options,
+        )?)),
     }
 }
 

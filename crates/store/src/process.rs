@@ -192,6 +192,29 @@ pub fn boot_id() -> Option<String> {
     .clone()
 }
 
+/// Why the process `pid` of this host, recorded with its start time and
+/// the boot id of then, is gone; `None` while it may still run (alive,
+/// or cannot tell).
+pub fn gone(pid: u32, pid_start: Option<u64>, boot: Option<&str>) -> Option<String> {
+    if let (Some(theirs), Some(ours)) = (boot, boot_id()) {
+        if theirs != ours {
+            return Some("started before the last reboot".into());
+        }
+    }
+    if pid == 0 {
+        return None;
+    }
+    if alive(pid) == Alive::No {
+        return Some(format!("process {pid} is gone"));
+    }
+    match pid_start {
+        Some(start) if start_ticks(pid).is_some_and(|now| now != start) => {
+            Some(format!("pid {pid} now belongs to another process"))
+        }
+        _ => None,
+    }
+}
+
 /// This process and its ancestors, nearest first, each with its start time.
 pub fn ancestry(pid: u32) -> Vec<(u32, Option<u64>)> {
     let mut out = Vec::new();

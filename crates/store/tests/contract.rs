@@ -1,8 +1,12 @@
 //! The behaviour every backend of the [`Store`] trait owes its callers,
 //! written once against `&dyn Store` and run against each backend that
 //! [`mstate_store::open`] can give: the same test functions, instantiated
-//! per backend by [`contract!`]. Today that is the filesystem store; a
-//! backend joins by adding a line to the macro's invocation.
+//! per backend by [`contract!`]: the filesystem store in a temporary
+//! directory, and PostgreSQL in a schema of the test's own (see
+//! `support/pg.rs` for the server and what happens without one). A
+//! backend joins by adding a line to the macro's invocations.
+
+mod support;
 
 use std::sync::Arc;
 use std::thread;
@@ -20,14 +24,49 @@ struct Fresh {
 }
 
 /// A filesystem store in a new temporary directory.
-fn files() -> Fresh {
+fn files() -> Option<Fresh> {
     let dir = tempfile::tempdir().expect("temp dir");
     let location = Location::discover(dir.path(), None);
     let store = mstate_store::open(&location, StoreOptions::default()).expect("open");
-    Fresh {
+    Some(Fresh {
         store: Arc::from(store),
         _keep: Box::new(dir),
-    }
+    })
+}
+
+/// A PostgreSQL store in a new schema, opened from its URL as a front end
+/// opens it; `None` when there is no server (and none is required).
+fn postgres() -> Option<Fresh> {
+    let schema = support::pg::schema()?;
+    let url = support::pg::url();
+    let url = if url.contains("://") {
+        url
+    } else {
+        // A key=value string: the tests' default.
+        let mut parts = std::collections::BTreeMap::new();
+        for kv in url.split_whitespace() {
+            if let Some((k, v)) = kv.split_once('=') {
+                parts.insert(k.to_string(), v.to_string());
+            }
+        }
+        let get = |k: &str, d: &str| parts.get(k).cloned().unwrap_or_else(|| d.to_string());
+        format!(
+            "postgresql://{}@{}:{}/{}",
+            get("user", "postgres"),
+            get("host", "127.0.0.1"),
+            get("port", "5432"),
+            get("dbname", "test")
+        )
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let cwd = std::env::current_dir().expect("cwd");
+    let location =
+        Location::parse(&format!("{url}{sep}schema={}", schema.name), &cwd).expect("location");
+    let store = mstate_store::open(&location, StoreOptions::default()).expect("open");
+    Some(Fresh {
+        store: Arc::from(store),
+        _keep: Box::new(schema),
+    })
 }
 
 fn id(s: &str) -> MilestoneId {
@@ -318,14 +357,14 @@ macro_rules! contract {
             $(
                 #[test]
                 fn $name() {
-                    let fresh = super::$backend();
+                    let Some(fresh) = super::$backend() else { return };
                     super::$name(&*fresh.store);
                 }
             )*
             $(
                 #[test]
                 fn $shared() {
-                    let fresh = super::$backend();
+                    let Some(fresh) = super::$backend() else { return };
                     super::$shared(std::sync::Arc::clone(&fresh.store));
                 }
             )*
@@ -334,6 +373,20 @@ macro_rules! contract {
 }
 
 contract!(files:
+    edits_apply_in_order_or_not_at_all,
+    save_load_round_trip,
+    expect_revision_conflicts,
+    invalid_state_changes_nothing,
+    event_queries,
+    unknown_milestones_are_not_created,
+    checkpoints_restore_their_state,
+    complete_and_reopen;
+    shared:
+    concurrent_updates_lose_nothing,
+    concurrent_appends_get_every_seq_once
+);
+
+contract!(postgres:
     edits_apply_in_order_or_not_at_all,
     save_load_round_trip,
     expect_revision_conflicts,

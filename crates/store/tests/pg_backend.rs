@@ -10,89 +10,14 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use mstate_store::model::{Actor, EventQuery, LockRequest, NewEvent};
+use mstate_store::model::{EventQuery, LockRequest, NewEvent};
 use mstate_store::pg::{schema, PgStore};
 use mstate_store::{ErrorKind, EventType, MilestoneId, WriteOptions};
 use serde_json::{json, Value};
 
-const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+mod support;
 
-fn url() -> String {
-    std::env::var("MSTATE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
-}
-
-/// A schema of this test's own, dropped on drop.
-struct TestSchema {
-    name: String,
-    admin: postgres::Client,
-}
-
-impl Drop for TestSchema {
-    fn drop(&mut self) {
-        let _ = self
-            .admin
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
-    }
-}
-
-impl TestSchema {
-    /// A new store on this schema (its own connection).
-    fn store(&self) -> PgStore {
-        PgStore::connect(&url(), &self.name).expect("connect")
-    }
-
-    fn store_as(&self, pid: u32) -> PgStore {
-        PgStore::connect_as(&url(), &self.name, Actor::new(pid, "tester", "host-a"))
-            .expect("connect")
-    }
-
-    /// Run SQL in the schema from the admin connection.
-    fn sql(&mut self, sql: &str) {
-        self.admin
-            .batch_execute(&format!("SET search_path TO \"{}\"; {sql}", self.name))
-            .expect(sql);
-    }
-
-    fn count(&mut self, sql: &str) -> i64 {
-        self.admin
-            .batch_execute(&format!("SET search_path TO \"{}\"", self.name))
-            .expect("search_path");
-        self.admin.query_one(sql, &[]).expect(sql).get(0)
-    }
-}
-
-/// A fresh schema name and an admin connection, or `None` (after a note)
-/// when there is no server and the tools are not required.
-fn schema() -> Option<TestSchema> {
-    let admin = match postgres::Client::connect(&url(), postgres::NoTls) {
-        Ok(c) => c,
-        Err(e) => {
-            if std::env::var("MSTATE_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("no PostgreSQL server at {:?}: {e}", url());
-            }
-            eprintln!(
-                "skipped: no PostgreSQL server at {:?} ({e}); set MSTATE_TEST_PG_URL",
-                url()
-            );
-            return None;
-        }
-    };
-    let name = format!("mstate_test_{:016x}", random());
-    Some(TestSchema { name, admin })
-}
-
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
-}
+use support::pg::{schema, url, TestSchema};
 
 fn mid(s: &str) -> MilestoneId {
     MilestoneId::new(s).unwrap()
@@ -316,7 +241,16 @@ fn concurrent_savers_never_lose_an_update() {
     assert_eq!(revisions, (1..=n).collect::<BTreeSet<u64>>());
     let store = s.store();
     assert_eq!(store.load(&id).unwrap().envelope.revision, n);
-    assert_eq!(store.history(&id).unwrap().len() as u64, n - 1);
+    // The newest superseded revisions are kept, as many as the store's
+    // backups (default 50).
+    let kept: Vec<u64> = store
+        .history(&id)
+        .unwrap()
+        .iter()
+        .filter_map(|b| b.revision)
+        .collect();
+    let want = mstate_store::store::DEFAULT_MAX_BACKUPS as u64;
+    assert_eq!(kept, ((n - want)..n).rev().collect::<Vec<u64>>());
     let saved = all_events(
         &store,
         &id,
@@ -573,11 +507,12 @@ fn locks_exclude_other_holders_and_release_only_for_the_holder() {
     )
     .unwrap();
     assert!(a.lock_release(&id, None, true).unwrap().is_some());
+    // Logged as the file backend logs a forced release.
     let broken = all_events(
         &a,
         &id,
         &EventQuery {
-            types: vec!["lock_broken".into()],
+            types: vec!["lock_force_released".into()],
             ..Default::default()
         },
     );

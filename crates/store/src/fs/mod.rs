@@ -100,28 +100,6 @@ pub fn discover(cwd: &Path, env_dir: Option<&Path>) -> PathBuf {
     cwd.join(STORE_DIR)
 }
 
-/// The names among `known` close enough to `name` to be what was meant
-/// (a typo: at most a third of the longer name's characters differ, at
-/// least one; a swap of two neighbours counts once), nearest first, at
-/// most three.
-fn nearest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut close: Vec<(usize, &str)> = known
-        .into_iter()
-        .filter(|k| *k != name)
-        .filter_map(|k| {
-            let d = strsim::osa_distance(name, k);
-            let longer = name.chars().count().max(k.chars().count());
-            (d <= (longer / 3).max(1)).then_some((d, k))
-        })
-        .collect();
-    close.sort();
-    close
-        .into_iter()
-        .take(3)
-        .map(|(_, k)| k.to_string())
-        .collect()
-}
-
 impl FsStore {
     /// Open the store rooted at `root` on the real filesystem.
     pub fn open(root: impl Into<PathBuf>, opts: FsOptions) -> Result<Self> {
@@ -315,7 +293,7 @@ impl FsStore {
         let known = self.milestone_ids().unwrap_or_default();
         Error::UnknownMilestone {
             name: id.to_string(),
-            nearest: nearest(id.as_str(), known.iter().map(|k| k.as_str())),
+            nearest: crate::id::nearest(id.as_str(), known.iter().map(|k| k.as_str())),
             no_store: None,
         }
     }

@@ -22,7 +22,7 @@ use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
 use crate::io::{FileKind, LockMode};
 use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionView};
-use crate::process::{self, Alive};
+use crate::process;
 use crate::time;
 
 /// Stored status of a live session.
@@ -294,20 +294,7 @@ impl FsStore {
         if r.host.as_deref().is_some_and(|h| h != self.opts.actor.host) {
             return None;
         }
-        if let (Some(theirs), Some(ours)) = (&r.boot_id, process::boot_id()) {
-            if theirs != &ours {
-                return Some("started before the last reboot".into());
-            }
-        }
         let pid = u32::try_from(r.pid).ok().filter(|p| *p > 0)?;
-        if process::alive(pid) == Alive::No {
-            return Some(format!("process {pid} is gone"));
-        }
-        match r.pid_start {
-            Some(start) if process::start_ticks(pid).is_some_and(|now| now != start) => {
-                Some(format!("pid {pid} now belongs to another process"))
-            }
-            _ => None,
-        }
+        process::gone(pid, r.pid_start, r.boot_id.as_deref())
     }
 }

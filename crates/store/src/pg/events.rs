@@ -103,6 +103,15 @@ pub(super) fn append(
     })
 }
 
+/// Bounds on the seqs a query reads (both open when `None`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct SeqRange {
+    /// Only events after this seq.
+    pub after: Option<u64>,
+    /// Only events up to this seq.
+    pub upto: Option<u64>,
+}
+
 impl PgStore {
     /// Append an event; its seq is the milestone's next, without gaps.
     /// A milestone never named before gets its row (and seq 1).
@@ -123,6 +132,17 @@ impl PgStore {
         &self,
         id: &MilestoneId,
         q: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.query_events(id, q, SeqRange::default(), sink)
+    }
+
+    /// [`PgStore::events`] over the events whose seq is in `range`.
+    pub(super) fn query_events(
+        &self,
+        id: &MilestoneId,
+        q: &EventQuery,
+        range: SeqRange,
         sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
     ) -> Result<ReadReport> {
         let want = match (q.tail, q.limit) {
@@ -154,6 +174,16 @@ impl PgStore {
         if let Some(s) = &q.session {
             params.push(s);
             filter.push_str(&format!(" AND session_id = ${}", params.len()));
+        }
+        let after = range.after.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let upto = range.upto.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        if let Some(a) = &after {
+            params.push(a);
+            filter.push_str(&format!(" AND seq > ${}", params.len()));
+        }
+        if let Some(u) = &upto {
+            params.push(u);
+            filter.push_str(&format!(" AND seq <= ${}", params.len()));
         }
         let base = "SELECT seq, ts, line FROM mstate_events WHERE ";
         let (tail, limit);

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result, TokenRefusal};
 use crate::id::MilestoneId;
-use crate::model::{Liveness, LockInfo, LockRequest, LockStatus};
+use crate::model::{Actor, Liveness, LockInfo, LockRequest, LockStatus};
 
 use super::events::{append, NO_SESSION};
 use super::state::{lock_row, MilestoneRow};
@@ -76,6 +76,36 @@ pub(super) fn decode(id: &str, row: &Row) -> Result<LockRow, Fail> {
     })
 }
 
+impl LockRow {
+    /// Why the lease protects nothing any more: it expired, or its holder
+    /// was a process of this host that is gone (broken at once; a holder
+    /// on another host only at expiry). `None` while it holds.
+    pub(super) fn stale(&self, actor: &Actor) -> Option<String> {
+        if self.expired {
+            return Some(format!(
+                "lease expired at {}",
+                self.lease.expires_at.as_deref().unwrap_or("?")
+            ));
+        }
+        let info = &self.lease.info;
+        if info.host.as_deref() != Some(actor.host.as_str()) {
+            return None;
+        }
+        crate::process::gone(info.pid, info.pid_start, info.boot_id.as_deref())
+            .map(|why| format!("its holder on this host: {why}"))
+    }
+
+    /// Whether the holder is the caller or one of its ancestors on this
+    /// host (a shell that took the lock, then runs `mstate save`).
+    pub(super) fn held_by_tree_of(&self, actor: &Actor) -> bool {
+        let info = &self.lease.info;
+        info.host.as_deref() == Some(actor.host.as_str())
+            && crate::process::ancestry(actor.pid)
+                .iter()
+                .any(|(pid, start)| *pid == info.pid && (info.pid_start.is_none() || *start == info.pid_start))
+    }
+}
+
 /// The milestone's lock row, if there is one.
 pub(super) fn current(
     client: &mut impl GenericClient,
@@ -89,9 +119,11 @@ pub(super) fn current(
 
 /// May a write of `id` go ahead? Run under the milestone row's lock.
 /// With a token, only if it is the milestone's newest and its lease is
-/// there and live; without, only while no live lease is held.
+/// there and live; without, only while no live lease is held by anyone
+/// but the caller's process tree.
 pub(super) fn check_write(
     tx: &mut Transaction<'_>,
+    actor: &Actor,
     id: &MilestoneId,
     row: &MilestoneRow,
     token: Option<u64>,
@@ -99,7 +131,9 @@ pub(super) fn check_write(
     let lock = current(tx, id)?;
     let Some(t) = token else {
         return match lock {
-            Some(l) if !l.expired => Err(Fail::Busy(Some(Box::new(l.lease.info)))),
+            Some(l) if l.stale(actor).is_none() && !l.held_by_tree_of(actor) => {
+                Err(Fail::Busy(Some(Box::new(l.lease.info))))
+            }
             _ => Ok(()),
         };
     };
@@ -144,15 +178,15 @@ impl PgStore {
         self.write("take the lock in", id, req.timeout, |tx| {
             let _row = lock_row(tx, id, true)?.ok_or_else(|| not_found(id))?;
             if let Some(old) = current(tx, id)? {
-                if !old.expired {
+                let Some(reason) = old.stale(&self.actor) else {
                     return Err(Fail::Busy(Some(Box::new(old.lease.info))));
-                }
+                };
                 tx.execute(
                     "DELETE FROM mstate_locks WHERE milestone_id = $1",
                     &[&id.as_str()],
                 )?;
                 let data = json!({
-                    "reason": format!("lease expired at {}", old.lease.expires_at.as_deref().unwrap_or("?")),
+                    "reason": reason,
                     "token": old.lease.token,
                     "holder": old.lease.info,
                 });
@@ -192,7 +226,7 @@ impl PgStore {
     pub fn lock_renew(&self, id: &MilestoneId, token: u64) -> Result<Lease> {
         self.write("renew the lock in", id, Duration::ZERO, |tx| {
             let row = lock_row(tx, id, false)?.ok_or_else(|| not_found(id))?;
-            check_write(tx, id, &row, Some(token))?;
+            check_write(tx, &self.actor, id, &row, Some(token))?;
             tx.execute(
                 "UPDATE mstate_locks SET expires_at = clock_timestamp() + ttl_secs * interval '1 second' \
                  WHERE milestone_id = $1",
@@ -224,10 +258,7 @@ impl PgStore {
             };
             let own = match token {
                 Some(t) => lock.lease.token == t,
-                None => {
-                    lock.lease.info.host.as_deref() == Some(self.actor.host.as_str())
-                        && lock.lease.info.pid == self.actor.pid
-                }
+                None => lock.held_by_tree_of(&self.actor),
             };
             if !own && !force {
                 return Err(Fail::Store(Error::LockNotOwned {
@@ -240,12 +271,8 @@ impl PgStore {
                 &[&id.as_str()],
             )?;
             if !own {
-                let data = json!({
-                    "reason": "forced",
-                    "token": lock.lease.token,
-                    "holder": lock.lease.info,
-                });
-                append(tx, &self.actor, id, NO_SESSION, "lock_broken", &data)?;
+                let data = json!({"holder": lock.lease.info, "token": lock.lease.token});
+                append(tx, &self.actor, id, NO_SESSION, "lock_force_released", &data)?;
             }
             Ok(Some(lock.lease.info))
         })
@@ -257,13 +284,9 @@ impl PgStore {
         Ok(lock.map(|l| {
             let held_by_caller = l.lease.info.host.as_deref() == Some(self.actor.host.as_str())
                 && l.lease.info.pid == self.actor.pid;
-            let liveness = if l.expired {
-                Liveness::Stale(format!(
-                    "lease expired at {}",
-                    l.lease.expires_at.as_deref().unwrap_or("?")
-                ))
-            } else {
-                Liveness::Held
+            let liveness = match l.stale(&self.actor) {
+                Some(why) => Liveness::Stale(why),
+                None => Liveness::Held,
             };
             LockStatus {
                 milestone_id: id.to_string(),

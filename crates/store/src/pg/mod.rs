@@ -66,14 +66,19 @@
 //!   queries from the last seq it saw, so a notification lost while it
 //!   reconnects costs only latency.
 
+mod api;
+mod backups;
 pub mod events;
 mod fail;
+mod follow;
 pub mod lock;
 pub mod migrate;
 pub mod schema;
+mod session;
 mod state;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -82,6 +87,7 @@ use postgres::{Client, Config, NoTls, Transaction};
 use crate::error::{Error, Result};
 use crate::id::MilestoneId;
 use crate::model::Actor;
+use crate::store::StoreOptions;
 
 pub use self::fail::Fail;
 pub use self::lock::Lease;
@@ -110,7 +116,15 @@ pub struct PgStore {
     /// the password).
     place: String,
     actor: Actor,
+    /// Backups kept, the session events name by default, the lock wait of
+    /// operations that take no write options.
+    opts: StoreOptions,
+    /// Whether the schema is known to be at the version this code writes
+    /// (checked once: a store is migrated by its first write).
+    ready: AtomicBool,
     conn: Mutex<Option<Client>>,
+    /// Warnings of operations since the last [`crate::Store::take_warnings`].
+    warnings: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -132,6 +146,25 @@ impl PgStore {
     /// [`PgStore::connect`], recording `actor` as who acts (in events,
     /// locks and sessions).
     pub fn connect_as(url: &str, schema: &str, actor: Actor) -> Result<PgStore> {
+        let store = PgStore::open(
+            url,
+            schema,
+            StoreOptions {
+                actor,
+                ..StoreOptions::default()
+            },
+        )?;
+        store.ensure_schema()?;
+        Ok(store)
+    }
+
+    /// Open the store in `schema` of the database at `url`, connecting
+    /// once to check it: a server that cannot be reached, refused
+    /// authentication or a schema of a newer version than this code
+    /// knows fail here. A schema at an older version is migrated; a
+    /// missing one is created by the first write (reads of a store that
+    /// does not exist create nothing).
+    pub fn open(url: &str, schema: &str, opts: StoreOptions) -> Result<PgStore> {
         migrate::check_schema_name(schema)?;
         let mut config: Config = url.parse().map_err(|e: postgres::Error| {
             Error::invalid(
@@ -150,14 +183,54 @@ impl PgStore {
             config,
             schema: schema.to_string(),
             place,
-            actor,
+            actor: opts.actor.clone(),
+            opts,
+            ready: AtomicBool::new(false),
             conn: Mutex::new(None),
+            warnings: Mutex::new(Vec::new()),
         };
-        store.with_client("migrate", |c| {
-            migrate::migrate(c, &store.schema)?;
+        let version = store.read("read the schema version of", migrate::current_version)?;
+        let latest = schema::latest_version();
+        if version > latest {
+            return Err(Error::invalid(
+                "database schema",
+                format!(
+                    "{} is at version {version}, newer than this mstate knows ({latest}); use a newer mstate",
+                    store.place
+                ),
+            ));
+        }
+        if version > 0 {
+            store.ensure_schema()?;
+        }
+        Ok(store)
+    }
+
+    /// Create or migrate the schema unless it is known to be current.
+    /// Safe when several processes do it at once (see [`migrate`]).
+    pub(crate) fn ensure_schema(&self) -> Result<()> {
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.with_client("migrate", |c| {
+            migrate::migrate(c, &self.schema)?;
             Ok(())
         })?;
-        Ok(store)
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the store's schema exists (migrating it if it is old).
+    pub(crate) fn has_schema(&self) -> Result<bool> {
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let version = self.read("read the schema version of", migrate::current_version)?;
+        if version == 0 {
+            return Ok(false);
+        }
+        self.ensure_schema()?;
+        Ok(true)
     }
 
     /// The schema the store lives in.
@@ -271,6 +344,7 @@ impl PgStore {
         timeout: Duration,
         mut body: impl FnMut(&mut Transaction<'_>) -> Result<T, Fail>,
     ) -> Result<T> {
+        self.ensure_schema()?;
         let start = Instant::now();
         let mut retries = 0;
         let mut reconnected = false;

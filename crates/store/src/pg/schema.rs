@@ -22,11 +22,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first; versions are 1, 2, ... without gaps.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "milestones, revisions, checkpoints, events, locks, sessions",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "milestones, revisions, checkpoints, events, locks, sessions",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        description: "current session; NOTIFY on every event",
+        sql: V2,
+    },
+];
 
 /// The version a fully migrated schema is at.
 pub fn latest_version() -> i32 {
@@ -140,6 +147,32 @@ CREATE TABLE mstate_sessions (
     boot_id           text
 );
 CREATE INDEX mstate_sessions_milestone ON mstate_sessions (milestone_id, created_at);
+"#;
+
+/// Version 2: what the store API needs beyond version 1.
+///
+/// - `mstate_current_session`: the store's current session (at most one
+///   row), what events name when their caller names none.
+/// - A trigger on `mstate_events` that sends `NOTIFY` on the channel
+///   `mstate_events:<schema>` with the payload `<seq> <milestone id>` for
+///   every event, delivered at commit: `events --follow` waits on it
+///   instead of polling. The schema is read from the table's own, so
+///   stores in several schemas of one database do not wake each other.
+const V2: &str = r#"
+CREATE TABLE mstate_current_session (
+    one        boolean PRIMARY KEY DEFAULT true CHECK (one),
+    session_id text NOT NULL
+);
+
+CREATE FUNCTION mstate_notify_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('mstate_events:' || TG_TABLE_SCHEMA, NEW.seq || ' ' || NEW.milestone_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER mstate_events_notify AFTER INSERT ON mstate_events
+    FOR EACH ROW EXECUTE FUNCTION mstate_notify_event();
 "#;
 
 #[cfg(test)]

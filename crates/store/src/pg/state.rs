@@ -4,12 +4,12 @@
 use std::time::SystemTime;
 
 use postgres::Transaction;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::error::{Error, ObjectKind, Result};
 use crate::id::MilestoneId;
 use crate::model::{
-    BackupInfo, Envelope, Loaded, MilestoneSummary, Saved, Status, ENVELOPE_VERSION,
+    Actor, BackupInfo, Envelope, Loaded, MilestoneSummary, Saved, Status, ENVELOPE_VERSION,
 };
 use crate::store::{Initialized, WriteOptions};
 
@@ -59,6 +59,29 @@ pub(super) fn lock_row(
     }))
 }
 
+/// The checks of every write of a state: the fencing token (or no live
+/// lease of someone else's) and the expected revision.
+pub(super) fn check_state_write(
+    tx: &mut Transaction<'_>,
+    actor: &Actor,
+    id: &MilestoneId,
+    row: &MilestoneRow,
+    opts: &WriteOptions,
+    token: Option<u64>,
+) -> Result<(), Fail> {
+    check_write(tx, actor, id, row, token)?;
+    if let Some(expected) = opts.expect_revision {
+        if expected != row.revision {
+            return Err(Fail::Store(Error::Conflict {
+                milestone: id.to_string(),
+                expected,
+                actual: row.revision,
+            }));
+        }
+    }
+    Ok(())
+}
+
 fn parse_status(s: &str) -> Status {
     if s == "completed" {
         Status::Completed
@@ -67,7 +90,7 @@ fn parse_status(s: &str) -> Status {
     }
 }
 
-fn not_found(id: &MilestoneId) -> Error {
+pub(super) fn not_found(id: &MilestoneId) -> Error {
     Error::NotFound {
         kind: ObjectKind::Milestone,
         name: id.to_string(),
@@ -86,7 +109,7 @@ impl PgStore {
     pub fn init(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Initialized> {
         self.write("initialise a milestone in", id, opts.lock_timeout, |tx| {
             let row = lock_row(tx, id, true)?.ok_or_else(|| not_found(id))?;
-            check_write(tx, id, &row, None)?;
+            check_write(tx, &self.actor, id, &row, None)?;
             let fresh = row.next_seq == 1;
             if fresh {
                 append(
@@ -145,48 +168,64 @@ impl PgStore {
     ) -> Result<Saved> {
         self.write("save the state in", id, opts.lock_timeout, |tx| {
             let row = lock_row(tx, id, true)?.ok_or_else(|| not_found(id))?;
-            check_write(tx, id, &row, token)?;
-            if let Some(expected) = opts.expect_revision {
-                if expected != row.revision {
-                    return Err(Fail::Store(Error::Conflict {
-                        milestone: id.to_string(),
-                        expected,
-                        actual: row.revision,
-                    }));
-                }
-            }
-            let backup = if row.revision > 0 {
-                tx.execute(
-                    "INSERT INTO mstate_revisions (milestone_id, revision, state, state_text, written_at) \
-                     SELECT id, revision, state, state_text, state_written_at \
-                     FROM mstate_milestones WHERE id = $1",
-                    &[&id.as_str()],
-                )?;
-                Some(revision_name(row.revision))
-            } else {
-                None
-            };
-            let written = tx.query_one(
-                "UPDATE mstate_milestones SET revision = revision + 1, state = $2::text::jsonb, \
-                 state_text = $2::text, state_written_at = clock_timestamp(), \
-                 updated_at = clock_timestamp() \
-                 WHERE id = $1 RETURNING revision, state_written_at",
-                &[&id.as_str(), &text],
+            check_state_write(tx, &self.actor, id, &row, opts, token)?;
+            self.commit_state(tx, id, &row, text, "state_saved", Map::new())
+        })
+    }
+
+    /// Write `text` as the milestone's next revision, with the current
+    /// one moved to the history (the oldest beyond `max_backups` pruned),
+    /// and log `event` with `data` and the revision, in the caller's
+    /// transaction: the common end of save, update, recover and restore,
+    /// run under the row's lock after their checks.
+    pub(super) fn commit_state(
+        &self,
+        tx: &mut Transaction<'_>,
+        id: &MilestoneId,
+        row: &MilestoneRow,
+        text: &str,
+        event: &str,
+        data: Map<String, Value>,
+    ) -> Result<Saved, Fail> {
+        let backup = if row.revision > 0 {
+            tx.execute(
+                "INSERT INTO mstate_revisions (milestone_id, revision, state, state_text, written_at) \
+                 SELECT id, revision, state, state_text, state_written_at \
+                 FROM mstate_milestones WHERE id = $1",
+                &[&id.as_str()],
             )?;
-            let revision: i64 = written.try_get(0)?;
-            let at: SystemTime = written.try_get(1)?;
-            let revision = u64::try_from(revision).unwrap_or(0);
-            let mut data = json!({"revision": revision});
-            if let Some(b) = &backup {
-                data["backup"] = json!(b);
-            }
-            append(tx, &self.actor, id, NO_SESSION, "state_saved", &data)?;
-            Ok(Saved {
-                milestone_id: id.to_string(),
-                revision,
-                timestamp: format_time(at),
-                backup: backup.clone(),
-            })
+            let keep = i64::try_from(self.opts.max_backups).unwrap_or(i64::MAX);
+            let prev = i64::try_from(row.revision).unwrap_or(i64::MAX);
+            tx.execute(
+                "DELETE FROM mstate_revisions WHERE milestone_id = $1 AND revision <= $2::bigint - $3::bigint",
+                &[&id.as_str(), &prev, &keep],
+            )?;
+            Some(revision_name(row.revision))
+        } else {
+            None
+        };
+        let written = tx.query_one(
+            "UPDATE mstate_milestones SET revision = revision + 1, state = $2::text::jsonb, \
+             state_text = $2::text, state_written_at = clock_timestamp(), \
+             updated_at = clock_timestamp() \
+             WHERE id = $1 RETURNING revision, state_written_at",
+            &[&id.as_str(), &text],
+        )?;
+        let revision: i64 = written.try_get(0)?;
+        let at: SystemTime = written.try_get(1)?;
+        let revision = u64::try_from(revision).unwrap_or(0);
+        let mut full = Map::new();
+        full.insert("revision".into(), json!(revision));
+        if let Some(b) = &backup {
+            full.insert("backup".into(), json!(b));
+        }
+        full.extend(data);
+        append(tx, &self.actor, id, NO_SESSION, event, &Value::Object(full))?;
+        Ok(Saved {
+            milestone_id: id.to_string(),
+            revision,
+            timestamp: format_time(at),
+            backup,
         })
     }
 
@@ -297,7 +336,7 @@ impl PgStore {
             if row.revision == 0 {
                 return Err(Fail::Store(not_found(id)));
             }
-            check_write(tx, id, &row, token)?;
+            check_write(tx, &self.actor, id, &row, token)?;
             if row.status == to {
                 return Err(Fail::Store(Error::invalid(
                     "milestone state",

@@ -1,0 +1,194 @@
+//! `events --follow` in PostgreSQL: woken by `NOTIFY`, reading by seq.
+//!
+//! A follower opens a connection of its own and `LISTEN`s on the store's
+//! channel (see [`super::schema`], version 2) before it reads anything.
+//! It then reads the newest seq, runs the query up to that seq, and from
+//! then on, each time a notification names its milestone, reads the
+//! events after the last seq it covered up to the newest: no event is
+//! missed or shown twice, whatever the notifications. Notifications sent
+//! while the listening connection was down are lost, so after a
+//! reconnect it catches up by seq the same way. Between notifications it
+//! sleeps in the wait for one, waking only to check `stop`.
+
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::Client;
+
+use crate::error::Result;
+use crate::fs::log::LogLine;
+use crate::id::MilestoneId;
+use crate::model::{EventQuery, ReadReport};
+
+use super::events::SeqRange;
+use super::migrate::quote_ident;
+use super::PgStore;
+
+/// How often a follower waiting for a notification checks `stop`.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+
+/// Longest pause between two tries to reconnect the listener.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
+
+impl PgStore {
+    /// The channel appends of this store notify.
+    fn channel(&self) -> String {
+        format!("mstate_events:{}", self.schema)
+    }
+
+    /// A new connection listening on the store's channel.
+    fn listener(&self) -> Result<Client> {
+        let mut client = self.open_connection()?;
+        client
+            .batch_execute(&format!("LISTEN {}", quote_ident(&self.channel())))
+            .map_err(|e| super::Fail::Db(e).into_error(self, "listen for events in"))?;
+        Ok(client)
+    }
+
+    /// The newest seq of `id` (0 before its first event).
+    fn newest_seq(&self, id: &MilestoneId) -> Result<u64> {
+        self.read("read the newest event of", |c| {
+            let row = c.query_opt(
+                "SELECT next_seq - 1 FROM mstate_milestones WHERE id = $1",
+                &[&id.as_str()],
+            )?;
+            let n: i64 = match row {
+                Some(r) => r.try_get(0)?,
+                None => 0,
+            };
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    pub(super) fn follow_events(
+        &self,
+        id: &MilestoneId,
+        q: &EventQuery,
+        stop: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        let mut listener = Some(self.listener()?);
+        let mut covered = self.newest_seq(id)?;
+        let mut handed = 0usize;
+        let mut more = true;
+        let mut counting = |line: &LogLine| -> Result<bool> {
+            handed += 1;
+            let go_on = sink(line)?;
+            Ok(go_on && q.limit.is_none_or(|l| handed < l))
+        };
+        self.query_events(
+            id,
+            q,
+            SeqRange {
+                after: None,
+                upto: Some(covered),
+            },
+            &mut |line| {
+                more = counting(line)?;
+                Ok(more)
+            },
+        )?;
+        // What comes next is new: no tail, no reversal, the limit counted
+        // across both parts.
+        let later = EventQuery {
+            tail: None,
+            reverse: false,
+            limit: None,
+            ..q.clone()
+        };
+        let mut pause = Duration::from_millis(50);
+        while more && !stop() {
+            let Some(conn) = listener.as_mut() else {
+                match self.listener() {
+                    Ok(c) => {
+                        listener = Some(c);
+                        pause = Duration::from_millis(50);
+                    }
+                    Err(_) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
+                        continue;
+                    }
+                }
+                // Reconnected: notifications may have been lost.
+                self.catch_up(id, &later, &mut covered, &mut |line| {
+                    more = counting(line)?;
+                    Ok(more)
+                })?;
+                continue;
+            };
+            let mut wake = false;
+            let mut lost = false;
+            {
+                let mut notes = conn.notifications();
+                match notes.timeout_iter(STOP_CHECK).next() {
+                    Ok(Some(n)) => wake |= names(n.payload(), id),
+                    Err(_) => lost = true,
+                    Ok(None) => {}
+                }
+                // Drain what else arrived, without waiting.
+                let mut rest = notes.iter();
+                loop {
+                    match rest.next() {
+                        Ok(Some(n)) => wake |= names(n.payload(), id),
+                        Err(_) => {
+                            lost = true;
+                            break;
+                        }
+                        Ok(None) => break,
+                    }
+                }
+            }
+            if lost || conn.is_closed() {
+                listener = None;
+                continue;
+            }
+            if wake {
+                self.catch_up(id, &later, &mut covered, &mut |line| {
+                    more = counting(line)?;
+                    Ok(more)
+                })?;
+            }
+        }
+        Ok(ReadReport::default())
+    }
+
+    /// Hand over the events after `covered` up to the newest, and move
+    /// `covered` there.
+    fn catch_up(
+        &self,
+        id: &MilestoneId,
+        q: &EventQuery,
+        covered: &mut u64,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<()> {
+        let newest = self.newest_seq(id)?;
+        if newest <= *covered {
+            return Ok(());
+        }
+        let mut last = *covered;
+        let result = self.query_events(
+            id,
+            q,
+            SeqRange {
+                after: Some(*covered),
+                upto: Some(newest),
+            },
+            &mut |line| {
+                last = line.seq;
+                sink(line)
+            },
+        );
+        // A sink that stopped early leaves the rest for nobody: the
+        // follower ends. Otherwise every event up to `newest` was seen.
+        *covered = if result.is_ok() { newest } else { last };
+        result.map(|_| ())
+    }
+}
+
+/// Whether a notification's payload (`<seq> <milestone id>`) is about `id`.
+fn names(payload: &str, id: &MilestoneId) -> bool {
+    payload
+        .split_once(' ')
+        .is_some_and(|(_, m)| m == id.as_str())
+}
