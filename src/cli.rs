@@ -283,8 +283,10 @@ fn max_backups_arg() -> Arg {
 /// The end of `mstate --help`.
 fn after_help() -> String {
     format!(
-        "Store: -C DIR, else $MSTATE_DIR, else the nearest ancestor holding .milestones/state, \
-         else ./.milestones/state.\n\n\
+        "Store: --store LOCATION, else $MSTATE_STORE, else -C DIR, else $MSTATE_DIR, else the \
+         nearest ancestor holding .milestones/state, else ./.milestones/state. A LOCATION is a \
+         postgres:// URL (?schema=NAME, default mstate) or a directory; under -C DIR a directory \
+         in the environment is ignored.\n\n\
          --lock-timeout and --max-backups are taken by the commands that use them, before or \
          after the command's name.\n\n\
          Exit codes (the JSON error's \"code\" and \"kind\"; more: mstate help exit-codes):\n{}",
@@ -584,6 +586,7 @@ fn simple_load(args: &[OsString]) -> Option<Cli> {
     };
     let global = GlobalArgs {
         chdir: None,
+        store: None,
         json,
         lock_timeout: env(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)?,
         max_backups: env(MAX_BACKUPS_ENV, DEFAULT_MAX_BACKUPS)?,
@@ -621,6 +624,11 @@ struct Flags {
     /// Run as if started in DIR (like git -C).
     #[arg(short = 'C', value_name = "DIR", global = true)]
     chdir: Option<PathBuf>,
+
+    /// The store: postgres://user@host:port/db?schema=NAME, or the path of
+    /// a .milestones/state directory [env: MSTATE_STORE]
+    #[arg(long = "store", value_name = "LOCATION", global = true)]
+    store: Option<String>,
 
     /// Print machine-readable JSON (errors too, on stderr).
     #[arg(long, global = true)]
@@ -668,6 +676,8 @@ impl Setting {
 #[derive(Debug, Clone)]
 pub struct GlobalArgs {
     pub chdir: Option<PathBuf>,
+    /// `--store`, as given.
+    pub store: Option<String>,
     pub json: bool,
     /// `--lock-timeout` (its default for a command that takes no lock).
     pub lock_timeout: Setting,
@@ -725,6 +735,7 @@ fn resolve(flags: Flags, matches: &ArgMatches) -> Result<GlobalArgs, clap::Error
     };
     Ok(GlobalArgs {
         chdir: flags.chdir,
+        store: flags.store,
         json: flags.json,
         lock_timeout: setting(
             "lock_timeout",

@@ -31,11 +31,7 @@ impl Context {
                 base.display()
             )));
         }
-        // `-C DIR` wins over `MSTATE_DIR`: it runs as if started in DIR.
-        let env_dir = std::env::var_os("MSTATE_DIR")
-            .filter(|v| !v.is_empty() && global.chdir.is_none())
-            .map(PathBuf::from);
-        let location = Location::discover(&base, env_dir.as_deref());
+        let location = locate(&global, &base)?;
         let session = std::env::var("MSTATE_SESSION")
             .ok()
             .filter(|s| !s.is_empty());
@@ -67,6 +63,34 @@ impl Context {
             lock_token: None,
         })
     }
+}
+
+/// Where the store is: `--store`, else `MSTATE_STORE`, else the
+/// directory found from `base` (`-C DIR` wins over a directory named by
+/// the environment, `MSTATE_STORE` or `MSTATE_DIR`: it runs as if
+/// started in DIR; a URL in `MSTATE_STORE` holds under `-C`).
+fn locate(global: &GlobalArgs, base: &std::path::Path) -> CliResult<Location> {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(text) = &global.store {
+        return Location::parse(text, base)
+            .map_err(|e| CliError::Invalid(format!("--store {text:?}: {e}")));
+    }
+    if let Some(var) = env("MSTATE_STORE") {
+        let text = var.to_str().ok_or_else(|| {
+            CliError::Invalid(
+                "MSTATE_STORE is not valid UTF-8; give a postgres:// URL or a directory".into(),
+            )
+        })?;
+        let location = Location::parse(text, base)
+            .map_err(|e| CliError::Invalid(format!("MSTATE_STORE={text:?}: {e}")))?;
+        if matches!(location, Location::Postgres { .. }) || global.chdir.is_none() {
+            return Ok(location);
+        }
+    }
+    let env_dir = env("MSTATE_DIR")
+        .filter(|_| global.chdir.is_none())
+        .map(PathBuf::from);
+    Ok(Location::discover(base, env_dir.as_deref()))
 }
 
 /// `--lock-timeout` and `--max-backups`, checked: a bad value is an

@@ -117,9 +117,9 @@ fn without_password(url: &str) -> String {
 pub fn open(location: &Location, options: StoreOptions) -> Result<Box<dyn Store>> {
     match location {
         Location::Files(root) => Ok(Box::new(FsStore::open(root.clone(), options)?)),
-        Location::Postgres { url, schema } => Ok(Box::new(crate::pg::PgStore::open(
-            url, schema, options,
-        )?)),
+        Location::Postgres { url, schema } => {
+            Ok(Box::new(crate::pg::PgStore::open(url, schema, options)?))
+        }
     }
 }
 

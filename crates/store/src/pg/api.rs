@@ -145,7 +145,9 @@ impl PgStore {
                     kind: "state".into(),
                     path: format!("{}: milestone '{id}'", self.place),
                     problem: "the stored state's text and its jsonb copy differ".into(),
-                    repair: format!("save the state again (`mstate load {id}`, then `mstate save {id}`)"),
+                    repair: format!(
+                        "save the state again (`mstate load {id}`, then `mstate save {id}`)"
+                    ),
                     repairable: false,
                     repaired: false,
                 });

@@ -102,7 +102,9 @@ impl LockRow {
         info.host.as_deref() == Some(actor.host.as_str())
             && crate::process::ancestry(actor.pid)
                 .iter()
-                .any(|(pid, start)| *pid == info.pid && (info.pid_start.is_none() || *start == info.pid_start))
+                .any(|(pid, start)| {
+                    *pid == info.pid && (info.pid_start.is_none() || *start == info.pid_start)
+                })
     }
 }
 
@@ -272,7 +274,14 @@ impl PgStore {
             )?;
             if !own {
                 let data = json!({"holder": lock.lease.info, "token": lock.lease.token});
-                append(tx, &self.actor, id, NO_SESSION, "lock_force_released", &data)?;
+                append(
+                    tx,
+                    &self.actor,
+                    id,
+                    NO_SESSION,
+                    "lock_force_released",
+                    &data,
+                )?;
             }
             Ok(Some(lock.lease.info))
         })

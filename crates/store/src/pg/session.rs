@@ -92,9 +92,11 @@ impl PgStore {
             return Ok(NO_SESSION.to_string());
         }
         let current = self.read("read the current session of", |c| {
-            Ok(c.query_opt("SELECT session_id FROM mstate_current_session", &[])?
-                .map(|r| r.try_get::<_, String>(0))
-                .transpose()?)
+            Ok(
+                c.query_opt("SELECT session_id FROM mstate_current_session", &[])?
+                    .map(|r| r.try_get::<_, String>(0))
+                    .transpose()?,
+            )
         })?;
         Ok(current.unwrap_or_else(|| NO_SESSION.to_string()))
     }
@@ -143,12 +145,9 @@ impl PgStore {
             start.owner_pid
         );
         let own = start.owner_pid == self.actor.pid;
-        let pid_start = crate::process::start_ticks(if own {
-            self.actor.pid
-        } else {
-            start.owner_pid
-        })
-        .and_then(|t| i64::try_from(t).ok());
+        let pid_start =
+            crate::process::start_ticks(if own { self.actor.pid } else { start.owner_pid })
+                .and_then(|t| i64::try_from(t).ok());
         let boot_id = crate::process::boot_id();
         let pid = i64::from(start.owner_pid);
         self.write("start a session in", id, self.opts.lock_timeout, |tx| {

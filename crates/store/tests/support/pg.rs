@@ -40,8 +40,7 @@ impl TestSchema {
     /// others judge its locks by their leases, not by its pid).
     pub fn store_as(&self, pid: u32) -> PgStore {
         let host = format!("host-{pid}");
-        PgStore::connect_as(&url(), &self.name, Actor::new(pid, "tester", host))
-            .expect("connect")
+        PgStore::connect_as(&url(), &self.name, Actor::new(pid, "tester", host)).expect("connect")
     }
 
     /// Run SQL in the schema from the admin connection.
@@ -91,4 +90,3 @@ fn random() -> u64 {
     h.write_u32(std::process::id());
     h.finish()
 }
-
