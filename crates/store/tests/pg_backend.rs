@@ -799,3 +799,35 @@ fn a_failed_append_leaves_no_gap() {
         .collect();
     assert_eq!(seqs, [1, 2]);
 }
+
+/// `jsonb` cannot hold U+0000: such a state or event is refused as
+/// invalid input and changes nothing, while an escaped backslash before
+/// `u0000` (a literal text) is kept.
+#[test]
+fn u0000_is_refused_as_invalid_and_changes_nothing() {
+    let Some(s) = schema() else { return };
+    let store = s.store();
+    let id = mid("nul");
+    store.save(&id, &json!({"a": 1}), &opts(), None).unwrap();
+    for bad in [
+        &br#"{"a": "x\u0000y"}"#[..],
+        br#"{"k\u0000": 1}"#,
+        br#"{"a": "\\\u0000"}"#,
+    ] {
+        let err = store.save_text(&id, bad, &opts(), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    }
+    let err = store
+        .log(&id, &event("note", json!({"t": "a\u{0}b"}), None))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    let loaded = store.load(&id).unwrap();
+    assert_eq!(loaded.envelope.revision, 1);
+    assert_eq!(loaded.envelope.state, json!({"a": 1}));
+    let literal = br#"{"a": "\\u0000"}"#;
+    store.save_text(&id, literal, &opts(), None).unwrap();
+    assert_eq!(
+        store.load(&id).unwrap().envelope.state,
+        json!({"a": "\\u0000"})
+    );
+}

@@ -126,6 +126,7 @@ impl PgStore {
             crate::json::check_value_size(&value, "the updated state")?;
             let new = serde_json::to_string(&value)
                 .map_err(|e| Error::invalid("the updated state", e.to_string()))?;
+            super::state::check_no_nul(&new, "the updated state")?;
             self.commit_state(tx, id, &row, &new, "state_updated", Map::new())
         })
     }

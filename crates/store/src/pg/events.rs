@@ -55,6 +55,7 @@ pub(super) fn append(
 ) -> Result<Event, Fail> {
     let bad = |e: serde_json::Error| Error::invalid("event data", e.to_string());
     let data_text = serde_json::to_string(data).map_err(bad)?;
+    super::state::check_no_nul(&data_text, "event data")?;
     let mut middle = String::with_capacity(128 + data_text.len());
     for (key, value) in [
         ("milestone_id", id.as_str()),

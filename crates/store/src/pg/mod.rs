@@ -76,6 +76,7 @@ pub mod migrate;
 pub mod schema;
 mod session;
 mod state;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,6 +112,8 @@ const MAX_LOCK_PAUSE: Duration = Duration::from_millis(200);
 /// want to work in parallel open a store each.
 pub struct PgStore {
     config: Config,
+    /// The TLS connector `sslmode` asks for (`None`: plain connections).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     schema: String,
     /// Where the store is, for messages: host, database and schema (never
     /// the password).
@@ -166,7 +169,8 @@ impl PgStore {
     /// does not exist create nothing).
     pub fn open(url: &str, schema: &str, opts: StoreOptions) -> Result<PgStore> {
         migrate::check_schema_name(schema)?;
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| {
+        let ssl = tls::split(url)?;
+        let mut config: Config = ssl.rest.parse().map_err(|e: postgres::Error| {
             Error::invalid(
                 "PostgreSQL connection string",
                 format!("{e}; use postgresql://user@host:port/dbname or \"host=... user=... dbname=...\""),
@@ -178,9 +182,12 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("mstate");
         }
+        config.ssl_mode(ssl.mode.client_mode());
+        let tls = tls::connector(ssl.mode, ssl.root_cert.as_deref())?;
         let place = describe_place(&config, schema);
         let store = PgStore {
             config,
+            tls,
             schema: schema.to_string(),
             place,
             actor: opts.actor.clone(),
@@ -296,7 +303,11 @@ impl PgStore {
     }
 
     fn open_connection(&self) -> Result<Client> {
-        let mut client = self.config.connect(NoTls).map_err(|e| {
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        let mut client = connected.map_err(|e| {
             self.io_error(
                 "connect to",
                 format!(

@@ -59,6 +59,29 @@ pub(super) fn lock_row(
     }))
 }
 
+/// Refuse JSON text holding the character U+0000 (`\u0000`), which
+/// PostgreSQL's `jsonb` cannot store, as invalid input naming it (rather
+/// than as the server's error).
+pub(crate) fn check_no_nul(text: &str, what: &str) -> Result<()> {
+    let bytes = text.as_bytes();
+    for at in memchr::memmem::find_iter(bytes, b"\\u0000") {
+        // An escape only if the backslash is not itself escaped.
+        let run = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if run % 2 == 0 {
+            return Err(Error::invalid(
+                what,
+                "it holds the character U+0000 (\\u0000), which a PostgreSQL store cannot keep; \
+                 remove it, or keep this milestone in a file store",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The checks of every write of a state: the fencing token (or no live
 /// lease of someone else's) and the expected revision.
 pub(super) fn check_state_write(
@@ -166,6 +189,7 @@ impl PgStore {
         opts: &WriteOptions,
         token: Option<u64>,
     ) -> Result<Saved> {
+        check_no_nul(text, "state")?;
         self.write("save the state in", id, opts.lock_timeout, |tx| {
             let row = lock_row(tx, id, true)?.ok_or_else(|| not_found(id))?;
             check_state_write(tx, &self.actor, id, &row, opts, token)?;
