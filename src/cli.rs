@@ -585,6 +585,7 @@ fn simple_load(args: &[OsString]) -> Option<Cli> {
     let global = GlobalArgs {
         chdir: None,
         json,
+        lock_token: None,
         lock_timeout: env(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)?,
         max_backups: env(MAX_BACKUPS_ENV, DEFAULT_MAX_BACKUPS)?,
     };
@@ -625,6 +626,13 @@ struct Flags {
     /// Print machine-readable JSON (errors too, on stderr).
     #[arg(long, global = true)]
     json: bool,
+
+    /// Write with fencing token N of a lock you hold (`lock acquire`
+    /// prints it; default: $MSTATE_LOCK_TOKEN, which `lock run` sets):
+    /// the write is refused (exit 5) once that lock was released, expired
+    /// or taken again.
+    #[arg(long, value_name = "N", global = true)]
+    lock_token: Option<String>,
 }
 
 /// Where an option's value came from, for messages.
@@ -669,6 +677,8 @@ impl Setting {
 pub struct GlobalArgs {
     pub chdir: Option<PathBuf>,
     pub json: bool,
+    /// `--lock-token` as given (checked by [`crate::context`]).
+    pub lock_token: Option<String>,
     /// `--lock-timeout` (its default for a command that takes no lock).
     pub lock_timeout: Setting,
     /// `--max-backups` (its default for a command that writes no backup).
@@ -726,6 +736,7 @@ fn resolve(flags: Flags, matches: &ArgMatches) -> Result<GlobalArgs, clap::Error
     Ok(GlobalArgs {
         chdir: flags.chdir,
         json: flags.json,
+        lock_token: flags.lock_token,
         lock_timeout: setting(
             "lock_timeout",
             "--lock-timeout",
