@@ -14,8 +14,9 @@ pub struct Context {
     pub global: GlobalArgs,
     /// `--lock-timeout`, checked.
     lock_timeout: Duration,
-    /// `--lock-token` (or `MSTATE_LOCK_TOKEN`), checked.
-    lock_token: Option<LockToken>,
+    /// `--lock-token` (or `MSTATE_LOCK_TOKEN`), checked: a bad value of
+    /// the variable is the message of the writes' usage error.
+    lock_token: Result<Option<LockToken>, String>,
 }
 
 /// The variable that sets `--lock-token`; `lock run` sets it for its command.
@@ -57,7 +58,11 @@ impl Context {
             .ok()
             .filter(|s| !s.is_empty());
         let (lock_timeout, max_backups) = settings(&global)?;
-        let lock_token = lock_token(&global)?;
+        let lock_token = lock_token(&global);
+        if let (Err(message), Some(_)) = (&lock_token, &global.lock_token) {
+            // The flag is checked whatever the command.
+            return Err(usage(message.clone()));
+        }
         let opts = StoreOptions {
             max_backups,
             session,
@@ -88,6 +93,8 @@ impl Context {
         let lock_token = self
             .lock_token
             .as_ref()
+            .map_err(|message| usage(message.clone()))?
+            .as_ref()
             .filter(|t| t.milestone.as_deref().is_none_or(|m| m == id.as_str()))
             .map(|t| t.token);
         Ok(WriteOptions {
@@ -117,9 +124,10 @@ pub fn settings(global: &GlobalArgs) -> CliResult<(Duration, usize)> {
 }
 
 /// `--lock-token`, else `MSTATE_LOCK_TOKEN` (limited to the milestone of
-/// `MSTATE_LOCK_MILESTONE` when that is set), checked: a value that is not
-/// a token is a usage error, even for a command that writes nothing.
-fn lock_token(global: &GlobalArgs) -> CliResult<Option<LockToken>> {
+/// `MSTATE_LOCK_MILESTONE` when that is set); the message of a value that
+/// is not a token. A bad flag fails any command, a bad variable only the
+/// writes (as other variables fail only the commands that use them).
+fn lock_token(global: &GlobalArgs) -> Result<Option<LockToken>, String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let (value, named, milestone) = match &global.lock_token {
         Some(v) => (v.clone(), format!("--lock-token {v:?}"), None),
@@ -132,14 +140,21 @@ fn lock_token(global: &GlobalArgs) -> CliResult<Option<LockToken>> {
             None => return Ok(None),
         },
     };
-    let token = value.trim().parse::<u64>().map_err(|_| CliError::Usage {
-        message: format!(
+    let token = value.trim().parse::<u64>().map_err(|_| {
+        format!(
             "{named}: not a lock token; expected the whole number `mstate lock acquire` printed, \
              e.g. --lock-token 12"
-        ),
-        usage: None,
+        )
     })?;
     Ok(Some(LockToken { token, milestone }))
+}
+
+/// A usage error without a usage line.
+fn usage(message: String) -> CliError {
+    CliError::Usage {
+        message,
+        usage: None,
+    }
 }
 
 /// Parse a number of seconds (or a duration such as `500ms`, `2m`).
