@@ -64,7 +64,7 @@ pub const EXIT_CODES: &[ExitKind] = &[
     ExitKind {
         code: LOCKED,
         kind: "locked",
-        meaning: "lock not acquired in time, or not yours to release or pin",
+        meaning: "lock not acquired in time, not yours to release or pin, or its token refused",
     },
     ExitKind {
         code: INVALID,

@@ -47,6 +47,15 @@
 //!   on the holder's pidfd (its exit wakes them), so a hand-off or a dead
 //!   holder is noticed within milliseconds; every 100 ms they re-check the
 //!   holder's liveness anyway.
+//! - A lock a user takes (`lock acquire`, `lock run`) carries a fencing
+//!   token above every token of its milestone before it (see
+//!   [`crate::fs::token`]), durable before the lock is reported taken. A
+//!   write carrying a token ([`Locks::fence`]) passes only while it is the
+//!   newest token and its lock is in place and within its TTL, and then
+//!   runs inside the lock's exclusion without waiting for the lock; a
+//!   renewal ([`Locks::renew`]) is judged the same way and extends the TTL
+//!   by the lease it was taken with, from now, in the lock's `lease` file
+//!   (never in `info.json`, whose open file a pin holds).
 //!
 //! Limits, by decision:
 //! - A lock of another machine (another host name and boot id) is held: its
@@ -252,14 +261,14 @@ impl Locks<'_> {
             // may be its exit.)
             let age = time::parse_timestamp(&current.created)
                 .map(|t| time::now().duration_since(t).as_secs_f64());
-            let token = (current.id.clone(), current.pid, current.created.clone());
-            let new_holder = seen.as_ref() != Some(&token);
+            let holder = (current.id.clone(), current.pid, current.created.clone());
+            let new_holder = seen.as_ref() != Some(&holder);
             let young = woken
                 && new_holder
                 && current.ttl_secs.is_none()
                 && age.is_some_and(|a| (0.0..RECHECK.as_secs_f64()).contains(&a));
             woken = false;
-            seen = Some(token);
+            seen = Some(holder);
             if young {
                 // Wait below.
             } else if let Liveness::Stale(reason) = self.liveness(id, &current)? {

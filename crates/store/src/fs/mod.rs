@@ -499,9 +499,9 @@ impl FsStore {
         if InLock::held(&key) {
             return f();
         }
-        self.ensure_layout()?;
+        // Judged first: a refused write creates nothing, not even a store.
         let (guard, _info) = self.locks().fence(id, token)?;
-        let result = InLock::run(&key, f);
+        let result = self.ensure_layout().and_then(|()| InLock::run(&key, f));
         let _ = guard.unlock();
         result
     }
