@@ -54,6 +54,7 @@ const SPECS: &[Spec] = &[
             r#"mstate save build '{"step": 2, "files": ["a.rs"]}'"#,
             r#"echo '{"step": 3}' | mstate save build"#,
             r#"mstate save build '{"step": 3}' --expect-revision 2 --lock-timeout 5"#,
+            r#"mstate save build '{"step": 4}' --lock-token 12    # 12: printed by `lock acquire`"#,
         ],
     ),
     spec(
@@ -840,6 +841,9 @@ mod tests {
             &["--lock-timeout", "5", "log", "m1", "note"],
             &["log", "m1", "note", "--lock-timeout", "5"],
             &["events", "m1", "--max-backups", "5"],
+            &["save", "m1", "{}", "--lock-token", "3"],
+            &["--lock-token", "3", "update", "m1", "--set", "/a=1"],
+            &["load", "m1", "--lock-token", "3"],
         ];
         for case in cases {
             let args: Vec<OsString> = std::iter::once("mstate")

@@ -51,7 +51,7 @@ pub enum LockCommand {
     Acquire(AcquireArgs),
     /// Release the lock held by this shell; --force breaks anyone's (logged).
     Release(ReleaseArgs),
-    /// Show who holds the lock and whether the holder is alive.
+    /// Show who holds the lock, its fencing token, and whether the holder is alive.
     Status(StatusArgs),
     /// Pin the lock this shell holds with descriptor --fd, open on the file
     /// `lock acquire --pin-path` printed: the lock then stays held while any

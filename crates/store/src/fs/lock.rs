@@ -336,6 +336,16 @@ impl Locks<'_> {
         }
     }
 
+    /// [`Self::release_token`] once the writes in flight under the lock
+    /// (its holder's, or ones carrying its fencing token) are done, as
+    /// [`Self::release`] does: the next holder never writes alongside them.
+    /// Not for a caller inside the lock's exclusion (it would wait for
+    /// itself).
+    pub fn release_held(&self, id: &MilestoneId, token: &str) -> Result<bool> {
+        let _inner = self.exclude_writers(id)?;
+        self.release_token(id, token)
+    }
+
     /// Release the lock held by this process, an ancestor or its group;
     /// with `force`, whoever holds it. Returns the released lock's info and
     /// whether it was the caller's own. An in-flight reentrant write under

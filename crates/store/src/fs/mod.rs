@@ -1022,7 +1022,7 @@ impl ScopedLock<'_> {
             return Ok(());
         }
         if let Acquired::Fresh(info) = &self.acquired {
-            self.store.locks().release_token(&self.id, &info.id)?;
+            self.store.locks().release_held(&self.id, &info.id)?;
         }
         Ok(())
     }
