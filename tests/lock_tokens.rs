@@ -379,3 +379,44 @@ fn lock_run_renews_its_lease_while_its_command_runs() {
     );
     assert_eq!(json(&ok(d, &["load", "m"])), json(r#"{"late": true}"#));
 }
+
+#[test]
+fn concurrent_acquisitions_never_draw_the_same_token() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().to_path_buf();
+    ok(&d, &["init", "m"]);
+    let (workers, rounds) = (4, 5);
+    let tokens: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let d = &d;
+                s.spawn(move || {
+                    (0..rounds)
+                        .map(|_| {
+                            let out = cmd(d)
+                                .args(["lock", "run", "m", "--", "sh", "-c"])
+                                .arg("echo $MSTATE_LOCK_TOKEN")
+                                .output()
+                                .unwrap();
+                            printed_token(&out)
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let distinct: std::collections::BTreeSet<u64> = tokens.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        tokens.len(),
+        "a token drawn twice: {tokens:?}"
+    );
+    // Each worker saw its own tokens increase.
+    for w in tokens.chunks(rounds) {
+        assert!(w.windows(2).all(|p| p[0] < p[1]), "{w:?}");
+    }
+}
