@@ -54,6 +54,7 @@ const SPECS: &[Spec] = &[
             r#"mstate save build '{"step": 2, "files": ["a.rs"]}'"#,
             r#"echo '{"step": 3}' | mstate save build"#,
             r#"mstate save build '{"step": 3}' --expect-revision 2 --lock-timeout 5"#,
+            r#"mstate save build '{"step": 4}' --lock-token 12    # 12: printed by `lock acquire`"#,
         ],
     ),
     spec(
@@ -588,6 +589,7 @@ fn simple_load(args: &[OsString]) -> Option<Cli> {
         chdir: None,
         store: None,
         json,
+        lock_token: None,
         lock_timeout: env(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)?,
         max_backups: env(MAX_BACKUPS_ENV, DEFAULT_MAX_BACKUPS)?,
     };
@@ -633,6 +635,13 @@ struct Flags {
     /// Print machine-readable JSON (errors too, on stderr).
     #[arg(long, global = true)]
     json: bool,
+
+    /// Write with fencing token N of a lock you hold (`lock acquire`
+    /// prints it; default: $MSTATE_LOCK_TOKEN, which `lock run` sets):
+    /// the write is refused (exit 5) once that lock was released, expired
+    /// or taken again.
+    #[arg(long, value_name = "N", global = true)]
+    lock_token: Option<String>,
 }
 
 /// Where an option's value came from, for messages.
@@ -679,6 +688,8 @@ pub struct GlobalArgs {
     /// `--store`, as given.
     pub store: Option<String>,
     pub json: bool,
+    /// `--lock-token` as given (checked by [`crate::context`]).
+    pub lock_token: Option<String>,
     /// `--lock-timeout` (its default for a command that takes no lock).
     pub lock_timeout: Setting,
     /// `--max-backups` (its default for a command that writes no backup).
@@ -737,6 +748,7 @@ fn resolve(flags: Flags, matches: &ArgMatches) -> Result<GlobalArgs, clap::Error
         chdir: flags.chdir,
         store: flags.store,
         json: flags.json,
+        lock_token: flags.lock_token,
         lock_timeout: setting(
             "lock_timeout",
             "--lock-timeout",
@@ -840,6 +852,9 @@ mod tests {
             &["--lock-timeout", "5", "log", "m1", "note"],
             &["log", "m1", "note", "--lock-timeout", "5"],
             &["events", "m1", "--max-backups", "5"],
+            &["save", "m1", "{}", "--lock-token", "3"],
+            &["--lock-token", "3", "update", "m1", "--set", "/a=1"],
+            &["load", "m1", "--lock-token", "3"],
         ];
         for case in cases {
             let args: Vec<OsString> = std::iter::once("mstate")

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mstate_store::{Location, Store, StoreOptions, WriteOptions};
+use mstate_store::{Location, MilestoneId, Store, StoreOptions, WriteOptions};
 
 use crate::cli::{GlobalArgs, Setting};
 use crate::exit::{CliError, CliResult};
@@ -14,6 +14,24 @@ pub struct Context {
     pub global: GlobalArgs,
     /// `--lock-timeout`, checked.
     lock_timeout: Duration,
+    /// `--lock-token` (or `MSTATE_LOCK_TOKEN`), checked: a bad value of
+    /// the variable is the message of the writes' usage error.
+    lock_token: Result<Option<LockToken>, String>,
+}
+
+/// The variable that sets `--lock-token`; `lock run` sets it for its command.
+pub const LOCK_TOKEN_ENV: &str = "MSTATE_LOCK_TOKEN";
+
+/// The milestone whose lock `MSTATE_LOCK_TOKEN` is of (`lock run` sets it
+/// too): the token then goes with writes of that milestone only, so a
+/// command run under one milestone's lock can still write another.
+pub const LOCK_MILESTONE_ENV: &str = "MSTATE_LOCK_MILESTONE";
+
+/// A fencing token for writes, and the milestone it is limited to.
+#[derive(Debug, Clone)]
+struct LockToken {
+    token: u64,
+    milestone: Option<String>,
 }
 
 impl Context {
@@ -36,6 +54,11 @@ impl Context {
             .ok()
             .filter(|s| !s.is_empty());
         let (lock_timeout, max_backups) = settings(&global)?;
+        let lock_token = lock_token(&global);
+        if let (Err(message), Some(_)) = (&lock_token, &global.lock_token) {
+            // The flag is checked whatever the command.
+            return Err(usage(message.clone()));
+        }
         let opts = StoreOptions {
             max_backups,
             session,
@@ -47,6 +70,7 @@ impl Context {
             store,
             global,
             lock_timeout,
+            lock_token,
         })
     }
 
@@ -55,12 +79,24 @@ impl Context {
         Ok(self.lock_timeout)
     }
 
-    /// Write options with the global lock timeout.
-    pub fn write_options(&self, expect_revision: Option<u64>) -> CliResult<WriteOptions> {
+    /// Write options of a write of `id`, with the global lock timeout and
+    /// the fencing token that goes with writes of `id`.
+    pub fn write_options(
+        &self,
+        id: &MilestoneId,
+        expect_revision: Option<u64>,
+    ) -> CliResult<WriteOptions> {
+        let lock_token = self
+            .lock_token
+            .as_ref()
+            .map_err(|message| usage(message.clone()))?
+            .as_ref()
+            .filter(|t| t.milestone.as_deref().is_none_or(|m| m == id.as_str()))
+            .map(|t| t.token);
         Ok(WriteOptions {
             expect_revision,
             lock_timeout: self.lock_timeout()?,
-            lock_token: None,
+            lock_token,
         })
     }
 }
@@ -109,6 +145,40 @@ pub fn settings(global: &GlobalArgs) -> CliResult<(Duration, usize)> {
             ))
         })?;
     Ok((lock_timeout, max_backups))
+}
+
+/// `--lock-token`, else `MSTATE_LOCK_TOKEN` (limited to the milestone of
+/// `MSTATE_LOCK_MILESTONE` when that is set); the message of a value that
+/// is not a token. A bad flag fails any command, a bad variable only the
+/// writes (as other variables fail only the commands that use them).
+fn lock_token(global: &GlobalArgs) -> Result<Option<LockToken>, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (value, named, milestone) = match &global.lock_token {
+        Some(v) => (v.clone(), format!("--lock-token {v:?}"), None),
+        None => match var(LOCK_TOKEN_ENV) {
+            Some(v) => (
+                v.clone(),
+                format!("{LOCK_TOKEN_ENV}={v:?}"),
+                var(LOCK_MILESTONE_ENV),
+            ),
+            None => return Ok(None),
+        },
+    };
+    let token = value.trim().parse::<u64>().map_err(|_| {
+        format!(
+            "{named}: not a lock token; expected the whole number `mstate lock acquire` printed, \
+             e.g. --lock-token 12"
+        )
+    })?;
+    Ok(Some(LockToken { token, milestone }))
+}
+
+/// A usage error without a usage line.
+fn usage(message: String) -> CliError {
+    CliError::Usage {
+        message,
+        usage: None,
+    }
 }
 
 /// Parse a number of seconds (or a duration such as `500ms`, `2m`).

@@ -64,7 +64,7 @@ pub const EXIT_CODES: &[ExitKind] = &[
     ExitKind {
         code: LOCKED,
         kind: "locked",
-        meaning: "lock not acquired in time, or not yours to release or pin",
+        meaning: "lock not acquired in time, not yours to release or pin, or its token refused",
     },
     ExitKind {
         code: INVALID,
@@ -203,9 +203,37 @@ impl CliError {
 
     /// A lock timeout whose hint names `flag`, the option (or variable)
     /// that set the wait the user ran out of (`--timeout` of `lock
-    /// acquire`, else `--lock-timeout`). Other errors are unchanged.
+    /// acquire`, else `--lock-timeout`); a refused fencing token with the
+    /// way out. Other errors are unchanged.
     pub fn naming_wait(self, flag: &str) -> CliError {
         match self {
+            CliError::Store(e @ mstate_store::Error::TokenRefused { .. }) => {
+                let mstate_store::Error::TokenRefused {
+                    milestone, reason, ..
+                } = &e
+                else {
+                    return CliError::Store(e);
+                };
+                let way_out = match reason {
+                    mstate_store::TokenRefusal::NeverIssued { .. } => format!(
+                        "check the token: `mstate lock status {milestone}` shows the lock's"
+                    ),
+                    mstate_store::TokenRefusal::Expired { .. } => format!(
+                        "take the lock again (`mstate lock acquire {milestone}`), load the state \
+                         again and retry with the new token; `mstate lock run --ttl` renews its \
+                         lease while its command runs"
+                    ),
+                    _ => format!(
+                        "this process may have lost the lock while it paused: take it again \
+                         (`mstate lock acquire {milestone}`), load the state again and retry with \
+                         the new token"
+                    ),
+                };
+                CliError::Worded {
+                    code: LOCKED,
+                    message: format!("{e}; {way_out}"),
+                }
+            }
             CliError::Store(mstate_store::Error::LockTimeout {
                 milestone,
                 waited,

@@ -224,7 +224,13 @@ fn files(r: &Run) -> BTreeMap<&'static str, Value> {
         })
         .collect();
     out.insert("sessions", Value::Array(sessions));
-    let locks = std::fs::read_dir(root.join(".locks")).unwrap().count();
+    // Lock directories only: mstate keeps each milestone's fencing-token
+    // counter beside them.
+    let locks = std::fs::read_dir(root.join(".locks"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
     out.insert("locks left", serde_json::json!(locks));
     out.insert(
         "current session file",

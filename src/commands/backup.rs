@@ -98,7 +98,7 @@ pub fn cmd_recover(ctx: &Context, a: &RecoverArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     let r = ctx
         .store
-        .recover(&id, a.from.as_deref(), &ctx.write_options(None)?)?;
+        .recover(&id, a.from.as_deref(), &ctx.write_options(&id, None)?)?;
     let warnings = committed_warnings(ctx);
     let print = || -> CliResult {
         let mut out = Out::new();

@@ -59,7 +59,7 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
                 &id,
                 name.as_ref(),
                 a.force,
-                &ctx.write_options(None)?,
+                &ctx.write_options(&id, None)?,
             )?;
             let warnings = committed_warnings(ctx);
             let print = |mut out: Out| -> CliResult {
@@ -106,9 +106,11 @@ pub fn cmd_checkpoint(ctx: &Context, cmd: &CheckpointCommand) -> CliResult {
         CheckpointCommand::Restore(a) => {
             let id = milestone(&a.milestone)?;
             let name = checkpoint_name(&a.name)?;
-            let r =
-                ctx.store
-                    .checkpoint_restore(&id, &name, &ctx.write_options(a.expect_revision)?)?;
+            let r = ctx.store.checkpoint_restore(
+                &id,
+                &name,
+                &ctx.write_options(&id, a.expect_revision)?,
+            )?;
             let warnings = committed_warnings(ctx);
             let print = |mut out: Out| -> CliResult {
                 if ctx.global.json {

@@ -19,6 +19,15 @@
 //! not recorded; such a shell pins the lock instead (`lock acquire
 //! --pin-path`, then `lock pin --fd`, as the shell layer does): its jobs
 //! inherit the pinning descriptor and keep the lock while they run.
+//!
+//! Every lock taken by `lock acquire` or `lock run` carries a fencing token,
+//! higher than any before it for that milestone. `lock acquire` prints it;
+//! `lock run` gives it to its command as `MSTATE_LOCK_TOKEN` (with
+//! `MSTATE_LOCK_MILESTONE`), and renews the lease of a lock with `--ttl`
+//! every third of the TTL while the command runs. A write carrying the
+//! token (`--lock-token`, or the variable) is refused once its lock was
+//! released, broken, expired or taken again, so a holder that stalled past
+//! its lease cannot overwrite its successor's work.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -28,27 +37,27 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use mstate_store::model::{Liveness, LockRequest};
+use mstate_store::model::{Liveness, LockInfo, LockRequest};
 use mstate_store::process::{self, Alive};
 
 use super::milestone;
-use crate::context::{parse_secs, parse_ttl, Context};
+use crate::context::{parse_secs, parse_ttl, Context, LOCK_MILESTONE_ENV, LOCK_TOKEN_ENV};
 use crate::exit::{CliError, CliResult};
-use crate::output::{note, Out};
+use crate::output::{note, warn, Out};
 
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
-    /// Take the lock and keep it for the calling shell (or --owner-pid) until released or that process exits.
+    /// Take the lock and keep it for the calling shell (or --owner-pid) until released or that process exits; prints its fencing token.
     Acquire(AcquireArgs),
     /// Release the lock held by this shell; --force breaks anyone's (logged).
     Release(ReleaseArgs),
-    /// Show who holds the lock and whether the holder is alive.
+    /// Show who holds the lock, its fencing token, and whether the holder is alive.
     Status(StatusArgs),
     /// Pin the lock this shell holds with descriptor --fd, open on the file
     /// `lock acquire --pin-path` printed: the lock then stays held while any
     /// process holding that descriptor (the shell's jobs) lives.
     Pin(PinArgs),
-    /// Run a command while holding the lock; mstate commands it runs use the held lock.
+    /// Run a command while holding the lock; mstate commands it runs use the held lock, and its token ($MSTATE_LOCK_TOKEN).
     Run(RunArgs),
     /// Internal to `lock run`: wait until the runner holds the lock, then
     /// become the command (exits 125 without running it otherwise).
@@ -61,6 +70,9 @@ pub struct GateArgs {
     /// The read end of the runner's pipe.
     #[arg(long)]
     pub fd: i32,
+    /// The milestone locked, for the command's `MSTATE_LOCK_MILESTONE`.
+    #[arg(long)]
+    pub milestone: String,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -119,7 +131,8 @@ pub struct RunArgs {
     /// Wait at most SECS (default: --lock-timeout).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<String>,
-    /// Let others break the lock after this long even if the holder lives.
+    /// Let others break the lock after this long even if the holder lives;
+    /// renewed every third of it while the command runs.
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
     /// The command and its arguments.
@@ -172,7 +185,13 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
             } else if ctx.global.json {
                 out.json(&info)?;
             } else {
-                out.line(&format!("State lock acquired for milestone: {id}"))?;
+                // The seed's line, then the token (absent only when the
+                // lock was already held without one, by a seed script).
+                let token = info
+                    .token
+                    .map(|t| format!(" (token {t})"))
+                    .unwrap_or_default();
+                out.line(&format!("State lock acquired for milestone: {id}{token}"))?;
             }
         }
         LockCommand::Release(a) => {
@@ -227,8 +246,13 @@ pub fn cmd_lock(ctx: &Context, cmd: LockCommand) -> CliResult {
                         } else {
                             ""
                         };
+                        let token = s
+                            .info
+                            .token
+                            .map(|t| format!(" with token {t}"))
+                            .unwrap_or_default();
                         out.line(&format!(
-                            "{id}: locked by {} [{state}{mine}]",
+                            "{id}: locked by {}{token} [{state}{mine}]",
                             s.info.describe()
                         ))?;
                     }
@@ -391,7 +415,10 @@ fn run_locked(
                     return Err(cannot("cannot handle signals", e));
                 }
             };
-            let mut child = match Command::new(&command[0]).args(&command[1..]).spawn() {
+            let mut cmd = Command::new(&command[0]);
+            cmd.args(&command[1..]);
+            give_token(&mut cmd, id, guard.info().token);
+            let mut child = match cmd.spawn() {
                 Ok(c) => c,
                 Err(e) => {
                     forwarder.stop();
@@ -400,7 +427,7 @@ fn run_locked(
                 }
             };
             forwarder.aim(Target::Process(child.id()));
-            let status = child.wait();
+            let status = renewing(ctx, id, guard.info(), req.ttl, || child.wait());
             forwarder.stop();
             guard.release()?;
             status.map_err(|e| CliError::Other(format!("cannot wait for {:?}: {e}", command[0])))?
@@ -429,6 +456,7 @@ fn run_in_new_group(
         .map_err(|e| cannot("cannot pass a pipe on", e))?;
     let spawned = Command::new(exe)
         .args(["lock", "__gate", "--fd", &rd.as_raw_fd().to_string()])
+        .args(["--milestone", id.as_str()])
         .args(ctx.global.json.then_some("--json"))
         .arg("--")
         .args(command)
@@ -458,18 +486,88 @@ fn run_in_new_group(
         }
     };
     forwarder.aim(Target::Group(pgid));
-    // Open the gate. If the gate is gone already (a signal), its status says so.
-    let _ = rustix::io::write(&wr, b"1");
+    // Open the gate, telling it the lock's token (in one write, smaller
+    // than a pipe's atomic size). If the gate is gone already (a signal),
+    // its status says so.
+    let go = match guard.info().token {
+        Some(t) => format!("1{t}"),
+        None => "1".to_string(),
+    };
+    let _ = rustix::io::write(&wr, go.as_bytes());
     drop(wr);
-    let status = gate.wait();
-    // The command may have left processes of its group running: they may
-    // still write, so the lock stays until the last has exited.
-    while process::group_alive(pgid, None) == Alive::Yes {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = renewing(ctx, id, guard.info(), req.ttl, || {
+        let status = gate.wait();
+        // The command may have left processes of its group running: they
+        // may still write, so the lock stays until the last has exited.
+        while process::group_alive(pgid, None) == Alive::Yes {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        status
+    });
     forwarder.stop();
     guard.release()?;
     status.map_err(|e| CliError::Other(format!("cannot wait for {:?}: {e}", command[0])))
+}
+
+/// Give `cmd` the token of the lock of `id` it runs under, or, when the
+/// lock has none (a seed script's), no token at all: one inherited from
+/// an outer `lock run` would name another lock.
+fn give_token(cmd: &mut Command, id: &mstate_store::MilestoneId, token: Option<u64>) {
+    match token {
+        Some(t) => {
+            cmd.env(LOCK_TOKEN_ENV, t.to_string())
+                .env(LOCK_MILESTONE_ENV, id.as_str());
+        }
+        None => {
+            cmd.env_remove(LOCK_TOKEN_ENV)
+                .env_remove(LOCK_MILESTONE_ENV);
+        }
+    }
+}
+
+/// Run `wait` (the command's run) while a thread renews the lease of
+/// `info`, the lock taken with TTL `ttl`, every third of the TTL; the
+/// thread sleeps on a channel between renewals and ends when `wait`
+/// returns. A renewal refused (the lease ran out while this process was
+/// stopped) is reported once, and renewing stops: the command's writes
+/// with the token are refused from then on.
+fn renewing<T>(
+    ctx: &Context,
+    id: &mstate_store::MilestoneId,
+    info: &LockInfo,
+    ttl: Option<Duration>,
+    wait: impl FnOnce() -> T,
+) -> T {
+    let (Some(ttl), Some(token)) = (ttl, info.token) else {
+        return wait();
+    };
+    let every = (ttl / 3).max(Duration::from_millis(1));
+    let store = &*ctx.store;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("renew".into())
+            .spawn_scoped(scope, move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    if let Err(e) = store.lock_renew(id, token) {
+                        warn(&format!(
+                            "the lease of the lock of '{id}' could not be renewed: {e}"
+                        ));
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn(&format!(
+                "cannot renew the lease of the lock of '{id}' (no thread: {e}); it ends {ttl:?} after it was taken"
+            ));
+        }
+        let result = wait();
+        drop(stop);
+        result
+    })
 }
 
 fn spawn_error(what: &str, e: std::io::Error) -> CliError {
@@ -509,19 +607,30 @@ fn gate(a: &GateArgs) -> CliResult {
     // number that is not open makes the read below fail with EBADF, which
     // is handled; the `OwnedFd` then closes nothing another owner holds.
     let fd = unsafe { rustix::fd::OwnedFd::from_raw_fd(a.fd) };
-    let mut byte = [0u8; 1];
-    let go = loop {
-        match rustix::io::read(&fd, &mut byte) {
-            Ok(n) => break n == 1,
+    // "1", then the lock's token if it has one, then the end of the pipe.
+    let mut message = Vec::new();
+    let mut buf = [0u8; 32];
+    loop {
+        match rustix::io::read(&fd, &mut buf) {
+            Ok(0) => break,
+            Ok(n) if message.len() + n <= 64 => message.extend_from_slice(&buf[..n]),
+            Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => break false,
+            Err(_) => break,
         }
-    };
+    }
     drop(fd);
-    if !go {
+    let Some(rest) = message.strip_prefix(b"1") else {
         // The runner did not get the lock, or died: do not run.
         return Err(CliError::Exit(125));
-    }
-    let e = Command::new(&a.command[0]).args(&a.command[1..]).exec();
+    };
+    let token = std::str::from_utf8(rest)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok());
+    let mut cmd = Command::new(&a.command[0]);
+    cmd.args(&a.command[1..]);
+    let id = milestone(&a.milestone)?;
+    give_token(&mut cmd, &id, token);
+    let e = cmd.exec();
     Err(spawn_error(&a.command[0], e))
 }

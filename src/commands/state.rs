@@ -84,7 +84,7 @@ pub fn cmd_save(ctx: &Context, a: &SaveArgs) -> CliResult {
     // Stored as checked text: no `Value` (about ten times its size) is built.
     let saved = ctx
         .store
-        .save_text(&id, &bytes, &ctx.write_options(a.expect_revision)?)?;
+        .save_text(&id, &bytes, &ctx.write_options(&id, a.expect_revision)?)?;
     print_saved(ctx, &saved, &committed_warnings(ctx))
 }
 
@@ -117,7 +117,7 @@ fn print_saved(
 pub fn cmd_load(ctx: &Context, a: &LoadArgs) -> CliResult {
     let id = milestone(&a.milestone)?;
     // As text: printing needs no `Value` (about ten times the state's size).
-    let loaded = ctx.store.load_raw(&id, &ctx.write_options(None)?)?;
+    let loaded = ctx.store.load_raw(&id, &ctx.write_options(&id, None)?)?;
     let warnings = committed_warnings(ctx);
     if a.log_access {
         ctx.store.log(
@@ -235,7 +235,7 @@ pub fn cmd_update(ctx: &Context, a: &UpdateArgs) -> CliResult {
     }
     let saved = ctx
         .store
-        .update(&id, &edit, &ctx.write_options(a.expect_revision)?)?;
+        .update(&id, &edit, &ctx.write_options(&id, a.expect_revision)?)?;
     print_saved(ctx, &saved, &committed_warnings(ctx))
 }
 
@@ -334,7 +334,7 @@ pub fn word_hints(e: CliError) -> CliError {
 
 pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
     let id = milestone(&a.milestone)?;
-    let opts = ctx.write_options(None)?;
+    let opts = ctx.write_options(&id, None)?;
     if complete {
         ctx.store.complete(&id, &opts)?;
     } else {

@@ -19,7 +19,9 @@ pub fn cmd(dir: &Path) -> Command {
         .env_remove("MSTATE_DIR")
         .env_remove("MSTATE_SESSION")
         .env_remove("MSTATE_LOCK_TIMEOUT")
-        .env_remove("MSTATE_MAX_BACKUPS");
+        .env_remove("MSTATE_MAX_BACKUPS")
+        .env_remove("MSTATE_LOCK_TOKEN")
+        .env_remove("MSTATE_LOCK_MILESTONE");
     c
 }
 

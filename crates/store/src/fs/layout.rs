@@ -11,7 +11,8 @@
 //!   events/segments/<id>/<seq>.jsonl  sealed older parts of the log
 //!   events/quarantine/                torn tails moved out of the way
 //!   sessions/<session>.json           sessions
-//!   .locks/<id>.lock/{pid,acquired,info.json}
+//!   .locks/<id>.lock/{pid,acquired,info.json}   (and `lease` once renewed)
+//!   .locks/.<id>.token.<N>            newest fencing token of a milestone
 //!   .current_session                  the seed's current session id
 //! ```
 

@@ -47,6 +47,15 @@
 //!   on the holder's pidfd (its exit wakes them), so a hand-off or a dead
 //!   holder is noticed within milliseconds; every 100 ms they re-check the
 //!   holder's liveness anyway.
+//! - A lock a user takes (`lock acquire`, `lock run`) carries a fencing
+//!   token above every token of its milestone before it (see
+//!   [`crate::fs::token`]), durable before the lock is reported taken. A
+//!   write carrying a token ([`Locks::fence`]) passes only while it is the
+//!   newest token and its lock is in place and within its TTL, and then
+//!   runs inside the lock's exclusion without waiting for the lock; a
+//!   renewal ([`Locks::renew`]) is judged the same way and extends the TTL
+//!   by the lease it was taken with, from now, in the lock's `lease` file
+//!   (never in `info.json`, whose open file a pin holds).
 //!
 //! Limits, by decision:
 //! - A lock of another machine (another host name and boot id) is held: its
@@ -72,9 +81,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, TokenRefusal};
 use crate::fs::atomic::{discard, nonce, read_opt};
 use crate::fs::layout::Layout;
+use crate::fs::token;
 use crate::id::MilestoneId;
 use crate::io::{File, FileId, FileKind, Io, LockMode, PollWatch, Watch};
 use crate::model::{Actor, Liveness, LockInfo, LockRequest, LockStatus};
@@ -152,6 +162,24 @@ const REFILL: Duration = Duration::from_millis(500);
 /// The names the lock directory holds, as written by [`Locks::fill`].
 const LOCK_FILES: [&str; 3] = ["pid", "acquired", "info.json"];
 
+/// The file of a lock whose lease was renewed ([`Locks::renew`]): how long
+/// after it was taken the lock now lasts. `info.json` is never rewritten,
+/// since a pin holds its open file.
+const LEASE_FILE: &str = "lease";
+
+/// The contents of [`LEASE_FILE`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Lease {
+    /// The lock renewed (its `LockInfo::id`): a lease left by another
+    /// lock is not this one's.
+    lock: String,
+    /// The lock's TTL now, in seconds after it was taken.
+    ttl_secs: f64,
+    /// The length of a lease, the TTL it was taken with: a renewal makes
+    /// it last that long from then.
+    lease_secs: f64,
+}
+
 /// The file of a lock that a holder's descriptor pins (see [`Locks::pin`]).
 pub(crate) const PIN_FILE: &str = "info.json";
 
@@ -171,10 +199,17 @@ pub struct Locks<'a> {
 impl Locks<'_> {
     /// Take the lock of `id` for `req.owner_pid`, waiting at most
     /// `req.timeout`. Stale locks met on the way are broken and returned.
-    pub fn acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<(Acquired, Vec<Broken>)> {
+    /// A `fenced` lock (one a user takes) draws the milestone's next
+    /// fencing token (see [`token`]), durable before this returns.
+    pub fn acquire(
+        &self,
+        id: &MilestoneId,
+        req: &LockRequest,
+        fenced: bool,
+    ) -> Result<(Acquired, Vec<Broken>)> {
         let mut watch = None;
         let mut pending = None;
-        let result = self.acquire_with(id, req, &mut watch, &mut pending);
+        let result = self.acquire_with(id, req, fenced, &mut watch, &mut pending);
         if let Some(p) = pending {
             discard(self.io, &p.tmp);
         }
@@ -188,6 +223,7 @@ impl Locks<'_> {
         &self,
         id: &MilestoneId,
         req: &LockRequest,
+        fenced: bool,
         watch: &mut Option<Box<dyn Watch>>,
         pending: &mut Option<Pending>,
     ) -> Result<(Acquired, Vec<Broken>)> {
@@ -205,7 +241,7 @@ impl Locks<'_> {
         let mut seen: Option<(String, u32, String)> = None;
         loop {
             if attempt {
-                if let Some(info) = self.try_create(id, req, pending)? {
+                if let Some(info) = self.try_create(id, req, fenced, pending)? {
                     return Ok((Acquired::Fresh(info), broken));
                 }
             }
@@ -225,14 +261,14 @@ impl Locks<'_> {
             // may be its exit.)
             let age = time::parse_timestamp(&current.created)
                 .map(|t| time::now().duration_since(t).as_secs_f64());
-            let token = (current.id.clone(), current.pid, current.created.clone());
-            let new_holder = seen.as_ref() != Some(&token);
+            let holder = (current.id.clone(), current.pid, current.created.clone());
+            let new_holder = seen.as_ref() != Some(&holder);
             let young = woken
                 && new_holder
                 && current.ttl_secs.is_none()
                 && age.is_some_and(|a| (0.0..RECHECK.as_secs_f64()).contains(&a));
             woken = false;
-            seen = Some(token);
+            seen = Some(holder);
             if young {
                 // Wait below.
             } else if let Liveness::Stale(reason) = self.liveness(id, &current)? {
@@ -298,6 +334,16 @@ impl Locks<'_> {
             }
             _ => Ok(false),
         }
+    }
+
+    /// [`Self::release_token`] once the writes in flight under the lock
+    /// (its holder's, or ones carrying its fencing token) are done, as
+    /// [`Self::release`] does: the next holder never writes alongside them.
+    /// Not for a caller inside the lock's exclusion (it would wait for
+    /// itself).
+    pub fn release_held(&self, id: &MilestoneId, token: &str) -> Result<bool> {
+        let _inner = self.exclude_writers(id)?;
+        self.release_token(id, token)
     }
 
     /// Release the lock held by this process, an ancestor or its group;
@@ -408,6 +454,138 @@ impl Locks<'_> {
         }))
     }
 
+    /// Enter the lock of `id` held with fencing token `token`, for one
+    /// write or a renewal: the exclusive `flock` of its directory (as
+    /// [`Self::enter`] takes it), held until the returned file is dropped,
+    /// with the lock checked under it. Refused ([`Error::TokenRefused`])
+    /// unless `token` is the milestone's newest and its lock is in place
+    /// and within its TTL. Releases, breaks and renewals take the same
+    /// `flock`, so the lock stays while the caller writes under it.
+    pub fn fence(&self, id: &MilestoneId, token: u64) -> Result<(Box<dyn File>, LockInfo)> {
+        let dir = self.layout.lock_dir(id);
+        loop {
+            let guard = match self.io.open_read(&dir) {
+                Ok(f) => Some(f),
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+                {
+                    None
+                }
+                Err(e) => return Err(Error::io("open lock", &dir, e)),
+            };
+            if let Some(g) = &guard {
+                g.lock(LockMode::Exclusive).ctx("lock", &dir)?;
+                let same_dir = match (g.id(), self.io.metadata(&dir)) {
+                    (Ok(a), Ok(m)) => a == m.id,
+                    _ => false,
+                };
+                if !same_dir {
+                    // Released (and maybe taken again) meanwhile: look again.
+                    let _ = g.unlock();
+                    continue;
+                }
+            }
+            let current = self.read(id)?;
+            match (guard, self.check_token(id, token, current.as_ref())) {
+                (Some(g), Ok(info)) => return Ok((g, info)),
+                (guard, Err(e)) => {
+                    if let Some(g) = guard {
+                        let _ = g.unlock();
+                    }
+                    return Err(e);
+                }
+                // Taken between the open and the read: look again.
+                (None, Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Judge fencing token `token` of `id` against the counter and
+    /// `current`, the lock in place: the lock it belongs to, or why not.
+    fn check_token(
+        &self,
+        id: &MilestoneId,
+        token: u64,
+        current: Option<&LockInfo>,
+    ) -> Result<LockInfo> {
+        // A lock whose token is above the counter (a counter removed by
+        // hand) still counts: the newest is never below a live token.
+        let newest = token::read(self.io, self.layout, id)?
+            .high
+            .max(current.and_then(|c| c.token).unwrap_or(0));
+        let refuse = |reason: TokenRefusal| {
+            Err(Error::TokenRefused {
+                milestone: id.to_string(),
+                token,
+                reason,
+            })
+        };
+        if token < newest {
+            return refuse(TokenRefusal::Superseded {
+                newest,
+                holder: current.cloned().map(Box::new),
+            });
+        }
+        if token > newest {
+            return refuse(TokenRefusal::NeverIssued { newest });
+        }
+        match current {
+            Some(c) if c.token == Some(token) => match expired_at(c) {
+                Some(at) => refuse(TokenRefusal::Expired { at }),
+                None => Ok(c.clone()),
+            },
+            _ => refuse(TokenRefusal::Released),
+        }
+    }
+
+    /// Extend the lease of the lock of `id` held with `token` by the TTL it
+    /// was taken with, from now; refused as a write with that token is
+    /// ([`Self::fence`]). A lock without TTL has no lease to extend, and is
+    /// returned as it is.
+    pub fn renew(&self, id: &MilestoneId, token: u64) -> Result<LockInfo> {
+        let (guard, info) = self.fence(id, token)?;
+        let result = self.extend(id, &info);
+        let _ = guard.unlock();
+        result
+    }
+
+    /// Write the renewed lease of `info`, the lock of `id` (under its
+    /// `flock`). The lease file is replaced by a rename, so readers see
+    /// the old lease or the new one; like the rest of a lock, it is not
+    /// synced (a lock means nothing after a reboot).
+    fn extend(&self, id: &MilestoneId, info: &LockInfo) -> Result<LockInfo> {
+        let Some(ttl) = info.ttl_secs else {
+            return Ok(info.clone());
+        };
+        let dir = self.layout.lock_dir(id);
+        let lease_secs = self.lease(&dir, info)?.map_or(ttl, |l| l.lease_secs);
+        let age = ttl_age(info).unwrap_or(0.0).max(0.0);
+        let lease = Lease {
+            lock: info.id.clone(),
+            // Milliseconds are enough, and read better in messages.
+            ttl_secs: (((age + lease_secs) * 1000.0).round() / 1000.0).max(ttl),
+            lease_secs,
+        };
+        let bytes = serde_json::to_vec(&lease).map_err(|e| Error::io("encode", &dir, e.into()))?;
+        let tmp = dir.join(format!(".{LEASE_FILE}.tmp-{}", nonce()));
+        let target = dir.join(LEASE_FILE);
+        let written = self
+            .io
+            .create_new(&tmp)
+            .and_then(|mut f| f.write_all(&bytes))
+            .ctx("create", &tmp)
+            .and_then(|()| self.io.rename(&tmp, &target).ctx("rename", &tmp));
+        if let Err(e) = written {
+            discard(self.io, &tmp);
+            return Err(e);
+        }
+        Ok(LockInfo {
+            ttl_secs: Some(lease.ttl_secs),
+            ..info.clone()
+        })
+    }
+
     fn new_info(&self, id: &MilestoneId, req: &LockRequest) -> LockInfo {
         let own = req.owner_pid == self.actor.pid;
         let group = req.group.filter(|g| *g != 0);
@@ -444,10 +622,15 @@ impl Locks<'_> {
     /// directory of files created and removed (metadata the holder's syncs
     /// would have to commit); it is refilled when older than [`REFILL`] so
     /// the lock says when it was really taken.
+    ///
+    /// A `fenced` attempt draws its token under the `flock` of `.locks/`:
+    /// the lock goes into place with the next token, and the counter moves
+    /// to it (synced) before the lock counts as taken.
     fn try_create(
         &self,
         id: &MilestoneId,
         req: &LockRequest,
+        fenced: bool,
         pending: &mut Option<Pending>,
     ) -> Result<Option<LockInfo>> {
         let io = self.io;
@@ -457,20 +640,96 @@ impl Locks<'_> {
         let p = match pending.take() {
             Some(p) => p,
             None => {
-                let info = self.new_info(id, req);
-                let tmp = self.layout.locks().join(format!(".tmp-{}", info.id));
-                io.create_dir(&tmp).ctx("create lock", &tmp)?;
-                if let Err(e) = self.fill(&tmp, &info) {
-                    discard(io, &tmp);
-                    return Err(e);
-                }
-                Pending {
-                    tmp,
-                    info,
-                    filled: Instant::now(),
-                }
+                // The token expected; checked again under the flock.
+                let token = match fenced {
+                    true => Some(next_token(&token::read(io, self.layout, id)?)),
+                    false => None,
+                };
+                self.prepare(id, req, token)?
             }
         };
+        if !fenced {
+            return self.put_in_place(id, p, pending);
+        }
+        let serial = match self.serialise() {
+            Ok(g) => g,
+            Err(e) => {
+                discard(io, &p.tmp);
+                return Err(e);
+            }
+        };
+        let result = self.put_fenced(id, req, p, pending);
+        let _ = serial.unlock();
+        result
+    }
+
+    /// [`Self::try_create`] of a fenced lock, under the `flock` of
+    /// `.locks/`: draw the token, put the lock in place, record the token.
+    fn put_fenced(
+        &self,
+        id: &MilestoneId,
+        req: &LockRequest,
+        p: Pending,
+        pending: &mut Option<Pending>,
+    ) -> Result<Option<LockInfo>> {
+        let record = match token::read(self.io, self.layout, id) {
+            Ok(r) => r,
+            Err(e) => {
+                discard(self.io, &p.tmp);
+                return Err(e);
+            }
+        };
+        let next = next_token(&record);
+        let p = if p.info.token == Some(next) {
+            p
+        } else {
+            // Another lock drew a token since this one was filled.
+            discard(self.io, &p.tmp);
+            self.prepare(id, req, Some(next))?
+        };
+        let Some(info) = self.put_in_place(id, p, pending)? else {
+            return Ok(None);
+        };
+        let locks = self.layout.locks();
+        let recorded = token::advance(self.io, self.layout, id, &record, next)
+            .and_then(|()| self.io.sync_dir(&locks).ctx("sync directory", &locks));
+        if let Err(e) = recorded {
+            // Not reported taken: a token that is not durable is not handed out.
+            let _ = self.remove(id);
+            return Err(e);
+        }
+        Ok(Some(info))
+    }
+
+    /// A filled temporary lock directory for `req`, with fencing token `token`.
+    fn prepare(&self, id: &MilestoneId, req: &LockRequest, token: Option<u64>) -> Result<Pending> {
+        let io = self.io;
+        let info = LockInfo {
+            token,
+            ..self.new_info(id, req)
+        };
+        let tmp = self.layout.locks().join(format!(".tmp-{}", info.id));
+        io.create_dir(&tmp).ctx("create lock", &tmp)?;
+        if let Err(e) = self.fill(&tmp, &info) {
+            discard(io, &tmp);
+            return Err(e);
+        }
+        Ok(Pending {
+            tmp,
+            info,
+            filled: Instant::now(),
+        })
+    }
+
+    /// Rename the filled directory `p` into place; `None` (and `p` kept in
+    /// `pending`) when the lock is held.
+    fn put_in_place(
+        &self,
+        id: &MilestoneId,
+        p: Pending,
+        pending: &mut Option<Pending>,
+    ) -> Result<Option<LockInfo>> {
+        let io = self.io;
         let target = self.layout.lock_dir(id);
         match io.rename_noreplace(&p.tmp, &target) {
             Ok(()) => Ok(Some(p.info)),
@@ -495,6 +754,15 @@ impl Locks<'_> {
                 Err(Error::io("take lock", &target, e))
             }
         }
+    }
+
+    /// The exclusive `flock` of `.locks/`, which breakers of stale locks
+    /// and acquisitions drawing a token take; unlock the file returned.
+    fn serialise(&self) -> Result<Box<dyn File>> {
+        let locks = self.layout.locks();
+        let guard = self.io.open_read(&locks).ctx("open", &locks)?;
+        guard.lock(LockMode::Exclusive).ctx("lock", &locks)?;
+        Ok(guard)
     }
 
     fn fill(&self, dir: &Path, info: &LockInfo) -> Result<()> {
@@ -553,23 +821,12 @@ impl Locks<'_> {
                 token: None,
             }));
         }
-        let read = |name: &str| -> Result<Option<Vec<u8>>> {
-            match read_opt(self.io, &dir.join(name)) {
-                // The lock vanished while we read it: treat as missing file.
-                // A FIFO or socket planted there is garbage, read as missing
-                // too, so the lock is judged by what is left (and broken if
-                // stale) instead of blocking every command.
-                Err(Error::Io { source, .. })
-                    if source.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
-                        || crate::io::is_not_a_file(&source) =>
-                {
-                    Ok(None)
-                }
-                other => other,
-            }
-        };
+        let read = |name: &str| self.read_file(&dir, name);
         if let Some(bytes) = read("info.json")? {
-            if let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) {
+            if let Ok(mut info) = serde_json::from_slice::<LockInfo>(&bytes) {
+                if let Some(lease) = self.lease(&dir, &info)? {
+                    info.ttl_secs = Some(lease.ttl_secs);
+                }
                 return Ok(Some(info));
             }
         }
@@ -605,18 +862,40 @@ impl Locks<'_> {
         }))
     }
 
+    /// One file of the lock directory `dir`, `None` when it is missing.
+    fn read_file(&self, dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+        match read_opt(self.io, &dir.join(name)) {
+            // The lock vanished while we read it: treat as missing file.
+            // A FIFO or socket planted there is garbage, read as missing
+            // too, so the lock is judged by what is left (and broken if
+            // stale) instead of blocking every command.
+            Err(Error::Io { source, .. })
+                if source.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+                    || crate::io::is_not_a_file(&source) =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// The renewed lease of the lock `info` in `dir`, if it was renewed.
+    fn lease(&self, dir: &Path, info: &LockInfo) -> Result<Option<Lease>> {
+        if info.ttl_secs.is_none() || info.id.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .read_file(dir, LEASE_FILE)?
+            .and_then(|b| serde_json::from_slice::<Lease>(&b).ok())
+            .filter(|l| l.lock == info.id && l.ttl_secs.is_finite()))
+    }
+
     /// Is the holder of `info` still there?
     pub fn liveness(&self, id: &MilestoneId, info: &LockInfo) -> Result<Liveness> {
         let ours = process::boot_id();
         let same_boot = info.boot_id.is_some() && info.boot_id == ours;
         if let Some(ttl) = info.ttl_secs {
-            // On this boot, the boot clock; across machines, the wall clock.
-            let age = match (same_boot, info.boot_clock, process::boot_clock()) {
-                (true, Some(then), Some(now)) => Some(now - then),
-                _ => time::parse_timestamp(&info.created)
-                    .map(|t| time::now().duration_since(t).as_secs_f64()),
-            };
-            if age.is_some_and(|a| a > ttl) {
+            if ttl_age(info).is_some_and(|a| a > ttl) {
                 return Ok(Liveness::Stale(format!("its TTL of {ttl}s has passed")));
             }
         }
@@ -830,9 +1109,7 @@ impl Locks<'_> {
     /// finishes first: breakers take its `flock` before anything else.
     pub fn break_stale(&self, id: &MilestoneId, seen: &LockInfo) -> Result<bool> {
         let _inner = self.exclude_writers(id)?;
-        let locks = self.layout.locks();
-        let guard = self.io.open_read(&locks).ctx("open", &locks)?;
-        guard.lock(LockMode::Exclusive).ctx("lock", &locks)?;
+        let guard = self.serialise()?;
         let result = match self.read(id)? {
             Some(cur) if &cur == seen => {
                 self.remove(id)?;
@@ -853,7 +1130,7 @@ impl Locks<'_> {
                 // Released. The trash is garbage from now on: remove the
                 // names a lock holds, and anything else the slow way; if
                 // that fails too, doctor sweeps it.
-                for name in LOCK_FILES {
+                for name in LOCK_FILES.into_iter().chain([LEASE_FILE]) {
                     let _ = self.io.remove_file(&trash.join(name));
                 }
                 if self.io.remove_dir(&trash).is_err() {
@@ -865,6 +1142,34 @@ impl Locks<'_> {
             Err(e) => Err(Error::io("release lock", &dir, e)),
         }
     }
+}
+
+/// The token after the newest in `record`.
+fn next_token(record: &crate::fs::revision::Record) -> u64 {
+    record.high.saturating_add(1)
+}
+
+/// Seconds since the lock `info` was taken, measured as its TTL is: on
+/// the boot clock when it was taken on this boot, else the wall clock.
+fn ttl_age(info: &LockInfo) -> Option<f64> {
+    let same_boot = info.boot_id.is_some() && info.boot_id == process::boot_id();
+    match (same_boot, info.boot_clock, process::boot_clock()) {
+        (true, Some(then), Some(now)) => Some(now - then),
+        _ => time::parse_timestamp(&info.created)
+            .map(|t| time::now().duration_since(t).as_secs_f64()),
+    }
+}
+
+/// When the TTL of `info` ran out (RFC 3339), if it has.
+fn expired_at(info: &LockInfo) -> Option<String> {
+    let ttl = info.ttl_secs?;
+    let over = ttl_age(info)? - ttl;
+    if over <= 0.0 {
+        return None;
+    }
+    let ago = jiff::SignedDuration::try_from_secs_f64(over).unwrap_or(jiff::SignedDuration::ZERO);
+    let at = time::now().checked_sub(ago).unwrap_or_else(|_| time::now());
+    Some(time::format_micros(at))
 }
 
 /// Who is asking about a lock: a process's ancestry (nearest first, each

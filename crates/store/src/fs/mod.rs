@@ -27,6 +27,7 @@ pub mod log;
 pub mod revision;
 mod session;
 mod state;
+pub mod token;
 
 use self::state::NewState;
 
@@ -411,7 +412,7 @@ impl FsStore {
                 timeout: left,
                 ..req.clone()
             };
-            match self.take_lock(id, &req)? {
+            match self.take_lock(id, &req, false)? {
                 Acquired::Fresh(info) => {
                     // Other threads of this process see its lock as their
                     // own and enter it (`Locks::enter`): keep them out for
@@ -456,12 +457,39 @@ impl FsStore {
         }
     }
 
+    /// [`FsStore::locked`] for a write with options `opts`: with a fencing
+    /// token, the write runs under the lock that token belongs to, without
+    /// waiting for it (as a write of its holder does), or is refused with
+    /// [`Error::TokenRefused`] when that lock is gone, expired or
+    /// superseded (see [`Locks::fence`]); without one, as
+    /// [`FsStore::locked`].
+    pub(crate) fn locked_for<T>(
+        &self,
+        id: &MilestoneId,
+        operation: &str,
+        opts: &WriteOptions,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let Some(token) = opts.lock_token else {
+            return self.locked(id, operation, opts.lock_timeout, f);
+        };
+        let key = self.layout.lock_dir(id);
+        if InLock::held(&key) {
+            return f();
+        }
+        // Judged first: a refused write creates nothing, not even a store.
+        let (guard, _info) = self.locks().fence(id, token)?;
+        let result = self.ensure_layout().and_then(|()| InLock::run(&key, f));
+        let _ = guard.unlock();
+        result
+    }
+
     /// Take the lock, logging any stale lock broken on the way. A break that
     /// cannot be logged is a warning: the lock is taken and the operation
     /// goes on, so a failure never leaves the caller holding a lock it was
-    /// told it did not get.
-    fn take_lock(&self, id: &MilestoneId, req: &LockRequest) -> Result<Acquired> {
-        let (acquired, broken) = self.locks().acquire(id, req)?;
+    /// told it did not get. A `fenced` lock draws a fencing token.
+    fn take_lock(&self, id: &MilestoneId, req: &LockRequest, fenced: bool) -> Result<Acquired> {
+        let (acquired, broken) = self.locks().acquire(id, req, fenced)?;
         // The lock is ours now: a failure to log the break must not leave
         // it held with the operation refused.
         for b in broken {
@@ -735,7 +763,7 @@ impl Store for FsStore {
             crate::id::check_checkpoint_file(id, name)?;
         }
         self.require_known(id)?;
-        self.locked(id, "checkpoint create", opts.lock_timeout, || {
+        self.locked_for(id, "checkpoint create", opts, || {
             self.create_checkpoint(id, name, force)
         })
     }
@@ -801,13 +829,13 @@ impl Store for FsStore {
 
     fn lock_acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<LockInfo> {
         self.ensure_layout()?;
-        let acquired = self.take_lock(id, req)?;
+        let acquired = self.take_lock(id, req, true)?;
         Ok(acquired.info().clone())
     }
 
     fn lock_scoped(&self, id: &MilestoneId, req: &LockRequest) -> Result<Box<dyn HeldLock + '_>> {
         self.ensure_layout()?;
-        let acquired = self.take_lock(id, req)?;
+        let acquired = self.take_lock(id, req, true)?;
         Ok(Box::new(ScopedLock {
             store: self,
             id: id.clone(),
@@ -838,6 +866,10 @@ impl Store for FsStore {
             )?;
         }
         Ok(Some(info))
+    }
+
+    fn lock_renew(&self, id: &MilestoneId, token: u64) -> Result<LockInfo> {
+        self.locks().renew(id, token)
     }
 
     fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>> {
@@ -968,7 +1000,7 @@ impl ScopedLock<'_> {
             return Ok(());
         }
         if let Acquired::Fresh(info) = &self.acquired {
-            self.store.locks().release_token(&self.id, &info.id)?;
+            self.store.locks().release_held(&self.id, &info.id)?;
         }
         Ok(())
     }

@@ -31,28 +31,21 @@ use crate::io::{FileKind, Io};
 
 /// The record's name for revision `n` of `id`.
 pub fn record_name(id: &MilestoneId, n: u64) -> String {
-    format!(".{id}.rev.{n}")
+    mark_name(id, REV, n)
 }
 
 /// The revision in `name` if it is a record of `id`.
 pub fn parse_record(id: &MilestoneId, name: &str) -> Option<u64> {
-    let n = name.strip_prefix('.')?.strip_prefix(id.as_str())?;
-    let n = n.strip_prefix(".rev.")?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    n.parse().ok()
+    parse_mark(id, REV, name)
 }
 
 /// Whether `name` (in `active/`) is a revision record of any milestone.
 pub fn is_record(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('.') else {
-        return false;
-    };
-    rest.rsplit_once(".rev.").is_some_and(|(id, n)| {
-        MilestoneId::new(id).is_ok() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
+    is_mark(REV, name)
 }
+
+/// The kind of mark a revision record is (`.<id>.rev.<N>`).
+const REV: &str = "rev";
 
 /// What was found of the record of one milestone.
 #[derive(Debug, Default, Clone)]
@@ -67,37 +60,7 @@ pub struct Record {
 /// it has one: the record normally names that revision, so one `lstat`
 /// finds it; otherwise `active/` is listed.
 pub fn read(io: &dyn Io, layout: &Layout, id: &MilestoneId, hint: Option<u64>) -> Result<Record> {
-    let dir = layout.active();
-    if let Some(h) = hint.filter(|h| *h > 0) {
-        let name = record_name(id, h);
-        match io.metadata(&dir.join(&name)) {
-            Ok(m) if m.kind == FileKind::File => {
-                return Ok(Record {
-                    high: h,
-                    names: vec![(name, h)],
-                })
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("inspect", dir.join(&name), e)),
-        }
-    }
-    let entries = match io.read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(Error::io("list", &dir, e)),
-    };
-    let mut rec = Record::default();
-    for e in entries {
-        if e.kind != FileKind::File {
-            continue;
-        }
-        if let Some(n) = parse_record(id, &e.name) {
-            rec.high = rec.high.max(n);
-            rec.names.push((e.name, n));
-        }
-    }
-    Ok(rec)
+    read_marks(io, &layout.active(), id, REV, hint)
 }
 
 /// The highest revision in the names of `id`'s backups, for a milestone
@@ -121,8 +84,92 @@ pub fn from_backup_names(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Resu
 /// Move the record of `id` to revision `n` (creating it if there is
 /// none), removing any other record files. The caller syncs `active/`.
 pub fn advance(io: &dyn Io, layout: &Layout, id: &MilestoneId, rec: &Record, n: u64) -> Result<()> {
-    let dir = layout.active();
-    let target = dir.join(record_name(id, n));
+    advance_mark(io, &layout.active(), id, REV, rec, n)
+}
+
+// A mark is a number kept per milestone as the name of an empty file
+// `.<id>.<kind>.<N>` in a directory: the revision record here, the
+// fencing-token counter in `.locks/` (see `fs::token`). Moving it is one
+// `rename`, made durable by a sync of the directory.
+
+/// The name of mark `kind` of `id` at `n`.
+pub(crate) fn mark_name(id: &MilestoneId, kind: &str, n: u64) -> String {
+    format!(".{id}.{kind}.{n}")
+}
+
+/// The number in `name` if it is a mark `kind` of `id`.
+pub(crate) fn parse_mark(id: &MilestoneId, kind: &str, name: &str) -> Option<u64> {
+    let n = name.strip_prefix('.')?.strip_prefix(id.as_str())?;
+    let n = n.strip_prefix('.')?.strip_prefix(kind)?.strip_prefix('.')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// Whether `name` is a mark `kind` of any milestone.
+pub(crate) fn is_mark(kind: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    rest.rsplit_once(&format!(".{kind}."))
+        .is_some_and(|(id, n)| {
+            MilestoneId::new(id).is_ok() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Read mark `kind` of `id` in `dir`: one `lstat` when `hint` names it,
+/// else a listing of `dir`.
+pub(crate) fn read_marks(
+    io: &dyn Io,
+    dir: &Path,
+    id: &MilestoneId,
+    kind: &str,
+    hint: Option<u64>,
+) -> Result<Record> {
+    if let Some(h) = hint.filter(|h| *h > 0) {
+        let name = mark_name(id, kind, h);
+        match io.metadata(&dir.join(&name)) {
+            Ok(m) if m.kind == FileKind::File => {
+                return Ok(Record {
+                    high: h,
+                    names: vec![(name, h)],
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("inspect", dir.join(&name), e)),
+        }
+    }
+    let entries = match io.read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut rec = Record::default();
+    for e in entries {
+        if e.kind != FileKind::File {
+            continue;
+        }
+        if let Some(n) = parse_mark(id, kind, &e.name) {
+            rec.high = rec.high.max(n);
+            rec.names.push((e.name, n));
+        }
+    }
+    Ok(rec)
+}
+
+/// Move mark `kind` of `id` in `dir` to `n` (creating it if there is
+/// none), removing any other files of that mark. The caller syncs `dir`.
+pub(crate) fn advance_mark(
+    io: &dyn Io,
+    dir: &Path,
+    id: &MilestoneId,
+    kind: &str,
+    rec: &Record,
+    n: u64,
+) -> Result<()> {
+    let target = dir.join(mark_name(id, kind, n));
     let mut moved = false;
     for (name, _) in &rec.names {
         let path = dir.join(name);

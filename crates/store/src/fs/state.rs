@@ -509,7 +509,7 @@ impl FsStore {
         make: &mut dyn FnMut(Option<Envelope>) -> Result<NewState<'s>>,
     ) -> Result<Saved> {
         let save = operation == "save";
-        self.locked(id, operation, opts.lock_timeout, || {
+        self.locked_for(id, operation, opts, || {
             let mut current = self.current(id, !save)?;
             if !save {
                 if let Some(e) = current
@@ -704,7 +704,7 @@ impl FsStore {
         if let Some(r) = valid(&self.current(id, false)?) {
             return Ok(r);
         }
-        self.locked(id, "recover", opts.lock_timeout, || {
+        self.locked_for(id, "recover", opts, || {
             let current = self.current(id, false)?;
             if let Some(r) = valid(&current) {
                 return Ok(r);
@@ -819,7 +819,7 @@ impl FsStore {
         } else {
             "reopen"
         };
-        self.locked(id, op, opts.lock_timeout, || {
+        self.locked_for(id, op, opts, || {
             let src = self.layout.state_file(id, from);
             let dst = self.layout.state_file(id, to);
             if !atomic::exists(&*self.io, &src)? {
@@ -920,7 +920,7 @@ impl FsStore {
         name: &CheckpointName,
         opts: &WriteOptions,
     ) -> Result<Restored> {
-        self.locked(id, "checkpoint restore", opts.lock_timeout, || {
+        self.locked_for(id, "checkpoint restore", opts, || {
             let path = self.layout.checkpoint_file(id, name);
             let Some(bytes) = read_opt(&*self.io, &path)? else {
                 return Err(Error::NotFound {
