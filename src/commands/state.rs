@@ -294,7 +294,7 @@ fn no_milestones(ctx: &Context) -> CliResult<String> {
         return Ok("no milestones yet; create one with `mstate init <milestone>`".into());
     }
     Ok(format!(
-        "no store at {}: no milestones; create one with `mstate init <milestone>`, or run where one is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)",
+        "no store at {}: no milestones; create one with `mstate init <milestone>`, or name one (--store LOCATION, -C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)",
         ctx.store.location()
     ))
 }
@@ -314,7 +314,7 @@ pub fn word_hints(e: CliError) -> CliError {
     let quoted: Vec<String> = nearest.iter().map(|n| format!("'{n}'")).collect();
     let hint = match (&no_store, quoted.as_slice()) {
         (Some(root), _) => format!(
-            "there is no store at {root}; create one with `mstate init {name}`, or run where one is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)"
+            "there is no store at {root}; create one with `mstate init {name}`, or name one (--store LOCATION, -C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)"
         ),
         (None, []) => format!(
             "the store knows no milestone of that name (see `mstate list`); create it with `mstate init {name}`"
