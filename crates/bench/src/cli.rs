@@ -4,6 +4,7 @@
 //! calls per operation (`strace -f -c`) and instruction counts
 //! (`valgrind --tool=callgrind`).
 
+use mstate_store::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -11,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use mstate_store::Store as _;
 
 use crate::data::{self, size_name};
 use crate::floor::Counts;

@@ -5,12 +5,13 @@
 //! each run the store is checked: every acknowledged append is in the log
 //! once with `seq` without gaps, and the revision counts every save.
 
+use mstate_store::prelude::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mstate_store::model::EventQuery;
-use mstate_store::{FsOptions, FsStore, MilestoneId, Store};
+use mstate_store::{FsOptions, FsStore, MilestoneId};
 
 use crate::data;
 use crate::floor::Floor;

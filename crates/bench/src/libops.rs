@@ -1,13 +1,12 @@
 //! The same operations through the library: `mstate_store::FsStore`
 //! behind the `Store` trait, as the CLI calls it.
 
+use mstate_store::prelude::*;
 use std::path::Path;
 use std::time::Duration;
 
 use mstate_store::model::{LockRequest, NewEvent};
-use mstate_store::{
-    CheckpointName, EventType, FsOptions, FsStore, MilestoneId, Store, WriteOptions,
-};
+use mstate_store::{CheckpointName, EventType, FsOptions, FsStore, MilestoneId, WriteOptions};
 use serde_json::Value;
 
 /// An open store with milestone `m`.

@@ -11,12 +11,13 @@
 //! timeline (Python) on logs of up to a million events: wall and CPU time
 //! over interleaved rounds, and peak RSS.
 
+use mstate_store::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mstate_store::model::EventQuery;
-use mstate_store::{FsOptions, FsStore, MilestoneId, Store};
+use mstate_store::{FsOptions, FsStore, MilestoneId};
 
 use crate::loggen;
 use crate::procs;

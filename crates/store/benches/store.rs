@@ -6,6 +6,7 @@
 //! These track the library alone over time; the comparisons with the I/O
 //! floor, SQLite and whole processes are `mstate-bench` (`scripts/bench.sh`).
 
+use mstate_store::prelude::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,9 +14,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use serde_json::{json, Value};
 
 use mstate_store::model::{LockRequest, NewEvent, StateEdit};
-use mstate_store::{
-    CheckpointName, EventType, FsOptions, FsStore, MilestoneId, Store, WriteOptions,
-};
+use mstate_store::{CheckpointName, EventType, FsOptions, FsStore, MilestoneId, WriteOptions};
 
 /// A state of about `size` bytes of compact JSON: a phase and task records.
 fn state(size: usize) -> Value {

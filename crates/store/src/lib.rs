@@ -27,4 +27,16 @@ pub use fs::log::{Fields, LogLine};
 pub use fs::{FsOptions, FsStore};
 pub use id::{CheckpointName, EventType, MilestoneId, SessionId};
 pub use open::{open, Location};
-pub use store::{CleanupOptions, CleanupReport, Pinned, Store, StoreOptions, WriteOptions};
+pub use store::{
+    CleanupOptions, CleanupReport, EventStore, HistoryStore, LockStore, MaintenanceStore, Pinned,
+    SessionStore, StateStore, Store, StoreBase, StoreOptions, WriteOptions,
+};
+
+/// The parts of the store API, to call them on a `dyn Store`:
+/// `use mstate_store::prelude::*`.
+pub mod prelude {
+    pub use crate::store::{
+        EventStore, HistoryStore, LockStore, MaintenanceStore, SessionStore, StateStore, Store,
+        StoreBase,
+    };
+}

@@ -141,7 +141,73 @@ pub trait HeldLock {
 /// a lock is taken before a milestone's first save, so the lock
 /// operations take any valid id (and a lock alone does not make a
 /// milestone known).
-pub trait Store: Send + Sync {
+///
+/// The API is in parts, each a trait a backend implements
+/// ([`StoreBase`], [`StateStore`], [`HistoryStore`], [`EventStore`],
+/// [`LockStore`], [`SessionStore`], [`MaintenanceStore`]); a type with all
+/// of them is a [`Store`]. Front ends hold a `Box<dyn Store>` and bring
+/// the parts into scope with `use mstate_store::prelude::*`.
+pub trait Store:
+    StateStore + HistoryStore + EventStore + LockStore + SessionStore + MaintenanceStore
+{
+}
+
+impl<T> Store for T where
+    T: StateStore
+        + HistoryStore
+        + EventStore
+        + LockStore
+        + SessionStore
+        + MaintenanceStore
+        + ?Sized
+{
+}
+
+/// What every part of the API stands on: where the store is, what it
+/// knows, and what operations left to report.
+pub trait StoreBase: Send + Sync {
+    /// Where the store is, for messages (a directory, a database).
+    fn location(&self) -> String;
+
+    /// Whether the store exists at its location. Read-only operations on
+    /// a store that does not exist create nothing.
+    fn exists(&self) -> Result<bool>;
+
+    /// Whether an operation since the last call created the store itself
+    /// (its first write), taken: front ends say where it was created.
+    fn take_created(&self) -> bool {
+        false
+    }
+
+    /// Warnings of the operations since the last call, taken: failures
+    /// that came after an operation's commit point (its event could not be
+    /// logged, its lock not released) and so did not make it fail. The
+    /// operation's change is in place; front ends show these with its
+    /// result.
+    fn take_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Every milestone id listed by the store (state files and live event
+    /// logs).
+    fn milestone_ids(&self) -> Result<Vec<MilestoneId>>;
+
+    /// Fail with [`crate::Error::UnknownMilestone`] when the store knows
+    /// nothing of `id` (no state, no events, no history).
+    fn require_known(&self, id: &MilestoneId) -> Result<()> {
+        if self.milestone_ids()?.contains(id) {
+            return Ok(());
+        }
+        Err(crate::Error::UnknownMilestone {
+            name: id.to_string(),
+            nearest: Vec::new(),
+            no_store: None,
+        })
+    }
+}
+
+/// A milestone's current state: create, save, load, edit, list, complete.
+pub trait StateStore: StoreBase {
     /// Create the store layout and the milestone's `state_initialized` event.
     fn init(&self, id: &MilestoneId) -> Result<Initialized>;
 
@@ -186,7 +252,11 @@ pub trait Store: Send + Sync {
 
     /// Make a completed milestone active again.
     fn reopen(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<()>;
+}
 
+/// Earlier states: backups (superseded revisions), recovery and named
+/// checkpoints.
+pub trait HistoryStore: StoreBase {
     /// The milestone's backups, newest first.
     fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>>;
 
@@ -224,7 +294,41 @@ pub trait Store: Send + Sync {
 
     /// Delete a checkpoint.
     fn checkpoint_delete(&self, id: &MilestoneId, name: &CheckpointName) -> Result<()>;
+}
 
+/// The append-only event log of each milestone, its queries and
+/// following it.
+pub trait EventStore: StoreBase {
+    /// Append an event to a milestone the store knows.
+    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event>;
+
+    /// [`Store::log`], creating the milestone's log when the store knows
+    /// nothing of it, as the seed's `log_milestone_event` does.
+    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event>;
+
+    /// Run a query over the milestone's events.
+    fn events(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport>;
+
+    /// Run a query, then stream new matching events until `stop()` or the
+    /// sink says enough.
+    fn follow(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        stop: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport>;
+}
+
+/// Milestone locks held beyond one operation (`lock acquire`, `lock run`),
+/// with fencing tokens. The pinning of a lock to inherited descriptors is
+/// the file store's alone (the shell layer's): other stores refuse it.
+pub trait LockStore: StoreBase {
     /// Take the lock for `req.owner_pid` and keep it after this call returns.
     fn lock_acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<LockInfo>;
 
@@ -257,92 +361,6 @@ pub trait Store: Send + Sync {
     /// The current lock, if any.
     fn lock_status(&self, id: &MilestoneId) -> Result<Option<LockStatus>>;
 
-    /// Append an event to a milestone the store knows.
-    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event>;
-
-    /// [`Store::log`], creating the milestone's log when the store knows
-    /// nothing of it, as the seed's `log_milestone_event` does.
-    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event>;
-
-    /// Run a query over the milestone's events.
-    fn events(
-        &self,
-        id: &MilestoneId,
-        query: &EventQuery,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
-    ) -> Result<ReadReport>;
-
-    /// Run a query, then stream new matching events until `stop()` or the
-    /// sink says enough.
-    fn follow(
-        &self,
-        id: &MilestoneId,
-        query: &EventQuery,
-        stop: &dyn Fn() -> bool,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
-    ) -> Result<ReadReport>;
-
-    /// Remove old events, backups and completed sessions of a milestone.
-    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport>;
-
-    /// Every milestone id listed by the store (state files and live event
-    /// logs).
-    fn milestone_ids(&self) -> Result<Vec<MilestoneId>>;
-
-    /// Check the whole store; with `repair`, fix what is safe to fix.
-    /// `progress` is called with (steps done, steps in all).
-    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport>;
-
-    /// Start a session of a milestone; it becomes the current session if asked.
-    fn session_start(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord>;
-
-    /// End a session (the current one when `None`).
-    fn session_end(&self, sid: Option<&SessionId>) -> Result<SessionRecord>;
-
-    /// One session with its effective status.
-    fn session_get(&self, sid: &SessionId) -> Result<SessionView>;
-
-    /// Sessions matching a filter, oldest first.
-    fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>>;
-
-    /// The current session id (`no-session` when there is none).
-    fn current_session(&self) -> Result<String>;
-
-    /// Warnings of the operations since the last call, taken: failures
-    /// that came after an operation's commit point (its event could not be
-    /// logged, its lock not released) and so did not make it fail. The
-    /// operation's change is in place; front ends show these with its
-    /// result.
-    fn take_warnings(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// Where the store is, for messages (a directory, a database).
-    fn location(&self) -> String;
-
-    /// Whether the store exists at its location. Read-only operations on
-    /// a store that does not exist create nothing.
-    fn exists(&self) -> Result<bool>;
-
-    /// Whether an operation since the last call created the store itself
-    /// (its first write), taken: front ends say where it was created.
-    fn take_created(&self) -> bool {
-        false
-    }
-
-    /// Fail with [`crate::Error::UnknownMilestone`] when the store knows
-    /// nothing of `id` (no state, no events, no history).
-    fn require_known(&self, id: &MilestoneId) -> Result<()> {
-        if self.milestone_ids()?.contains(id) {
-            return Ok(());
-        }
-        Err(crate::Error::UnknownMilestone {
-            name: id.to_string(),
-            nearest: Vec::new(),
-            no_store: None,
-        })
-    }
-
     /// Where a holder of the lock of `id` opens the file that pins it to
     /// its descendants ([`Store::lock_pin`]), if the store has such files.
     fn lock_pin_path(&self, _id: &MilestoneId) -> Option<std::path::PathBuf> {
@@ -362,6 +380,34 @@ pub trait Store: Send + Sync {
             ),
         ))
     }
+}
+
+/// Sessions of milestones and the store's current session.
+pub trait SessionStore: StoreBase {
+    /// Start a session of a milestone; it becomes the current session if asked.
+    fn session_start(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord>;
+
+    /// End a session (the current one when `None`).
+    fn session_end(&self, sid: Option<&SessionId>) -> Result<SessionRecord>;
+
+    /// One session with its effective status.
+    fn session_get(&self, sid: &SessionId) -> Result<SessionView>;
+
+    /// Sessions matching a filter, oldest first.
+    fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>>;
+
+    /// The current session id (`no-session` when there is none).
+    fn current_session(&self) -> Result<String>;
+}
+
+/// Keeping a store in shape: cleanup of old data, and checks.
+pub trait MaintenanceStore: StoreBase {
+    /// Remove old events, backups and completed sessions of a milestone.
+    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport>;
+
+    /// Check the whole store; with `repair`, fix what is safe to fix.
+    /// `progress` is called with (steps done, steps in all).
+    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport>;
 }
 
 /// What [`Store::lock_pin`] did.

@@ -20,13 +20,13 @@
 
 mod common;
 
+use mstate_store::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
 use mstate_store::io::sim::SimIo;
 use mstate_store::model::NewEvent;
-use mstate_store::store::Store;
 use mstate_store::EventType;
 use serde_json::json;
 

@@ -13,13 +13,13 @@
 
 mod common;
 
+use mstate_store::prelude::*;
 use std::collections::BTreeMap;
 
 use common::*;
 use mstate_store::io::fault::{Fault, FaultIo};
 use mstate_store::io::sim::SimIo;
 use mstate_store::model::NewEvent;
-use mstate_store::store::Store;
 use mstate_store::{ErrorKind, EventType};
 use serde_json::json;
 

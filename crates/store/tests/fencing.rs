@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use mstate_store::io::sim::SimIo;
 use mstate_store::model::{Liveness, LockRequest};
-use mstate_store::store::{Store, WriteOptions};
+use mstate_store::prelude::*;
+use mstate_store::store::WriteOptions;
 use mstate_store::{Error, FsOptions, FsStore, TokenRefusal};
 use serde_json::json;
 

@@ -7,6 +7,7 @@
 //! of cases (the default run is short; `scripts/reliability.sh` runs long).
 //! Every property includes "never panics".
 
+use mstate_store::prelude::*;
 use std::sync::Arc;
 
 use mstate_store::fs::backup::parse_envelope;
@@ -14,7 +15,6 @@ use mstate_store::io::sim::SimIo;
 use mstate_store::io::Io;
 use mstate_store::json::{parse_strict, pointer_tokens, set_pointer};
 use mstate_store::model::{Actor, EventQuery, LockInfo, NewEvent, SessionRecord};
-use mstate_store::store::Store;
 use mstate_store::time::{parse_duration, parse_time_arg};
 use mstate_store::{CheckpointName, EventType, FsOptions, FsStore, MilestoneId, SessionId};
 use proptest::prelude::*;

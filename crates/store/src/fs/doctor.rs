@@ -35,8 +35,9 @@ use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
 use crate::io::{DirEntry, FileKind};
 use crate::model::{DoctorReport, EventQuery, Finding, Liveness, SessionRecord, Status};
+use crate::prelude::*;
 use crate::process::{self, Alive};
-use crate::store::{Store, WriteOptions};
+use crate::store::WriteOptions;
 use crate::time;
 
 /// Progress of a doctor run: (items done, items in all).

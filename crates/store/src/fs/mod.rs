@@ -30,6 +30,7 @@ mod state;
 pub mod token;
 
 use self::state::NewState;
+use crate::prelude::*;
 
 use std::borrow::Cow;
 use std::io as stdio;
@@ -47,9 +48,7 @@ use crate::model::{
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
     SessionFilter, SessionRecord, SessionStart, SessionView, StateEdit, Status,
 };
-use crate::store::{
-    CleanupOptions, CleanupReport, HeldLock, Initialized, Restored, Store, WriteOptions,
-};
+use crate::store::{CleanupOptions, CleanupReport, HeldLock, Initialized, Restored, WriteOptions};
 
 use self::atomic::{ensure_dir, read_opt};
 use self::layout::{Layout, SUBDIRS};
@@ -592,7 +591,7 @@ impl InLock {
     }
 }
 
-impl Store for FsStore {
+impl StoreBase for FsStore {
     fn location(&self) -> String {
         self.layout.root().display().to_string()
     }
@@ -605,18 +604,27 @@ impl Store for FsStore {
         FsStore::take_created(self)
     }
 
+    fn take_warnings(&self) -> Vec<String> {
+        match self.warnings.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn milestone_ids(&self) -> Result<Vec<MilestoneId>> {
+        let mut ids = std::collections::BTreeSet::new();
+        ids.extend(self.ids_in(&self.layout.active(), "", ".json")?);
+        ids.extend(self.ids_in(&self.layout.completed(), "", ".json")?);
+        ids.extend(self.ids_in(&self.layout.events(), "milestone-", ".jsonl")?);
+        Ok(ids.into_iter().collect())
+    }
+
     fn require_known(&self, id: &MilestoneId) -> Result<()> {
         FsStore::require_known(self, id)
     }
+}
 
-    fn lock_pin_path(&self, id: &MilestoneId) -> Option<PathBuf> {
-        Some(FsStore::lock_pin_path(self, id))
-    }
-
-    fn lock_pin(&self, id: &MilestoneId, fd: i32) -> Result<lock::Pinned> {
-        FsStore::lock_pin(self, id, fd)
-    }
-
+impl StateStore for FsStore {
     fn init(&self, id: &MilestoneId) -> Result<Initialized> {
         self.ensure_layout()?;
         self.locked(id, "init", self.opts.lock_timeout, || {
@@ -713,7 +721,9 @@ impl Store for FsStore {
         self.require_known(id)?;
         self.move_state(id, Status::Completed, Status::Active, opts)
     }
+}
 
+impl HistoryStore for FsStore {
     fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>> {
         let entries = backup::list(&*self.io, &self.layout, id)?;
         if entries.is_empty() {
@@ -826,7 +836,57 @@ impl Store for FsStore {
         );
         Ok(())
     }
+}
 
+impl EventStore for FsStore {
+    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
+        self.require_known(id)?;
+        self.log_creating(id, event)
+    }
+
+    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
+        self.ensure_layout()?;
+        let session = match &event.session_id {
+            Some(s) => s.clone(),
+            None => self.current_session()?,
+        };
+        self.in_session(&session, event.session_id.is_some(), |session| {
+            self.log_of(id)
+                .append(&self.opts.actor, session, &event.event_type, &event.data)
+        })
+    }
+
+    fn events(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        let mut any = false;
+        let report = self.log_of(id).query(query, &mut |line| {
+            any = true;
+            sink(line)
+        })?;
+        if !any {
+            self.require_known(id)?;
+        }
+        Ok(report)
+    }
+
+    fn follow(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        stop: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.require_known(id)?;
+        self.ensure_layout()?;
+        self.log_of(id).follow(query, stop, sink)
+    }
+}
+
+impl LockStore for FsStore {
     fn lock_acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<LockInfo> {
         self.ensure_layout()?;
         let acquired = self.take_lock(id, req, true)?;
@@ -876,71 +936,16 @@ impl Store for FsStore {
         self.locks().status(id)
     }
 
-    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
-        self.require_known(id)?;
-        self.log_creating(id, event)
+    fn lock_pin_path(&self, id: &MilestoneId) -> Option<PathBuf> {
+        Some(FsStore::lock_pin_path(self, id))
     }
 
-    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
-        self.ensure_layout()?;
-        let session = match &event.session_id {
-            Some(s) => s.clone(),
-            None => self.current_session()?,
-        };
-        self.in_session(&session, event.session_id.is_some(), |session| {
-            self.log_of(id)
-                .append(&self.opts.actor, session, &event.event_type, &event.data)
-        })
+    fn lock_pin(&self, id: &MilestoneId, fd: i32) -> Result<lock::Pinned> {
+        FsStore::lock_pin(self, id, fd)
     }
+}
 
-    fn events(
-        &self,
-        id: &MilestoneId,
-        query: &EventQuery,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
-    ) -> Result<ReadReport> {
-        let mut any = false;
-        let report = self.log_of(id).query(query, &mut |line| {
-            any = true;
-            sink(line)
-        })?;
-        if !any {
-            self.require_known(id)?;
-        }
-        Ok(report)
-    }
-
-    fn follow(
-        &self,
-        id: &MilestoneId,
-        query: &EventQuery,
-        stop: &dyn Fn() -> bool,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
-    ) -> Result<ReadReport> {
-        self.require_known(id)?;
-        self.ensure_layout()?;
-        self.log_of(id).follow(query, stop, sink)
-    }
-
-    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
-        if !opts.create {
-            self.require_known(id)?;
-        }
-        self.cleanup_milestone(id, opts)
-    }
-
-    fn milestone_ids(&self) -> Result<Vec<MilestoneId>> {
-        let mut ids = std::collections::BTreeSet::new();
-        ids.extend(self.ids_in(&self.layout.active(), "", ".json")?);
-        ids.extend(self.ids_in(&self.layout.completed(), "", ".json")?);
-        ids.extend(self.ids_in(&self.layout.events(), "milestone-", ".jsonl")?);
-        Ok(ids.into_iter().collect())
-    }
-
-    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport> {
-        self.run_doctor(repair, progress)
-    }
-
+impl SessionStore for FsStore {
     fn session_start(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord> {
         if !start.create {
             self.require_known(id)?;
@@ -966,13 +971,6 @@ impl Store for FsStore {
         Ok(list)
     }
 
-    fn take_warnings(&self) -> Vec<String> {
-        match self.warnings.lock() {
-            Ok(mut w) => std::mem::take(&mut *w),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
-    }
-
     fn current_session(&self) -> Result<String> {
         if let Some(s) = &self.opts.session {
             return Ok(s.clone());
@@ -983,6 +981,19 @@ impl Store for FsStore {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| NO_SESSION.to_string()))
+    }
+}
+
+impl MaintenanceStore for FsStore {
+    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
+        if !opts.create {
+            self.require_known(id)?;
+        }
+        self.cleanup_milestone(id, opts)
+    }
+
+    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport> {
+        self.run_doctor(repair, progress)
     }
 }
 

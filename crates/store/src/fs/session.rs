@@ -131,7 +131,7 @@ impl FsStore {
         let sid = match sid {
             Some(s) => s.clone(),
             None => {
-                let cur = crate::store::Store::current_session(self)?;
+                let cur = crate::store::SessionStore::current_session(self)?;
                 if cur == super::NO_SESSION {
                     return Err(Error::NotFound {
                         kind: ObjectKind::Session,

@@ -6,6 +6,7 @@
 //! the store knows, what reads of a store not created yet answer, and the
 //! fencing token every write carries.
 
+use crate::prelude::*;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -18,9 +19,7 @@ use crate::model::{
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
     SessionFilter, SessionRecord, SessionStart, SessionView, StateEdit,
 };
-use crate::store::{
-    CleanupOptions, CleanupReport, HeldLock, Initialized, Restored, Store, WriteOptions,
-};
+use crate::store::{CleanupOptions, CleanupReport, HeldLock, Initialized, Restored, WriteOptions};
 
 use super::events::{append, NO_SESSION};
 use super::lock::current;
@@ -219,7 +218,36 @@ impl Drop for PgHeld<'_> {
     }
 }
 
-impl Store for PgStore {
+impl StoreBase for PgStore {
+    fn location(&self) -> String {
+        self.place.clone()
+    }
+
+    fn exists(&self) -> Result<bool> {
+        self.has_schema()
+    }
+
+    fn take_warnings(&self) -> Vec<String> {
+        match self.warnings.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn milestone_ids(&self) -> Result<Vec<MilestoneId>> {
+        self.known_ids()
+    }
+
+    fn require_known(&self, id: &MilestoneId) -> Result<()> {
+        if self.is_known(id)? {
+            Ok(())
+        } else {
+            Err(self.unknown(id))
+        }
+    }
+}
+
+impl StateStore for PgStore {
     fn init(&self, id: &MilestoneId) -> Result<Initialized> {
         PgStore::init(self, id, &self.default_write())
     }
@@ -264,7 +292,9 @@ impl Store for PgStore {
         self.require_known(id)?;
         PgStore::reopen(self, id, opts, opts.lock_token)
     }
+}
 
+impl HistoryStore for PgStore {
     fn backups(&self, id: &MilestoneId) -> Result<Vec<BackupInfo>> {
         self.require_known(id)?;
         self.history(id)
@@ -310,7 +340,40 @@ impl Store for PgStore {
         self.require_known(id)?;
         self.delete_checkpoint(id, name)
     }
+}
 
+impl EventStore for PgStore {
+    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
+        self.append_event(id, event, false)
+    }
+
+    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
+        self.append_event(id, event, true)
+    }
+
+    fn events(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.require_known(id)?;
+        PgStore::events(self, id, query, sink)
+    }
+
+    fn follow(
+        &self,
+        id: &MilestoneId,
+        query: &EventQuery,
+        stop: &dyn Fn() -> bool,
+        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.require_known(id)?;
+        self.follow_events(id, query, stop, sink)
+    }
+}
+
+impl LockStore for PgStore {
     fn lock_acquire(&self, id: &MilestoneId, req: &LockRequest) -> Result<LockInfo> {
         Ok(PgStore::lock_acquire(self, id, req)?.info)
     }
@@ -351,51 +414,9 @@ impl Store for PgStore {
         }
         PgStore::lock_status(self, id)
     }
+}
 
-    fn log(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
-        self.append_event(id, event, false)
-    }
-
-    fn log_creating(&self, id: &MilestoneId, event: &NewEvent) -> Result<Event> {
-        self.append_event(id, event, true)
-    }
-
-    fn events(
-        &self,
-        id: &MilestoneId,
-        query: &EventQuery,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
-    ) -> Result<ReadReport> {
-        self.require_known(id)?;
-        PgStore::events(self, id, query, sink)
-    }
-
-    fn follow(
-        &self,
-        id: &MilestoneId,
-        query: &EventQuery,
-        stop: &dyn Fn() -> bool,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
-    ) -> Result<ReadReport> {
-        self.require_known(id)?;
-        self.follow_events(id, query, stop, sink)
-    }
-
-    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
-        if !opts.create {
-            self.require_known(id)?;
-        }
-        self.cleanup_milestone(id, opts)
-    }
-
-    fn milestone_ids(&self) -> Result<Vec<MilestoneId>> {
-        self.known_ids()
-    }
-
-    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport> {
-        self.check(repair, progress)
-    }
-
+impl SessionStore for PgStore {
     fn session_start(&self, id: &MilestoneId, start: &SessionStart) -> Result<SessionRecord> {
         if !start.create {
             self.require_known(id)?;
@@ -424,27 +445,17 @@ impl Store for PgStore {
     fn current_session(&self) -> Result<String> {
         self.current_session_id()
     }
+}
 
-    fn take_warnings(&self) -> Vec<String> {
-        match self.warnings.lock() {
-            Ok(mut w) => std::mem::take(&mut *w),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+impl MaintenanceStore for PgStore {
+    fn cleanup(&self, id: &MilestoneId, opts: &CleanupOptions) -> Result<CleanupReport> {
+        if !opts.create {
+            self.require_known(id)?;
         }
+        self.cleanup_milestone(id, opts)
     }
 
-    fn location(&self) -> String {
-        self.place.clone()
-    }
-
-    fn exists(&self) -> Result<bool> {
-        self.has_schema()
-    }
-
-    fn require_known(&self, id: &MilestoneId) -> Result<()> {
-        if self.is_known(id)? {
-            Ok(())
-        } else {
-            Err(self.unknown(id))
-        }
+    fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport> {
+        self.check(repair, progress)
     }
 }

@@ -118,7 +118,7 @@ impl PgStore {
         if !create {
             // Before the transaction: the error names the known ids,
             // which takes queries of its own.
-            crate::Store::require_known(self, id)?;
+            crate::StoreBase::require_known(self, id)?;
         }
         self.write("append an event to", id, self.opts.lock_timeout, |tx| {
             lock_row(tx, id, create)?.ok_or_else(|| not_found(id))?;

@@ -46,12 +46,14 @@ impl Mode {
             "require" => Mode::Require,
             "verify-ca" => Mode::VerifyCa,
             "verify-full" => Mode::VerifyFull,
-            other => return Err(Error::invalid(
-                "sslmode",
-                format!(
+            other => {
+                return Err(Error::invalid(
+                    "sslmode",
+                    format!(
                     "{other:?} is not one; use disable, prefer, require, verify-ca or verify-full"
                 ),
-            )),
+                ))
+            }
         })
     }
 

@@ -2,12 +2,13 @@
 //! the list of mutating operations, each with its setup.
 #![allow(dead_code)]
 
+use mstate_store::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
 
 use mstate_store::io::Io;
 use mstate_store::model::{Actor, EventQuery, LockRequest, NewEvent, SessionStart};
-use mstate_store::store::{CleanupOptions, Store, WriteOptions};
+use mstate_store::store::{CleanupOptions, WriteOptions};
 use mstate_store::{CheckpointName, EventType, FsOptions, FsStore, MilestoneId};
 use serde_json::{json, Value};
 
