@@ -26,6 +26,7 @@ pub use error::{Error, ErrorKind, ObjectKind, Result, TokenRefusal};
 pub use fs::log::{Fields, LogLine};
 pub use fs::{FsOptions, FsStore};
 pub use id::{CheckpointName, EventType, MilestoneId, SessionId};
+pub use model::{EventFields, EventRecord};
 pub use open::{open, Location};
 pub use store::{
     CleanupOptions, CleanupReport, EventStore, HistoryStore, LockStore, MaintenanceStore, Pinned,

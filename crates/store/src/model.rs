@@ -580,3 +580,61 @@ impl StateEdit {
         Ok(())
     }
 }
+
+/// One stored event as a query hands it to its sink, on every backend:
+/// its seq and time, the members readers show, and the stored line.
+///
+/// The line (one compact JSON object, the file store's format byte for
+/// byte) is there as a fast path: a reader that prints events writes it
+/// as it is, without building a value of it; [`EventRecord::event`] gives
+/// the whole event as a model value.
+#[derive(Debug)]
+pub struct EventRecord<'a> {
+    /// The stored line, without its newline.
+    pub raw: &'a str,
+    /// Its timestamp.
+    pub timestamp: jiff::Timestamp,
+    /// Its `seq`, or the implicit one for lines without (seed lines).
+    pub seq: u64,
+    /// The members readers show, read by the same parse that checked the
+    /// line, so a reader need not parse it again.
+    pub fields: EventFields<'a>,
+}
+
+impl EventRecord<'_> {
+    /// The whole event, parsed from the stored line (a seed line's
+    /// missing members are `None`, its seq the implicit one).
+    pub fn event(&self) -> crate::error::Result<Event> {
+        let bad = |e: serde_json::Error| {
+            crate::error::Error::invalid("stored event", format!("event {}: {e}", self.seq))
+        };
+        let mut value: Value = serde_json::from_str(self.raw).map_err(bad)?;
+        if let Some(obj) = value.as_object_mut() {
+            // The seed's first line names its type `event` and has no data.
+            if !obj.contains_key("event_type") {
+                if let Some(t) = obj.remove("event") {
+                    obj.insert("event_type".into(), t);
+                }
+            }
+            obj.entry("data")
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+        let mut event: Event = serde_json::from_value(value).map_err(bad)?;
+        event.seq.get_or_insert(self.seq);
+        Ok(event)
+    }
+}
+
+/// The members of an event line its readers show, borrowed from the line
+/// (owned only where a string holds escapes).
+#[derive(Debug, Clone, Default)]
+pub struct EventFields<'a> {
+    /// `timestamp` as written, if it is a string.
+    pub timestamp: Option<std::borrow::Cow<'a, str>>,
+    /// `event_type`, or the seed's `event`, if a string.
+    pub event_type: Option<std::borrow::Cow<'a, str>>,
+    /// `session_id`, if a string.
+    pub session_id: Option<std::borrow::Cow<'a, str>>,
+    /// The JSON text of `data`, as written.
+    pub data: Option<&'a str>,
+}

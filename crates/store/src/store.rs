@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::fs::log::LogLine;
 use crate::id::{CheckpointName, MilestoneId, SessionId};
+use crate::model::EventRecord;
 use crate::model::{
     BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw, LockInfo,
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
@@ -311,7 +311,7 @@ pub trait EventStore: StoreBase {
         &self,
         id: &MilestoneId,
         query: &EventQuery,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport>;
 
     /// Run a query, then stream new matching events until `stop()` or the
@@ -321,7 +321,7 @@ pub trait EventStore: StoreBase {
         id: &MilestoneId,
         query: &EventQuery,
         stop: &dyn Fn() -> bool,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport>;
 }
 

@@ -88,10 +88,15 @@ fn event(ty: &str, data: Value) -> NewEvent {
 /// Every event of `m` matching `q`, as (seq, type, data).
 fn events(s: &dyn Store, m: &MilestoneId, q: &EventQuery) -> Vec<(u64, String, Value)> {
     let mut out = Vec::new();
-    s.events(m, q, &mut |line| {
-        let v: Value = serde_json::from_str(line.raw).expect("stored line is JSON");
-        let ty = v["event_type"].as_str().unwrap_or_default().to_string();
-        out.push((line.seq, ty, v["data"].clone()));
+    s.events(m, q, &mut |record| {
+        let event = record.event().expect("a stored event");
+        assert_eq!(event.seq, Some(record.seq));
+        assert_eq!(event.milestone_id, m.as_str());
+        assert_eq!(
+            record.fields.event_type.as_deref(),
+            Some(&*event.event_type)
+        );
+        out.push((record.seq, event.event_type, event.data));
         Ok(true)
     })
     .expect("events");

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::fs::log::LogLine;
 use crate::id::{CheckpointName, MilestoneId, SessionId};
+use crate::model::EventRecord;
 use crate::model::{
     BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Finding, Loaded, LockInfo,
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
@@ -355,7 +355,7 @@ impl EventStore for PgStore {
         &self,
         id: &MilestoneId,
         query: &EventQuery,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport> {
         self.require_known(id)?;
         PgStore::events(self, id, query, sink)
@@ -366,7 +366,7 @@ impl EventStore for PgStore {
         id: &MilestoneId,
         query: &EventQuery,
         stop: &dyn Fn() -> bool,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport> {
         self.require_known(id)?;
         self.follow_events(id, query, stop, sink)

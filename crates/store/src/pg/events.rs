@@ -7,8 +7,8 @@ use postgres::GenericClient;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::fs::log::LogLine;
 use crate::id::MilestoneId;
+use crate::model::EventRecord;
 use crate::model::{Actor, Event, EventQuery, NewEvent, ReadReport};
 
 use super::{Fail, PgStore};
@@ -133,7 +133,7 @@ impl PgStore {
         &self,
         id: &MilestoneId,
         q: &EventQuery,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport> {
         self.query_events(id, q, SeqRange::default(), sink)
     }
@@ -144,7 +144,7 @@ impl PgStore {
         id: &MilestoneId,
         q: &EventQuery,
         range: SeqRange,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport> {
         let want = match (q.tail, q.limit) {
             (Some(t), Some(l)) if q.reverse => Some(t.min(l)),
@@ -231,7 +231,7 @@ impl PgStore {
                     let fields = crate::fs::log::line::fields(raw.as_bytes())
                         .map(|(_, f)| f)
                         .unwrap_or_default();
-                    let line = LogLine {
+                    let line = EventRecord {
                         raw,
                         timestamp,
                         seq: u64::try_from(seq).unwrap_or(0),

@@ -16,8 +16,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
 use crate::error::Result;
-use crate::fs::log::LogLine;
 use crate::id::MilestoneId;
+use crate::model::EventRecord;
 use crate::model::{EventQuery, ReadReport};
 
 use super::events::SeqRange;
@@ -65,13 +65,13 @@ impl PgStore {
         id: &MilestoneId,
         q: &EventQuery,
         stop: &dyn Fn() -> bool,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport> {
         let mut listener = Some(self.listener()?);
         let mut covered = self.newest_seq(id)?;
         let mut handed = 0usize;
         let mut more = true;
-        let mut counting = |line: &LogLine| -> Result<bool> {
+        let mut counting = |line: &EventRecord| -> Result<bool> {
             handed += 1;
             let go_on = sink(line)?;
             Ok(go_on && q.limit.is_none_or(|l| handed < l))
@@ -160,7 +160,7 @@ impl PgStore {
         id: &MilestoneId,
         q: &EventQuery,
         covered: &mut u64,
-        sink: &mut dyn FnMut(&LogLine) -> Result<bool>,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<()> {
         let newest = self.newest_seq(id)?;
         if newest <= *covered {

@@ -332,19 +332,7 @@ pub fn full_head(line: &[u8]) -> Option<FullHead> {
     serde_json::from_slice(line).ok()
 }
 
-/// The members of an event line its readers show, borrowed from the line
-/// (owned only where a string holds escapes).
-#[derive(Debug, Clone, Default)]
-pub struct Fields<'a> {
-    /// `timestamp` as written, if it is a string.
-    pub timestamp: Option<Cow<'a, str>>,
-    /// `event_type`, or the seed's `event`, if a string.
-    pub event_type: Option<Cow<'a, str>>,
-    /// `session_id`, if a string.
-    pub session_id: Option<Cow<'a, str>>,
-    /// The JSON text of `data`, as written.
-    pub data: Option<&'a str>,
-}
+pub use crate::model::EventFields as Fields;
 
 struct FieldsVisitor;
 

@@ -92,7 +92,7 @@ mod unsynced;
 
 use std::path::{Path, PathBuf};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 
 use crate::error::Result;
 use crate::fs::layout::Layout;
@@ -104,19 +104,9 @@ pub use self::clock::{clock_check, ClockCheck};
 pub use self::line::Fields;
 use self::scan::Part;
 
-/// One line handed to a query's sink.
-#[derive(Debug)]
-pub struct LogLine<'a> {
-    /// The stored line, without its newline.
-    pub raw: &'a str,
-    /// Its timestamp.
-    pub timestamp: Timestamp,
-    /// Its `seq`, or the implicit one for lines without (seed lines).
-    pub seq: u64,
-    /// The members readers show, read by the same parse that checked the
-    /// line, so a reader need not parse it again.
-    pub fields: Fields<'a>,
-}
+/// One line handed to a query's sink: the store API's
+/// [`crate::model::EventRecord`].
+pub use crate::model::EventRecord as LogLine;
 
 /// What a cleanup of the log did or would do.
 #[derive(Debug, Clone, Default, serde::Serialize)]
