@@ -63,8 +63,11 @@ pub struct ListArgs {
     #[arg(long, value_name = "ID")]
     pub milestone: Option<String>,
     /// Only sessions with this status.
-    #[arg(long, value_parser = ["active", "completed", "abandoned"])]
-    pub status: Option<String>,
+    #[arg(long, value_parser = clap::builder::TypedValueParser::try_map(
+        clap::builder::PossibleValuesParser::new(["active", "completed", "abandoned"]),
+        |s| s.parse::<mstate_store::model::SessionStatus>(),
+    ))]
+    pub status: Option<mstate_store::model::SessionStatus>,
 }
 
 #[derive(Debug, Args)]
@@ -199,7 +202,7 @@ pub fn cmd_session(ctx: &Context, cmd: &SessionCommand) -> CliResult {
                     .map(milestone)
                     .transpose()?
                     .map(|m| m.to_string()),
-                status: a.status.clone(),
+                status: a.status,
             };
             let list = ctx.store.sessions(&filter)?;
             if ctx.global.json {

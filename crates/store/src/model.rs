@@ -419,14 +419,59 @@ pub struct SessionStart {
     pub create: bool,
 }
 
+/// What a session is, as readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// Started and not ended, its process alive (or on another host).
+    Active,
+    /// Ended (`session end`).
+    Completed,
+    /// Not ended, but its process on this host is gone.
+    Abandoned,
+}
+
+impl SessionStatus {
+    /// The name used on disk and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Completed => "completed",
+            SessionStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl std::fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SessionStatus {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "active" => Ok(SessionStatus::Active),
+            "completed" => Ok(SessionStatus::Completed),
+            "abandoned" => Ok(SessionStatus::Abandoned),
+            other => Err(crate::error::Error::invalid(
+                "session status",
+                format!("{other:?}; use active, completed or abandoned"),
+            )),
+        }
+    }
+}
+
 /// A session with its effective status: `active`, `completed`, or
 /// `abandoned` (active, but its process is gone).
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionView {
     #[serde(flatten)]
     pub record: SessionRecord,
-    /// Effective status (may differ from the stored `status`).
-    pub effective_status: String,
+    /// Effective status (may differ from the stored `status`; a stored
+    /// status other than `completed` counts as active).
+    pub effective_status: SessionStatus,
     /// Why it is abandoned, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abandoned_because: Option<String>,
@@ -436,8 +481,7 @@ pub struct SessionView {
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
     pub milestone: Option<String>,
-    /// `active`, `completed` or `abandoned`.
-    pub status: Option<String>,
+    pub status: Option<SessionStatus>,
 }
 
 /// One problem found by `doctor`.

@@ -30,7 +30,7 @@ use crate::fs::atomic::{read_opt, remove_tree, write_replace};
 use crate::fs::backup::{self, Kind};
 use crate::fs::layout::SUBDIRS;
 use crate::fs::revision;
-use crate::fs::session::{ABANDONED, ACTIVE, COMPLETED};
+use crate::fs::session::{ACTIVE, COMPLETED};
 use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
 use crate::io::{DirEntry, FileKind};
@@ -422,7 +422,7 @@ impl Doctor<'_> {
                 }
             };
             let view = store.view(record);
-            if view.effective_status == ABANDONED {
+            if view.effective_status == crate::model::SessionStatus::Abandoned {
                 let reason = view.abandoned_because.clone().unwrap_or_default();
                 let record = view.record.clone();
                 self.finding(
@@ -797,7 +797,9 @@ fn end_abandoned(store: &FsStore, record: &SessionRecord, reason: &str) -> Resul
     let sid = SessionId::new(record.session_id.as_str())?;
     let mut r = store.read_session(&sid)?;
     // Ended meanwhile, or its process seen alive after all: leave it.
-    if r.status != ACTIVE || store.view(r.clone()).effective_status != ABANDONED {
+    if r.status != ACTIVE
+        || store.view(r.clone()).effective_status != crate::model::SessionStatus::Abandoned
+    {
         return Ok(());
     }
     r.status = COMPLETED.to_string();

@@ -653,14 +653,16 @@ impl StateStore for FsStore {
 
     fn save(&self, id: &MilestoneId, state: &Value, opts: &WriteOptions) -> Result<Saved> {
         crate::json::check_depth(state, "state")?;
-        self.write_state(id, "save", opts, &mut |_| {
+        self.write_state(id, state::WriteKind::Save, opts, &mut |_| {
             Ok(NewState::Value(Cow::Borrowed(state)))
         })
     }
 
     fn save_text(&self, id: &MilestoneId, state: &[u8], opts: &WriteOptions) -> Result<Saved> {
         crate::json::check_strict(state, "state")?;
-        self.write_state(id, "save", opts, &mut |_| Ok(NewState::Text(state)))
+        self.write_state(id, state::WriteKind::Save, opts, &mut |_| {
+            Ok(NewState::Text(state))
+        })
     }
 
     fn load(&self, id: &MilestoneId, opts: &WriteOptions) -> Result<Loaded> {
@@ -674,7 +676,7 @@ impl StateStore for FsStore {
     fn update(&self, id: &MilestoneId, edit: &StateEdit, opts: &WriteOptions) -> Result<Saved> {
         edit.check()?;
         self.require_known(id)?;
-        self.write_state(id, "update", opts, &mut |current| {
+        self.write_state(id, state::WriteKind::Update, opts, &mut |current| {
             let Some(current) = current else {
                 return Err(Error::NotFound {
                     kind: crate::error::ObjectKind::Milestone,

@@ -21,7 +21,7 @@ use crate::fs::atomic::{create_exclusive, read_opt, write_replace};
 use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
 use crate::io::{FileKind, LockMode};
-use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionView};
+use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionStatus, SessionView};
 use crate::process;
 use crate::time;
 
@@ -29,8 +29,6 @@ use crate::time;
 pub const ACTIVE: &str = "active";
 /// Stored status of an ended session.
 pub const COMPLETED: &str = "completed";
-/// Effective status of an active session whose process is gone.
-pub const ABANDONED: &str = "abandoned";
 
 fn encode(record: &SessionRecord) -> Result<Vec<u8>> {
     let mut b =
@@ -257,11 +255,7 @@ impl FsStore {
                 continue;
             }
             let view = self.view(record);
-            if filter
-                .status
-                .as_deref()
-                .is_some_and(|s| s != view.effective_status)
-            {
+            if filter.status.is_some_and(|s| s != view.effective_status) {
                 continue;
             }
             out.push(view);
@@ -280,9 +274,11 @@ impl FsStore {
             .flatten();
         SessionView {
             effective_status: if abandoned.is_some() {
-                ABANDONED.to_string()
+                SessionStatus::Abandoned
+            } else if record.status == COMPLETED {
+                SessionStatus::Completed
             } else {
-                record.status.clone()
+                SessionStatus::Active
             },
             abandoned_because: abandoned,
             record,

@@ -175,6 +175,15 @@ fn encode(
     out.write_all(b"\n")
 }
 
+/// Which write of a state [`FsStore::write_state`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteKind {
+    /// A new state replacing the current one, read only for its revision.
+    Save,
+    /// An edit of the current state, which must be there and valid.
+    Update,
+}
+
 impl FsStore {
     /// The error for a milestone without a state file: unknown to the
     /// store, or known (its log, its backups) but with no state yet.
@@ -504,11 +513,12 @@ impl FsStore {
     pub(crate) fn write_state<'s>(
         &self,
         id: &MilestoneId,
-        operation: &str,
+        kind: WriteKind,
         opts: &WriteOptions,
         make: &mut dyn FnMut(Option<Envelope>) -> Result<NewState<'s>>,
     ) -> Result<Saved> {
-        let save = operation == "save";
+        let save = kind == WriteKind::Save;
+        let operation = if save { "save" } else { "update" };
         self.locked_for(id, operation, opts, || {
             let mut current = self.current(id, !save)?;
             if !save {

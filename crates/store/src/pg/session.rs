@@ -10,7 +10,9 @@ use serde_json::json;
 
 use crate::error::{Error, ObjectKind, Result};
 use crate::id::{MilestoneId, SessionId};
-use crate::model::{NewEvent, SessionFilter, SessionRecord, SessionStart, SessionView};
+use crate::model::{
+    NewEvent, SessionFilter, SessionRecord, SessionStart, SessionStatus, SessionView,
+};
 use crate::time;
 
 use super::events::{append, NO_SESSION};
@@ -19,7 +21,6 @@ use super::{format_time, Fail, PgStore};
 
 const ACTIVE: &str = "active";
 const COMPLETED: &str = "completed";
-const ABANDONED: &str = "abandoned";
 
 const SELECT_SESSION: &str = "SELECT session_id, milestone_id, created_at, pid, \"user\", \
      working_directory, git_branch, status, ended_at, host, pid_start, boot_id \
@@ -288,9 +289,11 @@ impl PgStore {
         .flatten();
         SessionView {
             effective_status: if abandoned.is_some() {
-                ABANDONED.to_string()
+                SessionStatus::Abandoned
+            } else if record.status == COMPLETED {
+                SessionStatus::Completed
             } else {
-                record.status.clone()
+                SessionStatus::Active
             },
             abandoned_because: abandoned,
             record,
@@ -314,12 +317,7 @@ impl PgStore {
         Ok(records
             .into_iter()
             .map(|r| self.view(r))
-            .filter(|v| {
-                filter
-                    .status
-                    .as_deref()
-                    .is_none_or(|s| s == v.effective_status)
-            })
+            .filter(|v| filter.status.is_none_or(|s| s == v.effective_status))
             .collect())
     }
 }
