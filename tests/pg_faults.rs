@@ -44,16 +44,33 @@ impl Outcomes {
 }
 
 /// Check a failure of a command whose connection was terminated: the
-/// documented code of an I/O failure, a message naming the server.
-fn check_failure(out: &Output, what: &str) {
+/// documented code of an I/O failure, a message naming the server and
+/// the cause; under `--json`, one JSON error object saying the same.
+fn check_failure(out: &Output, json: bool, what: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    let (host_port, db) = server_words();
     assert_eq!(out.status.code(), Some(1), "{what}: {err}");
-    assert!(
-        err.contains(&host_port) && err.contains(&db),
-        "{what}: the message names the server: {err}"
-    );
     assert!(!err.contains("panicked"), "{what}: {err}");
+    let message = if json {
+        let v: Value =
+            serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{what}: {e}: {err}"));
+        assert_eq!(v["error"]["code"], 1, "{what}: {v}");
+        assert_eq!(v["error"]["kind"], "failure", "{what}: {v}");
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        err.into_owned()
+    };
+    let (host_port, db) = server_words();
+    assert!(
+        message.contains(&host_port) && message.contains(&db),
+        "{what}: the message names the server: {message}"
+    );
+    assert!(
+        message.contains("connection"),
+        "{what}: the message names the cause: {message}"
+    );
 }
 
 /// Writers (`update --set`, `log`) and a reader run while a killer
@@ -165,11 +182,17 @@ fn worker(bin: &Bin, start: &Barrier, w: usize, round: usize, n: usize) -> (Work
             ],
             Work::Read => vec!["load".into(), "m".into(), "--envelope".into()],
         };
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Every other command reports in JSON (`load --envelope --json`
+        // has the revision at the top too).
+        let json = (w + i) % 2 == 1;
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if json {
+            args.push("--json");
+        }
         let out = bin.run(&args);
         if !out.status.success() {
             failures += 1;
-            check_failure(&out, &format!("mstate {args:?}"));
+            check_failure(&out, json, &format!("mstate {args:?}"));
             outcomes.failed.insert(key);
             continue;
         }
