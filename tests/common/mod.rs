@@ -17,6 +17,7 @@ pub fn cmd(dir: &Path) -> Command {
     let mut c = Command::new(bin());
     c.current_dir(dir)
         .env_remove("MSTATE_DIR")
+        .env_remove("MSTATE_STORE")
         .env_remove("MSTATE_SESSION")
         .env_remove("MSTATE_LOCK_TIMEOUT")
         .env_remove("MSTATE_MAX_BACKUPS")

@@ -108,6 +108,29 @@ impl Fail {
     }
 }
 
+/// What to check when connecting failed with `e`, by its cause.
+pub fn connect_hint(e: &postgres::Error) -> &'static str {
+    let code = e.code();
+    let is = |c: &SqlState| code == Some(c);
+    if is(&SqlState::INVALID_CATALOG_NAME) {
+        "the database does not exist: create it, or name another in the connection string"
+    } else if is(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) || is(&SqlState::INVALID_PASSWORD)
+    {
+        "the server refused this user: check the user name and password in the connection \
+         string, and the server's pg_hba.conf"
+    } else if is(&SqlState::TOO_MANY_CONNECTIONS) {
+        "the server has no connection to spare: retry later, or raise its max_connections"
+    } else if is(&SqlState::CANNOT_CONNECT_NOW) {
+        "the server is starting or shutting down: retry shortly"
+    } else if code.is_some() {
+        "check the connection string and the server's log"
+    } else if is_io(e) {
+        "check that the server runs and listens at that host and port"
+    } else {
+        "check that the server runs and accepts this user, and the connection string"
+    }
+}
+
 fn is_io(e: &postgres::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -169,13 +169,23 @@ impl PgStore {
     /// does not exist create nothing).
     pub fn open(url: &str, schema: &str, opts: StoreOptions) -> Result<PgStore> {
         migrate::check_schema_name(schema)?;
+        const FORM: &str =
+            "use postgresql://user@host:port/dbname or \"host=... user=... dbname=...\"";
         let ssl = tls::split(url)?;
         let mut config: Config = ssl.rest.parse().map_err(|e: postgres::Error| {
             Error::invalid(
                 "PostgreSQL connection string",
-                format!("{e}; use postgresql://user@host:port/dbname or \"host=... user=... dbname=...\""),
+                format!("{}; {FORM}", fail::describe(&e)),
             )
         })?;
+        // The client has no default host (libpq's is a local socket):
+        // without one, connecting could only fail, with a vaguer message.
+        if config.get_hosts().is_empty() {
+            return Err(Error::invalid(
+                "PostgreSQL connection string",
+                format!("it names no server host; {FORM}"),
+            ));
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
@@ -207,9 +217,7 @@ impl PgStore {
                 ),
             ));
         }
-        if version > 0 {
-            store.ensure_schema()?;
-        }
+        store.note_version(version)?;
         Ok(store)
     }
 
@@ -236,8 +244,21 @@ impl PgStore {
         if version == 0 {
             return Ok(false);
         }
-        self.ensure_schema()?;
+        self.note_version(version)?;
         Ok(true)
+    }
+
+    /// Act on the schema version just read: a current schema is ready as
+    /// it is (no migration transactions, whose DDL and advisory lock every
+    /// command would otherwise pay, and which a read could not retry); an
+    /// older one is migrated; a missing one (0) is left to the first write.
+    fn note_version(&self, version: i32) -> Result<()> {
+        if version == schema::latest_version() {
+            self.ready.store(true, Ordering::Release);
+        } else if version > 0 {
+            self.ensure_schema()?;
+        }
+        Ok(())
     }
 
     /// The schema the store lives in.
@@ -310,10 +331,7 @@ impl PgStore {
         let mut client = connected.map_err(|e| {
             self.io_error(
                 "connect to",
-                format!(
-                    "{}; check that the server runs and accepts this user, and the connection string",
-                    fail::describe(&e)
-                ),
+                format!("{}; {}", fail::describe(&e), fail::connect_hint(&e)),
             )
         })?;
         // The schema alone: every name the store uses resolves there

@@ -1,0 +1,4 @@
+//! Helpers shared by the tests that drive the binary against a
+//! PostgreSQL server (`tests/pg_*.rs`).
+
+pub mod pg;
