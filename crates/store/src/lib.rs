@@ -21,6 +21,7 @@ pub mod process;
 pub mod store;
 pub mod time;
 pub mod timeline;
+pub mod transfer;
 
 pub use error::{Error, ErrorKind, ObjectKind, Result, TokenRefusal};
 pub use fs::log::{Fields, LogLine};

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::fs::log::LogLine;
 use crate::id::{CheckpointName, MilestoneId, SessionId};
+use crate::transfer::Record;
 use crate::model::{
     BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw, LockInfo,
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
@@ -315,6 +316,33 @@ pub trait Store: Send + Sync {
     /// result.
     fn take_warnings(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Hand every record of the store to `sink`, in the order
+    /// [`crate::transfer`] describes, until it returns false: how a store
+    /// is moved to another ([`Store::import`] takes them). Reads only; the
+    /// report lists what could not be moved (damaged lines, unreadable
+    /// backups), which was skipped.
+    fn export(&self, sink: &mut dyn FnMut(Record) -> Result<bool>) -> Result<ReadReport> {
+        let _ = sink;
+        Err(crate::Error::invalid(
+            "export",
+            format!("the store at {} cannot be exported", self.location()),
+        ))
+    }
+
+    /// Write `records` (in [`Store::export`]'s order) into this store,
+    /// which must hold none of their milestones or sessions (an id taken
+    /// is [`crate::Error::AlreadyExists`]); the current session named is
+    /// made this store's. Durable once it returns. A failure partway
+    /// leaves a database store unchanged (one transaction); a directory
+    /// store keeps the files written before it.
+    fn import(&self, records: &mut dyn Iterator<Item = Result<Record>>) -> Result<()> {
+        let _ = records;
+        Err(crate::Error::invalid(
+            "import",
+            format!("the store at {} cannot import", self.location()),
+        ))
     }
 
     /// Where the store is, for messages (a directory, a database).

@@ -27,6 +27,7 @@ pub mod log;
 pub mod revision;
 mod session;
 mod state;
+mod transfer;
 
 use self::state::NewState;
 
@@ -939,6 +940,20 @@ impl Store for FsStore {
             Ok(mut w) => std::mem::take(&mut *w),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
+    }
+
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(crate::transfer::Record) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.export_records(sink)
+    }
+
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<crate::transfer::Record>>,
+    ) -> Result<()> {
+        self.import_records(records)
     }
 
     fn current_session(&self) -> Result<String> {

@@ -425,6 +425,20 @@ impl Store for PgStore {
         self.current_session_id()
     }
 
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(crate::transfer::Record) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.export_records(sink)
+    }
+
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<crate::transfer::Record>>,
+    ) -> Result<()> {
+        self.import_records(records)
+    }
+
     fn take_warnings(&self) -> Vec<String> {
         match self.warnings.lock() {
             Ok(mut w) => std::mem::take(&mut *w),

@@ -76,6 +76,7 @@ pub mod migrate;
 pub mod schema;
 mod session;
 mod state;
+mod transfer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

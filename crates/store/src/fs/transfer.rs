@@ -1,0 +1,653 @@
+//! Export and import of a whole filesystem store ([`crate::transfer`]).
+//!
+//! Export reads only. Import writes each file complete under a temporary
+//! name, syncs it and links or renames it into place without replacing
+//! anything (a name already taken is an error, never overwritten), then
+//! syncs the directories: once it returns, the copy is durable. Backups
+//! and checkpoints get back their modification times, backups their
+//! mstate names (`<id>-<superseded stamp>-r<rev>.json`); events are
+//! written as their lines, byte for byte, keeping their seqs (a log whose
+//! first seq is not 1 starts in a sealed segment with a header line, as
+//! retention leaves it).
+
+use std::io as stdio;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::{Error, IoContext, ObjectKind, Result};
+use crate::fs::atomic::{self, ensure_dir, read_opt, temp_path, write_replace};
+use crate::fs::backup::{self, Kind};
+use crate::fs::log::line;
+use crate::fs::state::{encode, NewState};
+use crate::fs::{revision, FsStore, NO_SESSION};
+use crate::id::{CheckpointName, MilestoneId, SessionId};
+use crate::io::File;
+use crate::model::{EventQuery, ReadReport, SessionFilter, Status};
+use crate::store::Store;
+use crate::transfer::{format_time, parse_time, Record, StateRecord};
+
+/// Bytes of event lines gathered before one write.
+const EVENT_BUFFER: usize = 1 << 20;
+
+/// A stored envelope's time, revision and state text (the state laid out
+/// as `load` shows it).
+struct RawState {
+    timestamp: String,
+    revision: u64,
+    text: String,
+}
+
+/// Read the envelope at `path`: `None` when there is no file, the parse
+/// error when it is corrupt.
+fn read_raw(
+    store: &FsStore,
+    path: &Path,
+) -> Result<Option<std::result::Result<RawState, String>>> {
+    #[derive(serde::Deserialize)]
+    struct Raw<'a> {
+        timestamp: String,
+        #[allow(dead_code)] // required, as for every reader of envelopes
+        milestone_id: serde::de::IgnoredAny,
+        #[allow(dead_code)]
+        version: serde::de::IgnoredAny,
+        #[serde(default)]
+        revision: u64,
+        #[serde(borrow)]
+        state: &'a serde_json::value::RawValue,
+    }
+    let Some(bytes) = read_opt(&*store.io, path)? else {
+        return Ok(None);
+    };
+    let raw = match crate::json::from_slice_nested::<Raw<'_>>(&bytes, 1) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    let mut text = raw.state.get().as_bytes().to_vec();
+    crate::json::dedent_in_place(&mut text, 1);
+    Ok(Some(
+        String::from_utf8(text)
+            .map(|text| RawState {
+                timestamp: raw.timestamp,
+                revision: raw.revision,
+                text,
+            })
+            .map_err(|e| e.to_string()),
+    ))
+}
+
+/// [`stdio::Write`] over a [`File`].
+struct FileWriter<'a>(&'a mut dyn File);
+
+impl stdio::Write for FileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> stdio::Result<usize> {
+        self.0.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> stdio::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log of the milestone being imported, written to a temporary file
+/// and put in place by [`FsStore::finish_log`].
+struct Pending {
+    id: MilestoneId,
+    /// Set once the milestone has a state: a milestone with neither state
+    /// nor events gets an empty log, so the store knows it.
+    has_state: bool,
+    log: Option<OpenLog>,
+}
+
+struct OpenLog {
+    file: Box<dyn File>,
+    tmp: PathBuf,
+    target: PathBuf,
+    /// Written to a segment (the first seq is not 1).
+    segment: bool,
+    buf: Vec<u8>,
+    last_seq: u64,
+}
+
+fn out_of_order(what: impl Into<String>) -> Error {
+    Error::invalid(
+        "imported records",
+        format!(
+            "{}: the records are not in export order",
+            what.into()
+        ),
+    )
+}
+
+fn taken(kind: ObjectKind, name: impl Into<String>) -> Error {
+    Error::AlreadyExists {
+        kind,
+        name: name.into(),
+        hint: Some("import into a store that does not hold it".into()),
+    }
+}
+
+impl FsStore {
+    /// Every record of the store, in export order (see
+    /// [`crate::transfer`]). A corrupt current state fails the export;
+    /// corrupt or unnumbered backups and checkpoints, and damaged event
+    /// lines, are skipped and reported.
+    pub(crate) fn export_records(
+        &self,
+        sink: &mut dyn FnMut(Record) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        let mut report = ReadReport::default();
+        if !self.exists()? {
+            return Ok(report);
+        }
+        for id in self.milestone_ids()? {
+            if !self.export_milestone(&id, &mut report, sink)? {
+                return Ok(report);
+            }
+        }
+        for view in self.list_sessions(&SessionFilter::default())? {
+            if !sink(Record::Session(view.record))? {
+                return Ok(report);
+            }
+        }
+        let current = read_opt(&*self.io, &self.layout.current_session())?
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && s != NO_SESSION);
+        if let Some(sid) = current {
+            sink(Record::CurrentSession(sid))?;
+        }
+        Ok(report)
+    }
+
+    /// One milestone's records; false when the sink said enough.
+    fn export_milestone(
+        &self,
+        id: &MilestoneId,
+        report: &mut ReadReport,
+        sink: &mut dyn FnMut(Record) -> Result<bool>,
+    ) -> Result<bool> {
+        let (status, state) = match self.find_state(id)? {
+            None => (Status::Active, None),
+            Some((status, path)) => match read_raw(self, &path)? {
+                None => (Status::Active, None),
+                Some(Ok(raw)) => (
+                    status,
+                    Some(StateRecord {
+                        revision: raw.revision,
+                        text: raw.text,
+                        written_at: raw.timestamp,
+                    }),
+                ),
+                Some(Err(detail)) => {
+                    return Err(Error::Corrupt {
+                        what: format!("state of milestone '{id}'"),
+                        path,
+                        detail,
+                        hint: Some(format!(
+                            "recover it first (`mstate recover {id}`, or `mstate doctor --repair`), then move the store"
+                        )),
+                    })
+                }
+            },
+        };
+        let current = state.as_ref().map_or(0, |s| s.revision);
+        if !sink(Record::Milestone {
+            id: id.clone(),
+            status,
+            state,
+        })? {
+            return Ok(false);
+        }
+        let entries = backup::list(&*self.io, &self.layout, id)?;
+        // Backups, oldest revision first; their contents are read one at
+        // a time.
+        let mut numbered = Vec::new();
+        for e in entries.iter().filter(|e| e.kind == Kind::Backup) {
+            let path = self.layout.backups().join(&e.file);
+            let Some(parsed) = read_raw(self, &path)? else {
+                continue;
+            };
+            let rev = match &parsed {
+                Ok(raw) if raw.revision > 0 => raw.revision,
+                Ok(_) => backup::revision_in_name(id, &e.file).unwrap_or(0),
+                Err(detail) => {
+                    report.warnings.push(format!(
+                        "backup {} is corrupt ({detail}); not moved",
+                        e.file
+                    ));
+                    continue;
+                }
+            };
+            if rev == 0 {
+                report.warnings.push(format!(
+                    "backup {} has no revision (written by the seed's functions); not moved",
+                    e.file
+                ));
+                continue;
+            }
+            let superseded = backup::stamp_in_name(id, &e.file).map_or(e.meta.modified, |s| s.0);
+            numbered.push((rev, superseded, e.file.clone()));
+        }
+        numbered.sort();
+        let mut last = None;
+        for (rev, superseded, file) in numbered {
+            if last == Some(rev) || rev == current {
+                report.warnings.push(format!(
+                    "backup {file} repeats revision {rev}; not moved (the other copy is)"
+                ));
+                continue;
+            }
+            last = Some(rev);
+            let path = self.layout.backups().join(&file);
+            let Some(Ok(raw)) = read_raw(self, &path)? else {
+                continue;
+            };
+            if !sink(Record::Revision {
+                milestone: id.clone(),
+                revision: rev,
+                text: raw.text,
+                written_at: raw.timestamp,
+                superseded_at: format_time(superseded),
+            })? {
+                return Ok(false);
+            }
+        }
+        for e in &entries {
+            let Kind::Checkpoint(name) = &e.kind else {
+                continue;
+            };
+            let path = self.layout.backups().join(&e.file);
+            let raw = match read_raw(self, &path)? {
+                None => continue,
+                Some(Ok(raw)) => raw,
+                Some(Err(detail)) => {
+                    report.warnings.push(format!(
+                        "checkpoint {} is corrupt ({detail}); not moved",
+                        e.file
+                    ));
+                    continue;
+                }
+            };
+            if !sink(Record::Checkpoint {
+                milestone: id.clone(),
+                name: CheckpointName::new(name.as_str())?,
+                revision: raw.revision,
+                text: raw.text,
+                created_at: format_time(e.meta.modified),
+            })? {
+                return Ok(false);
+            }
+        }
+        let mut more = true;
+        let read = Store::events(self, id, &EventQuery::default(), &mut |l| {
+            more = sink(Record::Event {
+                milestone: id.clone(),
+                seq: l.seq,
+                line: l.raw.to_string(),
+            })?;
+            Ok(more)
+        })?;
+        report.warnings.extend(
+            read.warnings
+                .into_iter()
+                .map(|w| format!("events of '{id}': {w}; not moved")),
+        );
+        Ok(more)
+    }
+
+    /// Write `records` (in export order) into this store, which must hold
+    /// none of their milestones and sessions.
+    pub(crate) fn import_records(
+        &self,
+        records: &mut dyn Iterator<Item = Result<Record>>,
+    ) -> Result<()> {
+        self.ensure_layout()?;
+        let mut pending: Option<Pending> = None;
+        let result = (|| {
+            for record in &mut *records {
+                match record? {
+                    Record::Milestone { id, status, state } => {
+                        if let Some(p) = pending.take() {
+                            self.finish_log(p)?;
+                        }
+                        let has_state = state.is_some();
+                        self.put_milestone(&id, status, state)?;
+                        pending = Some(Pending {
+                            id,
+                            has_state,
+                            log: None,
+                        });
+                    }
+                    Record::Revision {
+                        milestone,
+                        revision,
+                        text,
+                        written_at,
+                        superseded_at,
+                    } => {
+                        current(&pending, &milestone)?;
+                        self.put_backup(&milestone, revision, &text, &written_at, &superseded_at)?;
+                    }
+                    Record::Checkpoint {
+                        milestone,
+                        name,
+                        revision,
+                        text,
+                        created_at,
+                    } => {
+                        current(&pending, &milestone)?;
+                        self.put_checkpoint(&milestone, &name, revision, &text, &created_at)?;
+                    }
+                    Record::Event {
+                        milestone,
+                        seq,
+                        line,
+                    } => {
+                        current(&pending, &milestone)?;
+                        if let Some(p) = pending.as_mut() {
+                            self.put_event(p, seq, &line)?;
+                        }
+                    }
+                    Record::Session(s) => {
+                        if let Some(p) = pending.take() {
+                            self.finish_log(p)?;
+                        }
+                        let sid = SessionId::new(&s.session_id)?;
+                        let path = self.layout.session_file(&sid);
+                        let mut bytes = serde_json::to_vec_pretty(&s)
+                            .map_err(|e| Error::io("encode", "session", e.into()))?;
+                        bytes.push(b'\n');
+                        match atomic::create_exclusive(&*self.io, &path, &bytes) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {
+                                return Err(taken(ObjectKind::Session, sid.as_str()))
+                            }
+                            Err(e) => return Err(Error::io("create", &path, e)),
+                        }
+                    }
+                    Record::CurrentSession(sid) => {
+                        if let Some(p) = pending.take() {
+                            self.finish_log(p)?;
+                        }
+                        let sid = SessionId::new(&sid)?;
+                        write_replace(
+                            &*self.io,
+                            &self.layout.current_session(),
+                            format!("{sid}\n").as_bytes(),
+                        )?;
+                    }
+                }
+            }
+            if let Some(p) = pending.take() {
+                self.finish_log(p)?;
+            }
+            for dir in [self.layout.sessions(), self.layout.backups()] {
+                self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+            }
+            Ok(())
+        })();
+        if let Some(Pending {
+            log: Some(log), ..
+        }) = pending
+        {
+            atomic::discard(&*self.io, &log.tmp);
+        }
+        result
+    }
+
+    /// The milestone's state file and revision record.
+    fn put_milestone(
+        &self,
+        id: &MilestoneId,
+        status: Status,
+        state: Option<StateRecord>,
+    ) -> Result<()> {
+        let known = self.find_state(id)?.is_some()
+            || atomic::exists(&*self.io, &self.layout.event_log(id))?
+            || atomic::exists(&*self.io, &self.layout.segments_dir(id))?;
+        if known {
+            return Err(taken(ObjectKind::Milestone, id.as_str()));
+        }
+        let Some(state) = state else {
+            return Ok(());
+        };
+        crate::json::check_strict(state.text.as_bytes(), "imported state")?;
+        let target = self.layout.state_file(id, status);
+        let new = NewState::Text(state.text.as_bytes());
+        let mut record = Ok(());
+        atomic::write_replace_then(
+            &*self.io,
+            &target,
+            &mut |out| encode(&state.written_at, id, state.revision, &new, out),
+            &mut || {
+                if state.revision > 0 {
+                    record = revision::advance(
+                        &*self.io,
+                        &self.layout,
+                        id,
+                        &revision::Record::default(),
+                        state.revision,
+                    );
+                }
+            },
+        )?;
+        record?;
+        if status != Status::Active {
+            let dir = self.layout.active();
+            self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+        }
+        Ok(())
+    }
+
+    /// A backup file of revision `rev`, named for when it was superseded.
+    fn put_backup(
+        &self,
+        id: &MilestoneId,
+        rev: u64,
+        text: &str,
+        written_at: &str,
+        superseded_at: &str,
+    ) -> Result<()> {
+        crate::json::check_strict(text.as_bytes(), "imported revision")?;
+        let at = parse_time(superseded_at, &format!("revision {rev} of '{id}'"))?;
+        let modified = parse_time(written_at, &format!("revision {rev} of '{id}'"))?;
+        let stamp = crate::time::file_stamp(jiff::Timestamp::try_from(at).map_err(|e| {
+            Error::invalid("imported record", format!("revision {rev} of '{id}': {e}"))
+        })?);
+        let new = NewState::Text(text.as_bytes());
+        for attempt in 0..100u32 {
+            let name = match attempt {
+                0 => format!("{id}-{stamp}-r{rev}.json"),
+                n => format!("{id}-{stamp}-r{rev}-{n}.json"),
+            };
+            let path = self.layout.backups().join(&name);
+            let fill = &mut |out: &mut dyn stdio::Write| encode(written_at, id, rev, &new, out);
+            match self.write_new(&path, fill, modified)? {
+                true => return Ok(()),
+                false => continue,
+            }
+        }
+        Err(taken(ObjectKind::Backup, format!("r{rev} of '{id}'")))
+    }
+
+    fn put_checkpoint(
+        &self,
+        id: &MilestoneId,
+        name: &CheckpointName,
+        rev: u64,
+        text: &str,
+        created_at: &str,
+    ) -> Result<()> {
+        crate::id::check_checkpoint_file(id, name)?;
+        crate::json::check_strict(text.as_bytes(), "imported checkpoint")?;
+        let at = parse_time(created_at, &format!("checkpoint '{name}' of '{id}'"))?;
+        let path = self.layout.checkpoint_file(id, name);
+        let new = NewState::Text(text.as_bytes());
+        let fill = &mut |out: &mut dyn stdio::Write| encode(created_at, id, rev, &new, out);
+        if !self.write_new(&path, fill, at)? {
+            return Err(taken(ObjectKind::Checkpoint, name.as_str()));
+        }
+        Ok(())
+    }
+
+    /// Create `path` with what `fill` writes, synced, with modification
+    /// time `modified`; false (and nothing written) when the name is
+    /// taken. The caller syncs the directory.
+    fn write_new(
+        &self,
+        path: &Path,
+        fill: &mut dyn FnMut(&mut dyn stdio::Write) -> stdio::Result<()>,
+        modified: SystemTime,
+    ) -> Result<bool> {
+        if atomic::exists(&*self.io, path)? {
+            return Ok(false);
+        }
+        let tmp = temp_path(path);
+        let result = (|| {
+            let mut f = self.io.create_new(&tmp).ctx("create", &tmp)?;
+            {
+                let mut w = stdio::BufWriter::with_capacity(EVENT_BUFFER, FileWriter(&mut *f));
+                fill(&mut w).ctx("write", &tmp)?;
+                stdio::Write::flush(&mut w).ctx("write", &tmp)?;
+            }
+            match self.io.set_modified(&tmp, modified) {
+                Ok(()) => {}
+                Err(e) if e.kind() == stdio::ErrorKind::Unsupported => {}
+                Err(e) => return Err(Error::io("set the time of", &tmp, e)),
+            }
+            f.sync().ctx("sync", &tmp)?;
+            drop(f);
+            match self.io.rename_noreplace(&tmp, path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Error::io("rename into place", path, e)),
+            }
+        })();
+        if !matches!(result, Ok(true)) {
+            atomic::discard(&*self.io, &tmp);
+        }
+        result
+    }
+
+    /// Add one event line to the log being written.
+    fn put_event(&self, p: &mut Pending, seq: u64, text: &str) -> Result<()> {
+        let id = &p.id;
+        let bad = |why: &str| {
+            Error::invalid(
+                "imported event",
+                format!("event {seq} of '{id}': {why}"),
+            )
+        };
+        if text.contains('\n') || text.contains('\r') {
+            return Err(bad("its line holds a line break"));
+        }
+        let explicit = line::explicit_seq(text.as_bytes());
+        if explicit.is_some_and(|e| e != seq) {
+            return Err(bad("its line names another seq"));
+        }
+        if p.log.is_none() {
+            if seq == 0 {
+                return Err(bad("seqs start at 1"));
+            }
+            let (target, segment, head) = if seq == 1 {
+                (self.layout.event_log(id), false, Vec::new())
+            } else {
+                ensure_dir(&*self.io, &self.layout.events().join("segments"))?;
+                let dir = self.layout.segments_dir(id);
+                ensure_dir(&*self.io, &dir)?;
+                (
+                    dir.join(format!("{seq:020}.jsonl")),
+                    true,
+                    line::segment_header(seq),
+                )
+            };
+            let tmp = temp_path(&target);
+            let file = self.io.create_new(&tmp).ctx("create", &tmp)?;
+            p.log = Some(OpenLog {
+                file,
+                tmp,
+                target,
+                segment,
+                buf: head,
+                last_seq: seq - 1,
+            });
+        }
+        let Some(log) = p.log.as_mut() else {
+            return Ok(());
+        };
+        if seq <= log.last_seq {
+            return Err(out_of_order(format!("event {seq} of '{id}'")));
+        }
+        if explicit.is_none() && seq != log.last_seq + 1 {
+            return Err(bad(
+                "its line carries no seq and does not follow the one before (a log file cannot keep that gap)",
+            ));
+        }
+        log.last_seq = seq;
+        log.buf.extend_from_slice(text.as_bytes());
+        log.buf.push(b'\n');
+        if log.buf.len() >= EVENT_BUFFER {
+            log.file.write_all(&log.buf).ctx("write", &log.tmp)?;
+            log.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Put the milestone's log in place, synced.
+    fn finish_log(&self, p: Pending) -> Result<()> {
+        let live = self.layout.event_log(&p.id);
+        let Some(mut log) = p.log else {
+            if !p.has_state {
+                self.create_empty(&live)?;
+                let dir = self.layout.events();
+                self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+            }
+            return Ok(());
+        };
+        let result = (|| {
+            log.file.write_all(&log.buf).ctx("write", &log.tmp)?;
+            log.file.sync().ctx("sync", &log.tmp)?;
+            match self.io.rename_noreplace(&log.tmp, &log.target) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {
+                    Err(taken(ObjectKind::EventLog, p.id.as_str()))
+                }
+                Err(e) => Err(Error::io("rename into place", &log.target, e)),
+            }
+        })();
+        if result.is_err() {
+            atomic::discard(&*self.io, &log.tmp);
+            return result;
+        }
+        if log.segment {
+            let dir = self.layout.segments_dir(&p.id);
+            self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
+            let parent = self.layout.events().join("segments");
+            self.io.sync_dir(&parent).ctx("sync directory", &parent)?;
+            self.create_empty(&live)?;
+        }
+        let dir = self.layout.events();
+        self.io.sync_dir(&dir).ctx("sync directory", &dir)
+    }
+
+    /// An empty file at `path`, synced (the caller syncs the directory).
+    fn create_empty(&self, path: &Path) -> Result<()> {
+        match self.io.create_new(path) {
+            Ok(f) => f.sync().ctx("sync", path),
+            Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => Err(taken(
+                ObjectKind::EventLog,
+                path.display().to_string(),
+            )),
+            Err(e) => Err(Error::io("create", path, e)),
+        }
+    }
+}
+
+/// Check that a record belongs to the milestone being imported.
+fn current(pending: &Option<Pending>, milestone: &MilestoneId) -> Result<()> {
+    match pending {
+        Some(p) if p.id == *milestone => Ok(()),
+        _ => Err(out_of_order(format!("a record of '{milestone}'"))),
+    }
+}
