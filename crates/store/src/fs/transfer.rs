@@ -4,11 +4,12 @@
 //! name, syncs it and links or renames it into place without replacing
 //! anything (a name already taken is an error, never overwritten), then
 //! syncs the directories: once it returns, the copy is durable. Backups
-//! and checkpoints get back their modification times, backups their
-//! mstate names (`<id>-<superseded stamp>-r<rev>.json`); events are
-//! written as their lines, byte for byte, keeping their seqs (a log whose
-//! first seq is not 1 starts in a sealed segment with a header line, as
-//! retention leaves it).
+//! and checkpoints get back their modification times (what `backups` and
+//! `checkpoint list` show; the envelope inside takes that time too),
+//! backups their mstate names (`<id>-<superseded stamp>-r<rev>.json`);
+//! events are written as their lines, byte for byte, keeping their seqs
+//! (a log whose first seq is not 1 starts in a sealed segment with a
+//! header line, as retention leaves it).
 
 use std::io as stdio;
 use std::path::{Path, PathBuf};
@@ -191,7 +192,6 @@ impl FsStore {
                 }
             },
         };
-        let current = state.as_ref().map_or(0, |s| s.revision);
         if !sink(Record::Milestone {
             id: id.clone(),
             status,
@@ -232,7 +232,7 @@ impl FsStore {
         numbered.sort();
         let mut last = None;
         for (rev, superseded, file) in numbered {
-            if last == Some(rev) || rev == current {
+            if last == Some(rev) {
                 report.warnings.push(format!(
                     "backup {file} repeats revision {rev}; not moved (the other copy is)"
                 ));
@@ -243,11 +243,17 @@ impl FsStore {
             let Some(Ok(raw)) = read_raw(self, &path)? else {
                 continue;
             };
+            // When the state was written, as `backups` shows it: the
+            // file's time (a backup is the state file itself, linked).
+            let written = match self.io.metadata(&path) {
+                Ok(m) => format_time(m.modified),
+                Err(_) => raw.timestamp,
+            };
             if !sink(Record::Revision {
                 milestone: id.clone(),
                 revision: rev,
                 text: raw.text,
-                written_at: raw.timestamp,
+                written_at: written,
                 superseded_at: format_time(superseded),
             })? {
                 return Ok(false);
