@@ -14,12 +14,12 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::fs::log::LogLine;
 use crate::id::{CheckpointName, MilestoneId, SessionId};
-use crate::transfer::Record;
 use crate::model::{
     BackupInfo, CheckpointInfo, DoctorReport, Event, EventQuery, Loaded, LoadedRaw, LockInfo,
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
     SessionFilter, SessionRecord, SessionStart, SessionView, StateEdit,
 };
+use crate::transfer::Record;
 
 /// Default wait for a lock, in seconds (the seed's).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -330,7 +330,10 @@ mod tests {
         b.feed(b"a");
         b.feed(b"bc");
         assert_ne!(a, b);
-        assert_eq!(canonical("{\n  \"a\": [1, 2]\n}"), canonical("{\"a\":[1,2]}"));
+        assert_eq!(
+            canonical("{\n  \"a\": [1, 2]\n}"),
+            canonical("{\"a\":[1,2]}")
+        );
         assert_ne!(canonical("{\"a\":1.0}"), canonical("{\"a\":1}"));
     }
 

@@ -40,10 +40,7 @@ struct RawState {
 
 /// Read the envelope at `path`: `None` when there is no file, the parse
 /// error when it is corrupt.
-fn read_raw(
-    store: &FsStore,
-    path: &Path,
-) -> Result<Option<std::result::Result<RawState, String>>> {
+fn read_raw(store: &FsStore, path: &Path) -> Result<Option<std::result::Result<RawState, String>>> {
     #[derive(serde::Deserialize)]
     struct Raw<'a> {
         timestamp: String,
@@ -113,10 +110,7 @@ struct OpenLog {
 fn out_of_order(what: impl Into<String>) -> Error {
     Error::invalid(
         "imported records",
-        format!(
-            "{}: the records are not in export order",
-            what.into()
-        ),
+        format!("{}: the records are not in export order", what.into()),
     )
 }
 
@@ -393,10 +387,7 @@ impl FsStore {
             }
             Ok(())
         })();
-        if let Some(Pending {
-            log: Some(log), ..
-        }) = pending
-        {
+        if let Some(Pending { log: Some(log), .. }) = pending {
             atomic::discard(&*self.io, &log.tmp);
         }
         result
@@ -539,12 +530,8 @@ impl FsStore {
     /// Add one event line to the log being written.
     fn put_event(&self, p: &mut Pending, seq: u64, text: &str) -> Result<()> {
         let id = &p.id;
-        let bad = |why: &str| {
-            Error::invalid(
-                "imported event",
-                format!("event {seq} of '{id}': {why}"),
-            )
-        };
+        let bad =
+            |why: &str| Error::invalid("imported event", format!("event {seq} of '{id}': {why}"));
         if text.contains('\n') || text.contains('\r') {
             return Err(bad("its line holds a line break"));
         }
@@ -641,10 +628,9 @@ impl FsStore {
     fn create_empty(&self, path: &Path) -> Result<()> {
         match self.io.create_new(path) {
             Ok(f) => f.sync().ctx("sync", path),
-            Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => Err(taken(
-                ObjectKind::EventLog,
-                path.display().to_string(),
-            )),
+            Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {
+                Err(taken(ObjectKind::EventLog, path.display().to_string()))
+            }
             Err(e) => Err(Error::io("create", path, e)),
         }
     }

@@ -637,7 +637,10 @@ impl Io for RealIo {
     fn set_modified(&self, path: &Path, modified: std::time::SystemTime) -> io::Result<()> {
         let at = self.at(path)?;
         let since = |t: std::time::SystemTime| match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos())),
+            Ok(d) => (
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                i64::from(d.subsec_nanos()),
+            ),
             Err(e) => {
                 let d = e.duration();
                 let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);

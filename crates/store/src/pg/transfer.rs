@@ -71,13 +71,17 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, id: &MilestoneId, seq: u64, line: String) -> Result<()> {
-        let bad = |why: String| {
-            Error::invalid("imported event", format!("event {seq} of '{id}': {why}"))
-        };
+        let bad =
+            |why: String| Error::invalid("imported event", format!("event {seq} of '{id}': {why}"));
         let event: Event = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
         let ts = crate::time::parse_timestamp(&event.timestamp)
             .map(SystemTime::from)
-            .ok_or_else(|| bad(format!("its timestamp {:?} is not RFC 3339", event.timestamp)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "its timestamp {:?} is not RFC 3339",
+                    event.timestamp
+                ))
+            })?;
         let data = serde_json::to_string(&event.data).map_err(|e| bad(e.to_string()))?;
         self.seq.push(to_i64(seq, "event seq")?);
         self.ts.push(ts);
@@ -358,9 +362,11 @@ impl PgStore {
             }
         }
         let current = self.read("read the current session of", |c| {
-            Ok(c.query_opt("SELECT session_id FROM mstate_current_session", &[])?
-                .map(|r| r.try_get::<_, String>(0))
-                .transpose()?)
+            Ok(
+                c.query_opt("SELECT session_id FROM mstate_current_session", &[])?
+                    .map(|r| r.try_get::<_, String>(0))
+                    .transpose()?,
+            )
         })?;
         if let Some(sid) = current.filter(|s| s != NO_SESSION) {
             sink(Record::CurrentSession(sid))?;
