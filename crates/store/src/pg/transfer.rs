@@ -428,7 +428,7 @@ impl PgStore {
         }
         for rev in revs {
             let row = self.read("export", |c| {
-                Ok(c.query_opt(
+                c.query_opt(
                     "SELECT state_text, written_at, superseded_at FROM mstate_revisions \
                      WHERE milestone_id = $1 AND revision = $2",
                     &[&id.as_str(), &rev],
@@ -436,7 +436,7 @@ impl PgStore {
                 .map(|r| -> Result<(String, SystemTime, SystemTime), Fail> {
                     Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
                 })
-                .transpose()?)
+                .transpose()
             })?;
             let Some((text, written, superseded)) = row else {
                 continue;
@@ -453,7 +453,7 @@ impl PgStore {
         }
         for name in cps {
             let row = self.read("export", |c| {
-                Ok(c.query_opt(
+                c.query_opt(
                     "SELECT revision, state_text, created_at FROM mstate_checkpoints \
                      WHERE milestone_id = $1 AND name = $2",
                     &[&id.as_str(), &name],
@@ -461,7 +461,7 @@ impl PgStore {
                 .map(|r| -> Result<(i64, String, SystemTime), Fail> {
                     Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
                 })
-                .transpose()?)
+                .transpose()
             })?;
             let Some((rev, text, created)) = row else {
                 continue;
