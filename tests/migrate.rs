@@ -398,3 +398,33 @@ fn files_to_files_keeps_seqs_after_retention() {
     };
     assert_eq!(seq(&a), seq(&b));
 }
+
+#[test]
+fn a_move_that_fails_leaves_postgres_as_it_was() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["save", "a-first", r#"{"step": 1}"#]);
+    // A state the seed's functions wrote: no revision, which PostgreSQL
+    // cannot hold. It comes after `a-first`, so the import has begun.
+    std::fs::write(
+        dir.join(".milestones/state/active/seeded.json"),
+        r#"{"timestamp": "2026-01-01T00:00:00Z", "milestone_id": "seeded", "version": "1.0", "state": {}}"#,
+    )
+    .unwrap();
+    let pg = schema.url();
+    let out = run(
+        dir,
+        &["migrate", "--from", ".milestones/state", "--to", &pg],
+    );
+    assert_eq!(out.status.code(), Some(INVALID));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seeded") && err.contains("no revision"),
+        "{err}"
+    );
+    let list = at(dir, &pg, &["list", "--json"]);
+    assert!(!list.contains("a-first"), "a failed move left {list}");
+}

@@ -200,7 +200,14 @@ impl Tally {
                 run.events.feed(line.as_bytes());
             }
             Record::Session(s) => {
-                let text = serde_json::to_string(s).unwrap_or_default();
+                // Times as every backend gives them back (microseconds).
+                let mut s = s.clone();
+                for t in std::iter::once(&mut s.created_at).chain(s.ended_at.as_mut()) {
+                    if let Some(ts) = crate::time::parse_timestamp(t) {
+                        *t = crate::time::format_micros(ts);
+                    }
+                }
+                let text = serde_json::to_string(&s).unwrap_or_default();
                 let mut h = Fnv64::default();
                 h.feed(text.as_bytes());
                 self.sessions.insert(s.session_id.clone(), h.hex());
