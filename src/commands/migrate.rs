@@ -134,10 +134,11 @@ fn copy(
             let mut tally = Tally::default();
             let result = source.export(&mut |record| {
                 tally.add(&record);
-                if matches!(record, Record::Milestone { .. }) {
+                let milestone = matches!(record, Record::Milestone { .. });
+                if milestone {
                     bar.inc(1);
                 }
-                if tally.records % 256 == 0 {
+                if milestone || tally.records % 256 == 0 {
                     bar.set_message(format!("{} events", tally.events));
                 }
                 // A closed channel: the import stopped (it failed).
