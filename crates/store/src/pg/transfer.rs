@@ -380,7 +380,7 @@ impl PgStore {
         id: &MilestoneId,
         sink: &mut dyn FnMut(Record) -> Result<bool>,
     ) -> Result<bool> {
-        let head = self.read("export", |c| {
+        let head = self.read("export a milestone of", |c| {
             let r = c.query_one(
                 "SELECT status, revision, state_text, state_written_at FROM mstate_milestones WHERE id = $1",
                 &[&id.as_str()],
@@ -427,7 +427,7 @@ impl PgStore {
             return Ok(false);
         }
         for rev in revs {
-            let row = self.read("export", |c| {
+            let row = self.read("export a milestone of", |c| {
                 c.query_opt(
                     "SELECT state_text, written_at, superseded_at FROM mstate_revisions \
                      WHERE milestone_id = $1 AND revision = $2",
@@ -452,7 +452,7 @@ impl PgStore {
             }
         }
         for name in cps {
-            let row = self.read("export", |c| {
+            let row = self.read("export a milestone of", |c| {
                 c.query_opt(
                     "SELECT revision, state_text, created_at FROM mstate_checkpoints \
                      WHERE milestone_id = $1 AND name = $2",
