@@ -407,11 +407,11 @@ fn a_move_that_fails_leaves_postgres_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     ok(dir, &["save", "a-first", r#"{"step": 1}"#]);
-    // A state the seed's functions wrote: no revision, which PostgreSQL
-    // cannot hold. It comes after `a-first`, so the import has begun.
+    // A session of a status PostgreSQL does not hold: sessions come after
+    // every milestone, so the import has begun when it fails.
     std::fs::write(
-        dir.join(".milestones/state/active/seeded.json"),
-        r#"{"timestamp": "2026-01-01T00:00:00Z", "milestone_id": "seeded", "version": "1.0", "state": {}}"#,
+        dir.join(".milestones/state/sessions/s-odd.json"),
+        r#"{"session_id": "s-odd", "milestone_id": "a-first", "created_at": "2026-01-01T00:00:00Z", "pid": 1, "status": "paused"}"#,
     )
     .unwrap();
     let pg = schema.url();
@@ -419,12 +419,35 @@ fn a_move_that_fails_leaves_postgres_as_it_was() {
         dir,
         &["migrate", "--from", ".milestones/state", "--to", &pg],
     );
-    assert_eq!(out.status.code(), Some(INVALID));
+    assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("seeded") && err.contains("no revision"),
-        "{err}"
-    );
+    assert!(err.contains("did not finish"), "{err}");
     let list = at(dir, &pg, &["list", "--json"]);
     assert!(!list.contains("a-first"), "a failed move left {list}");
+}
+
+/// A state the seed's functions wrote has no revision: it moves as the
+/// revision a write would give it, the one after the highest issued.
+#[test]
+fn a_seed_state_moves_with_the_revision_it_counts_as() {
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["save", "m", r#"{"step": 1}"#]);
+    ok(dir, &["save", "m", r#"{"step": 2}"#]);
+    std::fs::write(
+        dir.join(".milestones/state/active/m.json"),
+        r#"{"timestamp": "2026-01-01T00:00:00Z", "milestone_id": "m", "version": "1.0", "state": {"step": "seed"}}"#,
+    )
+    .unwrap();
+    let pg = schema.url();
+    ok(
+        dir,
+        &["migrate", "--from", ".milestones/state", "--to", &pg],
+    );
+    let loaded: Value = serde_json::from_str(&at(dir, &pg, &["load", "m", "--json"])).unwrap();
+    assert_eq!(loaded["revision"], 3, "{loaded}");
+    assert_eq!(loaded["state"]["step"], "seed", "{loaded}");
 }

@@ -160,6 +160,23 @@ impl FsStore {
         Ok(report)
     }
 
+    /// The revision a state file whose own number is `file_rev` counts
+    /// as: its number when mstate wrote it, else (the seed's file, or an
+    /// older one copied back) the revision after the highest issued, as
+    /// the next write here would number it.
+    fn effective_revision(&self, id: &MilestoneId, file_rev: u64) -> Result<u64> {
+        let record = revision::read(&*self.io, &self.layout, id, Some(file_rev))?;
+        let mut high = record.high;
+        if record.names.is_empty() {
+            high = high.max(revision::from_backup_names(&*self.io, &self.layout, id)?);
+        }
+        Ok(if file_rev == 0 || file_rev < high {
+            high + 1
+        } else {
+            file_rev
+        })
+    }
+
     /// One milestone's records; false when the sink said enough.
     fn export_milestone(
         &self,
@@ -174,7 +191,7 @@ impl FsStore {
                 Some(Ok(raw)) => (
                     status,
                     Some(StateRecord {
-                        revision: raw.revision,
+                        revision: self.effective_revision(id, raw.revision)?,
                         text: raw.text,
                         written_at: raw.timestamp,
                     }),
