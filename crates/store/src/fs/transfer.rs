@@ -9,7 +9,8 @@
 //! backups their mstate names (`<id>-<superseded stamp>-r<rev>.json`);
 //! events are written as their lines, byte for byte, keeping their seqs
 //! (a log whose first seq is not 1 starts in a sealed segment with a
-//! header line, as retention leaves it).
+//! header line, as retention leaves it, and a line without `seq` after a
+//! gap starts another).
 
 use std::io as stdio;
 use std::path::{Path, PathBuf};
@@ -94,22 +95,53 @@ struct Pending {
     /// Set once the milestone has a state: a milestone with neither state
     /// nor events gets an empty log, so the store knows it.
     has_state: bool,
+    /// The part of the log being written.
     log: Option<OpenLog>,
-}
-
-struct OpenLog {
-    file: Box<dyn File>,
-    tmp: PathBuf,
-    target: PathBuf,
-    /// Written to a segment (the first seq is not 1).
-    segment: bool,
-    buf: Vec<u8>,
+    /// Earlier parts, written and synced: a line without `seq` after a
+    /// gap (where the source skipped a damaged line) starts a new
+    /// segment, whose header gives it its seq.
+    sealed: Vec<Part>,
     last_seq: u64,
     /// The latest timestamp of the lines so far, and whether the log was
     /// marked as out of time order (as an append marks it, so `since`
     /// and `until` scan it whole).
     latest: Option<jiff::Timestamp>,
     unordered: bool,
+}
+
+impl Pending {
+    fn new(id: MilestoneId, has_state: bool) -> Pending {
+        Pending {
+            id,
+            has_state,
+            log: None,
+            sealed: Vec::new(),
+            last_seq: 0,
+            latest: None,
+            unordered: false,
+        }
+    }
+
+    /// Remove the temporary files of a log that will not be put in place.
+    fn discard(self, io: &dyn crate::io::Io) {
+        for part in self.sealed.iter().chain(self.log.as_ref().map(|l| &l.part)) {
+            atomic::discard(io, &part.tmp);
+        }
+    }
+}
+
+/// One file of an imported log: where it is written, where it goes.
+struct Part {
+    tmp: PathBuf,
+    target: PathBuf,
+    /// A segment (its first seq is not 1, or the log has several parts).
+    segment: bool,
+}
+
+struct OpenLog {
+    file: Box<dyn File>,
+    part: Part,
+    buf: Vec<u8>,
 }
 
 fn out_of_order(what: impl Into<String>) -> Error {
@@ -335,11 +367,7 @@ impl FsStore {
                         }
                         let has_state = state.is_some();
                         self.put_milestone(&id, status, state)?;
-                        pending = Some(Pending {
-                            id,
-                            has_state,
-                            log: None,
-                        });
+                        pending = Some(Pending::new(id, has_state));
                     }
                     Record::Revision {
                         milestone,
@@ -409,8 +437,8 @@ impl FsStore {
             }
             Ok(())
         })();
-        if let Some(Pending { log: Some(log), .. }) = pending {
-            atomic::discard(&*self.io, &log.tmp);
+        if let Some(p) = pending {
+            p.discard(&*self.io);
         }
         result
     }
@@ -549,9 +577,50 @@ impl FsStore {
         result
     }
 
+    /// Open a part of `id`'s log whose first line has `seq`.
+    fn open_part(&self, id: &MilestoneId, seq: u64) -> Result<OpenLog> {
+        let (target, segment, head) = if seq == 1 {
+            (self.layout.event_log(id), false, Vec::new())
+        } else {
+            (self.segment_path(id, seq)?, true, line::segment_header(seq))
+        };
+        let tmp = temp_path(&target);
+        let file = self.io.create_new(&tmp).ctx("create", &tmp)?;
+        Ok(OpenLog {
+            file,
+            part: Part {
+                tmp,
+                target,
+                segment,
+            },
+            buf: head,
+        })
+    }
+
+    /// `events/segments/<id>/<seq>.jsonl`, its directories created.
+    fn segment_path(&self, id: &MilestoneId, seq: u64) -> Result<PathBuf> {
+        ensure_dir(&*self.io, &self.layout.events().join("segments"))?;
+        let dir = self.layout.segments_dir(id);
+        ensure_dir(&*self.io, &dir)?;
+        Ok(dir.join(format!("{seq:020}.jsonl")))
+    }
+
+    /// Write out and sync a part; its file is closed.
+    fn seal(&self, mut log: OpenLog) -> Result<Part> {
+        let result = (|| {
+            log.file.write_all(&log.buf).ctx("write", &log.part.tmp)?;
+            log.file.sync().ctx("sync", &log.part.tmp)
+        })();
+        if let Err(e) = result {
+            atomic::discard(&*self.io, &log.part.tmp);
+            return Err(e);
+        }
+        Ok(log.part)
+    }
+
     /// Add one event line to the log being written.
     fn put_event(&self, p: &mut Pending, seq: u64, text: &str) -> Result<()> {
-        let id = &p.id;
+        let id = p.id.clone();
         let bad =
             |why: &str| Error::invalid("imported event", format!("event {seq} of '{id}': {why}"));
         if text.contains('\n') || text.contains('\r') {
@@ -565,68 +634,50 @@ impl FsStore {
             if seq == 0 {
                 return Err(bad("seqs start at 1"));
             }
-            let (target, segment, head) = if seq == 1 {
-                (self.layout.event_log(id), false, Vec::new())
-            } else {
-                ensure_dir(&*self.io, &self.layout.events().join("segments"))?;
-                let dir = self.layout.segments_dir(id);
-                ensure_dir(&*self.io, &dir)?;
-                (
-                    dir.join(format!("{seq:020}.jsonl")),
-                    true,
-                    line::segment_header(seq),
-                )
-            };
-            let tmp = temp_path(&target);
-            let file = self.io.create_new(&tmp).ctx("create", &tmp)?;
-            p.log = Some(OpenLog {
-                file,
-                tmp,
-                target,
-                segment,
-                buf: head,
-                last_seq: seq - 1,
-                latest: None,
-                unordered: false,
-            });
+            p.last_seq = seq - 1;
+            p.log = Some(self.open_part(&id, seq)?);
+        }
+        if seq <= p.last_seq {
+            return Err(out_of_order(format!("event {seq} of '{id}'")));
+        }
+        if explicit.is_none() && seq != p.last_seq + 1 {
+            // A line without seq takes the one after the line before it:
+            // after a gap, only a new segment's header can give it its own.
+            if let Some(log) = p.log.take() {
+                p.sealed.push(self.seal(log)?);
+            }
+            p.log = Some(self.open_part(&id, seq)?);
+        }
+        p.last_seq = seq;
+        if let Some(ts) = line::timestamp_of(text.as_bytes()) {
+            let behind = p
+                .latest
+                .and_then(|l| l.checked_sub(crate::fs::log::ORDER_SLACK).ok())
+                .is_some_and(|bound| ts < bound);
+            if behind && !p.unordered {
+                self.log_of(&id)
+                    .mark_unordered(seq, &crate::time::format_micros(ts))?;
+                p.unordered = true;
+            }
+            p.latest = Some(p.latest.map_or(ts, |l| l.max(ts)));
         }
         let Some(log) = p.log.as_mut() else {
             return Ok(());
         };
-        if seq <= log.last_seq {
-            return Err(out_of_order(format!("event {seq} of '{id}'")));
-        }
-        if explicit.is_none() && seq != log.last_seq + 1 {
-            return Err(bad(
-                "its line carries no seq and does not follow the one before (a log file cannot keep that gap)",
-            ));
-        }
-        log.last_seq = seq;
-        if let Some(ts) = line::timestamp_of(text.as_bytes()) {
-            let behind = log
-                .latest
-                .and_then(|l| l.checked_sub(crate::fs::log::ORDER_SLACK).ok())
-                .is_some_and(|bound| ts < bound);
-            if behind && !log.unordered {
-                self.log_of(id)
-                    .mark_unordered(seq, &crate::time::format_micros(ts))?;
-                log.unordered = true;
-            }
-            log.latest = Some(log.latest.map_or(ts, |l| l.max(ts)));
-        }
         log.buf.extend_from_slice(text.as_bytes());
         log.buf.push(b'\n');
         if log.buf.len() >= EVENT_BUFFER {
-            log.file.write_all(&log.buf).ctx("write", &log.tmp)?;
+            log.file.write_all(&log.buf).ctx("write", &log.part.tmp)?;
             log.buf.clear();
         }
         Ok(())
     }
 
-    /// Put the milestone's log in place, synced.
-    fn finish_log(&self, p: Pending) -> Result<()> {
+    /// Put the milestone's log in place, synced: one live file, or
+    /// segments and an empty live file.
+    fn finish_log(&self, mut p: Pending) -> Result<()> {
         let live = self.layout.event_log(&p.id);
-        let Some(mut log) = p.log else {
+        let Some(log) = p.log.take() else {
             if !p.has_state {
                 self.create_empty(&live)?;
                 let dir = self.layout.events();
@@ -634,22 +685,39 @@ impl FsStore {
             }
             return Ok(());
         };
-        let result = (|| {
-            log.file.write_all(&log.buf).ctx("write", &log.tmp)?;
-            log.file.sync().ctx("sync", &log.tmp)?;
-            match self.io.rename_noreplace(&log.tmp, &log.target) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {
-                    Err(taken(ObjectKind::EventLog, p.id.as_str()))
-                }
-                Err(e) => Err(Error::io("rename into place", &log.target, e)),
+        match self.seal(log) {
+            Ok(part) => p.sealed.push(part),
+            Err(e) => {
+                p.discard(&*self.io);
+                return Err(e);
             }
-        })();
-        if result.is_err() {
-            atomic::discard(&*self.io, &log.tmp);
-            return result;
         }
-        if log.segment {
+        if p.sealed.len() > 1 && !p.sealed[0].segment {
+            match self.segment_path(&p.id, 1) {
+                Ok(target) => {
+                    p.sealed[0].target = target;
+                    p.sealed[0].segment = true;
+                }
+                Err(e) => {
+                    p.discard(&*self.io);
+                    return Err(e);
+                }
+            }
+        }
+        for (k, part) in p.sealed.iter().enumerate() {
+            let err = match self.io.rename_noreplace(&part.tmp, &part.target) {
+                Ok(()) => continue,
+                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {
+                    taken(ObjectKind::EventLog, p.id.as_str())
+                }
+                Err(e) => Error::io("rename into place", &part.target, e),
+            };
+            for rest in &p.sealed[k..] {
+                atomic::discard(&*self.io, &rest.tmp);
+            }
+            return Err(err);
+        }
+        if p.sealed.iter().any(|part| part.segment) {
             let dir = self.layout.segments_dir(&p.id);
             self.io.sync_dir(&dir).ctx("sync directory", &dir)?;
             let parent = self.layout.events().join("segments");
@@ -797,10 +865,55 @@ mod tests {
             r#"{"timestamp":"2026-01-01T00:00:00.000000Z","milestone_id":"m","event_type":"x"}"#;
         for bad in [
             vec![ev(1, line)],
-            vec![head.clone(), ev(2, line), ev(4, line)],
+            vec![head.clone(), ev(2, line), ev(2, line)],
             vec![head.clone(), ev(1, "{}\n{}")],
         ] {
             assert!(b.import(&mut bad.into_iter().map(Ok)).is_err());
         }
+    }
+
+    /// Lines without `seq` keep theirs across a gap (the source skipped a
+    /// damaged line): the log is written as segments whose headers carry
+    /// them, and appends go on after the last.
+    #[test]
+    fn lines_without_seq_keep_theirs_across_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsStore::open(dir.path().join("b"), StoreOptions::default()).unwrap();
+        let id = MilestoneId::new("m").unwrap();
+        let line = |i: u32| {
+            format!(
+                r#"{{"timestamp":"2026-01-01T00:00:0{i}.000000Z","milestone_id":"m","event":"seeded","n":{i}}}"#
+            )
+        };
+        let records = vec![
+            Record::Milestone {
+                id: id.clone(),
+                status: Status::Active,
+                state: None,
+            },
+            Record::Event {
+                milestone: id.clone(),
+                seq: 1,
+                line: line(1),
+            },
+            Record::Event {
+                milestone: id.clone(),
+                seq: 3,
+                line: line(3),
+            },
+            Record::Event {
+                milestone: id.clone(),
+                seq: 4,
+                line: line(4),
+            },
+        ];
+        b.import(&mut records.clone().into_iter().map(Ok)).unwrap();
+        assert_eq!(export_all(&b), records);
+        let note = NewEvent {
+            event_type: crate::id::EventType::new("note").unwrap(),
+            data: serde_json::json!({}),
+            session_id: None,
+        };
+        assert_eq!(b.log(&id, &note).unwrap().seq, Some(5));
     }
 }
