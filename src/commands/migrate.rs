@@ -167,6 +167,22 @@ fn copy(
     Ok((tally, warnings))
 }
 
+/// A progress bar over `milestones` milestones on stderr, when it is a
+/// terminal and the output is not JSON; hidden otherwise.
+fn progress(global: &GlobalArgs, milestones: u64, doing: &str) -> indicatif::ProgressBar {
+    if global.json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(milestones);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:30}} {{pos}}/{{len}} milestones {doing}, {{msg}} ({{elapsed}})"
+    )) {
+        bar.set_style(style);
+    }
+    bar.set_message("0 events");
+    bar
+}
+
 pub fn cmd_migrate(global: &GlobalArgs, a: &MigrateArgs) -> CliResult {
     let cwd = std::env::current_dir()
         .map_err(|e| CliError::Other(format!("cannot read the working directory: {e}")))?;
@@ -189,17 +205,8 @@ pub fn cmd_migrate(global: &GlobalArgs, a: &MigrateArgs) -> CliResult {
     }
     let target = mstate_store::open(&to, StoreOptions::default())?;
     check_target(&*source, &*target, &to, a.into_nonempty)?;
-    let bar = if std::io::stderr().is_terminal() && !global.json {
-        let bar = indicatif::ProgressBar::new(source.milestone_ids()?.len() as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} milestones, {msg} ({elapsed})",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let milestones = source.milestone_ids()?.len() as u64;
+    let bar = progress(global, milestones, "moved");
     let copied = copy(&*source, &*target, &bar);
     bar.finish_and_clear();
     let (tally, mut warnings) = copied.map_err(|e| {
@@ -216,11 +223,21 @@ pub fn cmd_migrate(global: &GlobalArgs, a: &MigrateArgs) -> CliResult {
     })?;
     warnings.extend(source.take_warnings());
     warnings.extend(target.take_warnings());
+    let bar = progress(global, milestones, "read back");
     let mut copy_tally = Tally::default();
-    target.export(&mut |record| {
+    let read_back = target.export(&mut |record| {
+        let milestone = matches!(record, Record::Milestone { .. });
+        if milestone {
+            bar.inc(1);
+        }
         copy_tally.add(&record);
+        if milestone || copy_tally.records % 256 == 0 {
+            bar.set_message(format!("{} events", copy_tally.events));
+        }
         Ok(true)
-    })?;
+    });
+    bar.finish_and_clear();
+    read_back?;
     let differences = tally.differences(&copy_tally);
     report(global, &from, &to, &tally, &warnings, &differences)?;
     if differences.is_empty() {
