@@ -451,3 +451,41 @@ fn a_seed_state_moves_with_the_revision_it_counts_as() {
     assert_eq!(loaded["revision"], 3, "{loaded}");
     assert_eq!(loaded["state"]["step"], "seed", "{loaded}");
 }
+
+/// A store written in PostgreSQL moves to another schema as it is, and to
+/// files with what does not depend on the backend unchanged.
+#[test]
+fn a_postgres_store_moves_to_postgres_and_to_files() {
+    let (Some(a), Some(b)) = (Schema::new(), Schema::new()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (pa, pb) = (a.url(), b.url());
+    let fs = "copy/.milestones/state";
+    at(dir, &pa, &["init", "build"]);
+    at(dir, &pa, &["save", "build", r#"{"step": 1}"#]);
+    at(dir, &pa, &["save", "build", r#"{"step": 2}"#]);
+    at(dir, &pa, &["checkpoint", "create", "build", "cp"]);
+    at(dir, &pa, &["save", "build", r#"{"step": 3, "n": 1.50}"#]);
+    at(dir, &pa, &["session", "start", "build"]);
+    at(dir, &pa, &["log", "build", "note", r#"{"text": "é"}"#]);
+    at(dir, &pa, &["save", "other", "[]"]);
+    at(dir, &pa, &["complete", "other"]);
+    ok(dir, &["migrate", "--from", &pa, "--to", &pb]);
+    ok(dir, &["migrate", "--from", &pa, "--to", fs]);
+    for ((cmd, want), (_, got)) in views(dir, &pa).iter().zip(views(dir, &pb).iter()) {
+        assert_eq!(want, got, "`mstate {cmd}` differs between the schemas");
+    }
+    for cmd in [
+        &["load", "build"][..],
+        &["load", "other", "--json"],
+        &["events", "build", "--json"],
+        &["events", "other", "--json"],
+        &["session", "list", "--json"],
+        &["session", "current"],
+        &["list", "--json"],
+    ] {
+        assert_eq!(at(dir, &pa, cmd), at(dir, fs, cmd), "`mstate {cmd:?}`");
+    }
+}
