@@ -238,6 +238,14 @@ const SPECS: &[Spec] = &[
         &["mstate doctor", "mstate doctor --repair --json"],
     ),
     spec(
+        "migrate",
+        0,
+        &[
+            "mstate migrate --from .milestones/state --to 'postgres://mstate@db.internal/ops?schema=mstate'",
+            "mstate migrate --from 'postgres://mstate@db.internal/ops?schema=mstate' --to backup/.milestones/state --json",
+        ],
+    ),
+    spec(
         "shell-init",
         0,
         &[
@@ -805,6 +813,8 @@ pub enum Command {
     Session(session::SessionCommand),
     /// Check the whole store; exit 0 only when it is clean.
     Doctor(crate::commands::doctor::DoctorArgs),
+    /// Move a whole store to another (files or PostgreSQL), then verify the copy.
+    Migrate(crate::commands::migrate::MigrateArgs),
     /// Print the seed's shell functions backed by mstate: eval "$(mstate shell-init bash)".
     ShellInit(crate::commands::shell::ShellInitArgs),
     /// Print shell completions.

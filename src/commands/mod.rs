@@ -6,6 +6,7 @@ pub mod completions;
 pub mod doctor;
 pub mod events;
 pub mod lock;
+pub mod migrate;
 pub mod session;
 pub mod shell;
 pub mod state;
@@ -29,6 +30,10 @@ pub fn run(cli: Cli) -> CliResult {
         Command::ShellInit(args) => {
             crate::context::settings(&cli.global)?;
             return shell::cmd_shell_init(args);
+        }
+        Command::Migrate(args) => {
+            crate::context::settings(&cli.global)?;
+            return migrate::cmd_migrate(&cli.global, args).map_err(state::word_hints);
         }
         _ => {}
     }
@@ -60,7 +65,7 @@ fn dispatch(ctx: &Context, command: Command) -> CliResult {
         Command::Cleanup(a) => events::cmd_cleanup(ctx, &a),
         Command::Session(c) => session::cmd_session(ctx, &c),
         Command::Doctor(a) => doctor::cmd_doctor(ctx, &a),
-        Command::Completions(_) | Command::ShellInit(_) => Ok(()),
+        Command::Completions(_) | Command::ShellInit(_) | Command::Migrate(_) => Ok(()),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod process;
 pub mod store;
 pub mod time;
 pub mod timeline;
+pub mod transfer;
 
 pub use error::{Error, ErrorKind, ObjectKind, Result, TokenRefusal};
 pub use fs::log::{Fields, LogLine};
@@ -30,7 +31,7 @@ pub use model::{EventFields, EventRecord};
 pub use open::{open, Location};
 pub use store::{
     CleanupOptions, CleanupReport, EventStore, HistoryStore, LockStore, MaintenanceStore, Pinned,
-    SessionStore, StateStore, Store, StoreBase, StoreOptions, WriteOptions,
+    SessionStore, StateStore, Store, StoreBase, StoreOptions, TransferStore, WriteOptions,
 };
 
 /// The parts of the store API, to call them on a `dyn Store`:
@@ -38,6 +39,6 @@ pub use store::{
 pub mod prelude {
     pub use crate::store::{
         EventStore, HistoryStore, LockStore, MaintenanceStore, SessionStore, StateStore, Store,
-        StoreBase,
+        StoreBase, TransferStore,
     };
 }

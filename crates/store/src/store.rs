@@ -19,6 +19,7 @@ use crate::model::{
     LockRequest, LockStatus, MilestoneSummary, NewEvent, ReadReport, Recovery, Saved,
     SessionFilter, SessionRecord, SessionStart, SessionView, StateEdit,
 };
+use crate::transfer::Record;
 
 /// Default wait for a lock, in seconds (the seed's).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -144,11 +145,12 @@ pub trait HeldLock {
 ///
 /// The API is in parts, each a trait a backend implements
 /// ([`StoreBase`], [`StateStore`], [`HistoryStore`], [`EventStore`],
-/// [`LockStore`], [`SessionStore`], [`MaintenanceStore`]); a type with all
+/// [`LockStore`], [`SessionStore`], [`MaintenanceStore`],
+/// [`TransferStore`]); a type with all
 /// of them is a [`Store`]. Front ends hold a `Box<dyn Store>` and bring
 /// the parts into scope with `use mstate_store::prelude::*`.
 pub trait Store:
-    StateStore + HistoryStore + EventStore + LockStore + SessionStore + MaintenanceStore
+    StateStore + HistoryStore + EventStore + LockStore + SessionStore + MaintenanceStore + TransferStore
 {
 }
 
@@ -159,6 +161,7 @@ impl<T> Store for T where
         + LockStore
         + SessionStore
         + MaintenanceStore
+        + TransferStore
         + ?Sized
 {
 }
@@ -417,4 +420,35 @@ pub enum Pinned {
     Now,
     /// Another descriptor of a holder pins it already; this one does not.
     Already,
+}
+
+/// Moving a whole store to another (`mstate migrate`): every record out,
+/// every record in. A backend that cannot refuses.
+pub trait TransferStore: StoreBase {
+    /// Hand every record of the store to `sink`, in the order
+    /// [`crate::transfer`] describes, until it returns false: how a store
+    /// is moved to another ([`TransferStore::import`] takes them). Reads
+    /// only; the report lists what could not be moved (damaged lines,
+    /// unreadable backups), which was skipped.
+    fn export(&self, sink: &mut dyn FnMut(Record) -> Result<bool>) -> Result<ReadReport> {
+        let _ = sink;
+        Err(crate::Error::invalid(
+            "export",
+            format!("the store at {} cannot be exported", self.location()),
+        ))
+    }
+
+    /// Write `records` (in [`TransferStore::export`]'s order) into this
+    /// store, which must hold none of their milestones or sessions (an id
+    /// taken is [`crate::Error::AlreadyExists`]); the current session
+    /// named is made this store's. Durable once it returns. A failure
+    /// partway leaves a database store unchanged (one transaction); a
+    /// directory store keeps the files written before it.
+    fn import(&self, records: &mut dyn Iterator<Item = Result<Record>>) -> Result<()> {
+        let _ = records;
+        Err(crate::Error::invalid(
+            "import",
+            format!("the store at {} cannot import", self.location()),
+        ))
+    }
 }

@@ -28,6 +28,7 @@ pub mod revision;
 mod session;
 mod state;
 pub mod token;
+mod transfer;
 
 use self::state::NewState;
 use crate::prelude::*;
@@ -996,6 +997,22 @@ impl MaintenanceStore for FsStore {
 
     fn doctor(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<DoctorReport> {
         self.run_doctor(repair, progress)
+    }
+}
+
+impl TransferStore for FsStore {
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(crate::transfer::Record) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.export_records(sink)
+    }
+
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<crate::transfer::Record>>,
+    ) -> Result<()> {
+        self.import_records(records)
     }
 }
 

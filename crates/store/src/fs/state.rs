@@ -142,7 +142,7 @@ fn not_found(id: &MilestoneId) -> Error {
 
 /// Write a state file: the pretty envelope and a newline. Text states
 /// come out exactly as their value would.
-fn encode(
+pub(crate) fn encode(
     timestamp: &str,
     id: &MilestoneId,
     revision: u64,

@@ -141,6 +141,17 @@ pub trait Io: Send + Sync + fmt::Debug {
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Watch a file or directory for changes.
     fn watch(&self, path: &Path) -> io::Result<Box<dyn Watch>>;
+    /// Set the modification time of a file (not following a link): a
+    /// store moved here keeps when its backups and checkpoints were made.
+    /// Implementations that keep no times report `Unsupported`, which
+    /// callers may ignore.
+    fn set_modified(&self, path: &Path, modified: SystemTime) -> io::Result<()> {
+        let _ = (path, modified);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this I/O keeps no modification times",
+        ))
+    }
 }
 
 /// A [`Watch`] that only sleeps: for filesystems or test doubles without

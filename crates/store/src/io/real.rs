@@ -634,6 +634,33 @@ impl Io for RealIo {
         retry(|| rustix::fs::linkat(&f.dir, f.name, &t.dir, t.name, AtFlags::empty()))
     }
 
+    fn set_modified(&self, path: &Path, modified: std::time::SystemTime) -> io::Result<()> {
+        let at = self.at(path)?;
+        let since = |t: std::time::SystemTime| match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => (
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                i64::from(d.subsec_nanos()),
+            ),
+            Err(e) => {
+                let d = e.duration();
+                let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                match d.subsec_nanos() {
+                    0 => (secs, 0),
+                    n => (secs - 1, 1_000_000_000 - i64::from(n)),
+                }
+            }
+        };
+        let (tv_sec, tv_nsec) = since(modified);
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec { tv_sec, tv_nsec },
+        };
+        retry(|| rustix::fs::utimensat(&at.dir, at.name, &times, AtFlags::SYMLINK_NOFOLLOW))
+    }
+
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let at = self.at(path)?;
         retry(|| rustix::fs::unlinkat(&at.dir, at.name, AtFlags::empty()))

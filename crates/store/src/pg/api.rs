@@ -459,3 +459,19 @@ impl MaintenanceStore for PgStore {
         self.check(repair, progress)
     }
 }
+
+impl TransferStore for PgStore {
+    fn export(
+        &self,
+        sink: &mut dyn FnMut(crate::transfer::Record) -> Result<bool>,
+    ) -> Result<ReadReport> {
+        self.export_records(sink)
+    }
+
+    fn import(
+        &self,
+        records: &mut dyn Iterator<Item = Result<crate::transfer::Record>>,
+    ) -> Result<()> {
+        self.import_records(records)
+    }
+}

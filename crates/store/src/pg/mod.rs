@@ -77,6 +77,7 @@ pub mod schema;
 mod session;
 mod state;
 mod tls;
+mod transfer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

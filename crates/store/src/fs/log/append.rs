@@ -346,7 +346,7 @@ impl EventLog<'_> {
 
     /// Record, durably and before the line is written, that the line `seq`
     /// stamped `timestamp` goes back in time.
-    fn mark_unordered(&self, seq: u64, timestamp: &str) -> Result<()> {
+    pub(crate) fn mark_unordered(&self, seq: u64, timestamp: &str) -> Result<()> {
         let dir = self.layout.quarantine_dir();
         if ensure_dir(self.io, &dir)? {
             let events = self.layout.events();
