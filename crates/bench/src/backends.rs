@@ -1,0 +1,741 @@
+//! Both backends side by side: the file store (a directory under
+//! `target/bench-work/`) and PostgreSQL (a fresh schema of the server at
+//! `MSTATE_BENCH_PG_URL`, else `MSTATE_TEST_PG_URL`, else
+//! [`DEFAULT_URL`]; dropped afterwards), measured in one run, one table.
+//!
+//! Rows: opening the store, save and load of a 1 KB state and the append
+//! of one event, through the library (a `Box<dyn Store>` from
+//! `mstate_store::open`, as every front end holds) and as whole
+//! `mstate --store LOCATION` processes; `events --tail 50` and `--since`
+//! (the last 50) on logs of 1K to 1M events, through both; increments
+//! (`StateEdit::add`, the edit `update` applies) from 1, 2, 4 and 8
+//! processes at once on one milestone, the final count checked; and the
+//! server's round trip (`SELECT 1` on one connection), the unit in which
+//! the PostgreSQL figures can be read.
+//!
+//! Method: each run takes every row in turn, the two backends alternating
+//! sample by sample (order swapped every sample), and records each
+//! backend's median; the table gives the median of the run medians and
+//! their range. Contention: per run and process count, both backends in
+//! turn; the processes open their store, say they are ready, and start
+//! together when told; the rate is their increments over the time from
+//! that signal to the last one's exit.
+//!
+//! The PostgreSQL logs are made by one `INSERT ... SELECT
+//! generate_series` in the rows `log` writes (the same lines as the file
+//! logs of [`crate::loggen`], timestamps included), with the schema's
+//! NOTIFY trigger off for that insert and `next_seq` set after it; a
+//! check compares the last line of each. Without a server the part says
+//! so and is skipped, unless `MSTATE_TEST_REQUIRE_TOOLS=1` (as in CI),
+//! which makes it fail.
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mstate_store::model::{EventQuery, NewEvent, StateEdit};
+use mstate_store::{open, EventType, Location, MilestoneId, Store, StoreOptions, WriteOptions};
+use serde_json::{json, Value};
+
+use crate::data;
+use crate::loggen;
+use crate::procs;
+use crate::query;
+use crate::stats::{count, median_of, ratio, secs, spread, Samples, Table};
+
+/// The server used when neither variable names one.
+pub const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
+
+/// What [`run`] measures.
+pub struct Opts<'a> {
+    /// Runs (each gives one median per row and backend).
+    pub runs: usize,
+    /// Library samples per row, per run and backend.
+    pub samples: usize,
+    /// Whole-process samples per row, per run and backend.
+    pub cli_samples: usize,
+    /// Log sizes the queries run on.
+    pub events: Vec<u64>,
+    /// Process counts of the contention rows.
+    pub procs: Vec<usize>,
+    /// Increments each contending process makes.
+    pub increments: usize,
+    pub mstate: &'a Path,
+}
+
+impl<'a> Opts<'a> {
+    /// The full plan, or the quick smoke run's.
+    pub fn plan(quick: bool, mstate: &'a Path) -> Opts<'a> {
+        if quick {
+            Opts {
+                runs: 2,
+                samples: 3,
+                cli_samples: 2,
+                events: vec![1_000, 10_000],
+                procs: vec![1, 4],
+                increments: 5,
+                mstate,
+            }
+        } else {
+            Opts {
+                runs: 5,
+                samples: 40,
+                cli_samples: 10,
+                events: vec![1_000, 100_000, 1_000_000],
+                procs: vec![1, 2, 4, 8],
+                increments: 40,
+                mstate,
+            }
+        }
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// The server's connection string: the first of the two variables set.
+fn server_url() -> String {
+    ["MSTATE_BENCH_PG_URL", "MSTATE_TEST_PG_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_URL.to_string())
+}
+
+/// A schema of this run on the server, dropped on drop, and a connection
+/// of its own (round trips, log generation, settings).
+struct Server {
+    /// `--store` text of the schema.
+    store_arg: String,
+    schema: String,
+    admin: postgres::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let drop_it = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        if let Err(e) = self.admin.batch_execute(&drop_it) {
+            eprintln!("backends: could not drop schema {}: {e}", self.schema);
+        }
+    }
+}
+
+impl Server {
+    /// Connect to the server at `url`: `Ok(Err(why))` when none answers.
+    fn connect(url: &str) -> Result<Result<Server, String>, String> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| format!("bad PostgreSQL URL {url:?}: {e}"))?;
+        config.connect_timeout(Duration::from_secs(5));
+        let admin = match config.connect(postgres::NoTls) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let schema = format!("mstate_bench_{}_{nanos:08x}", std::process::id());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let store_arg = format!("{url}{sep}schema={schema}");
+        Ok(Ok(Server {
+            store_arg,
+            schema,
+            admin,
+        }))
+    }
+
+    /// One setting of the server (`SHOW`).
+    fn show(&mut self, name: &str) -> String {
+        self.admin
+            .simple_query(&format!("SHOW {name}"))
+            .ok()
+            .and_then(|msgs| {
+                msgs.into_iter().find_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+            })
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// One round trip: `SELECT 1` as a simple query.
+    fn round_trip(&mut self) -> Result<(), String> {
+        self.admin.simple_query("SELECT 1").map(drop).map_err(err)
+    }
+
+    /// Give milestone `id` a log of `n` events (no state), in one
+    /// statement, in the rows `log` writes; returns the seconds it took.
+    fn generate(&mut self, id: &str, n: u64) -> Result<f64, String> {
+        let start = Instant::now();
+        let n = i64::try_from(n).map_err(err)?;
+        let mut tx = self.admin.transaction().map_err(err)?;
+        tx.batch_execute(&format!(
+            "SET LOCAL search_path TO \"{}\"; ALTER TABLE mstate_events DISABLE TRIGGER mstate_events_notify",
+            self.schema
+        ))
+        .map_err(err)?;
+        tx.execute("INSERT INTO mstate_milestones (id) VALUES ($1)", &[&id])
+            .map_err(err)?;
+        tx.execute(GENERATE, &[&id, &n]).map_err(err)?;
+        tx.execute(
+            "UPDATE mstate_milestones SET next_seq = $2::bigint + 1 WHERE id = $1",
+            &[&id, &n],
+        )
+        .map_err(err)?;
+        tx.batch_execute(
+            "ALTER TABLE mstate_events ENABLE TRIGGER mstate_events_notify; ANALYZE mstate_events",
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+}
+
+/// Events `0..$2` of milestone `$1`, as [`crate::loggen::write_log`]
+/// writes them and as the store's `log` stores them: the line begins
+/// with the timestamp and has seq between user and host.
+const GENERATE: &str = r#"
+INSERT INTO mstate_events
+    (milestone_id, seq, ts, session_id, event_type, data, pid, "user", host, line)
+SELECT $1::text, g.i + 1, g.ts, 's', g.t, g.d::jsonb, 1, 'u', 'h',
+       '{"timestamp":"' || to_char(g.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+       || '","milestone_id":"' || $1::text || '","session_id":"s","event_type":"' || g.t
+       || '","data":' || g.d || ',"pid":1,"user":"u","seq":' || (g.i + 1) || ',"host":"h"}'
+FROM (
+    SELECT i,
+           timestamptz '2026-01-01 00:00:00+00'
+               + (i * 1000 + (i * 37) % 1000) * interval '1 microsecond' AS ts,
+           CASE WHEN i % 1000 = 999 THEN 'rare'
+                ELSE (ARRAY['task_started', 'progress', 'task_completed', 'state_saved'])[i % 4 + 1]
+           END AS t,
+           '{"task":"step-' || lpad(i::text, 7, '0') || '","percentage":' || (i % 100)
+               || ',"message":"compiled crate ' || (i % 500) || ' of 500 in 0.'
+               || lpad((i % 100)::text, 2, '0') || 's"}' AS d
+    FROM generate_series(0::bigint, $2::bigint - 1) AS i
+) g
+"#;
+
+/// A store to query: a log of `n` events of milestone `id`.
+struct LogStore {
+    n: u64,
+    store: Box<dyn Store>,
+    arg: String,
+    id: MilestoneId,
+}
+
+/// One backend: its store (milestone `m`, a 1 KB state), its `--store`
+/// text, and its logs.
+struct Backend {
+    name: &'static str,
+    location: Location,
+    arg: String,
+    store: Box<dyn Store>,
+    logs: Vec<LogStore>,
+}
+
+impl Backend {
+    fn new(name: &'static str, arg: String, state: &Value) -> Result<Backend, String> {
+        let cwd = std::env::current_dir().map_err(err)?;
+        let location = Location::parse(&arg, &cwd).map_err(err)?;
+        let store = open(&location, StoreOptions::default()).map_err(err)?;
+        let m = milestone("m")?;
+        store.init(&m).map_err(err)?;
+        store
+            .save(&m, state, &WriteOptions::default())
+            .map_err(err)?;
+        Ok(Backend {
+            name,
+            location,
+            arg,
+            store,
+            logs: Vec::new(),
+        })
+    }
+
+    /// `mstate --store ARG ARGS`, output discarded.
+    fn cli(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut c = procs::quiet(bin);
+        c.env_remove("MSTATE_DIR")
+            .env_remove("MSTATE_STORE")
+            .env_remove("MSTATE_SESSION")
+            .arg("--store")
+            .arg(&self.arg)
+            .args(args);
+        c
+    }
+}
+
+fn milestone(id: &str) -> Result<MilestoneId, String> {
+    MilestoneId::new(id).map_err(err)
+}
+
+/// What one row measures.
+#[derive(Clone, Copy)]
+enum Op {
+    Open,
+    Save,
+    Load,
+    Log,
+    CliSave,
+    CliLoad,
+    CliLog,
+    /// Query `q` of [`query::queries`] on log `log`.
+    Query {
+        log: usize,
+        q: usize,
+    },
+    CliQuery {
+        log: usize,
+        q: usize,
+    },
+}
+
+/// Everything a sample needs besides its backend.
+struct Ctx<'a> {
+    mstate: &'a Path,
+    state: Value,
+    input: PathBuf,
+    m: MilestoneId,
+    progress: EventType,
+    /// Queries of each log size, in the order of the backends' logs.
+    queries: Vec<Vec<query::Q>>,
+}
+
+impl Ctx<'_> {
+    /// Time one sample of `op` on `b`.
+    fn sample(&self, op: Op, b: &Backend) -> Result<Duration, String> {
+        let opts = WriteOptions::default();
+        let mut s = Samples::default();
+        match op {
+            Op::Open => {
+                s.time(|| open(&b.location, StoreOptions::default()))
+                    .map_err(err)?;
+            }
+            Op::Save => {
+                s.time(|| b.store.save(&self.m, &self.state, &opts))
+                    .map_err(err)?;
+            }
+            Op::Load => {
+                s.time(|| b.store.load(&self.m, &opts)).map_err(err)?;
+            }
+            Op::Log => {
+                let ev = NewEvent {
+                    event_type: self.progress.clone(),
+                    data: data::progress_data(1),
+                    session_id: None,
+                };
+                s.time(|| b.store.log(&self.m, &ev)).map_err(err)?;
+            }
+            Op::CliSave | Op::CliLoad | Op::CliLog => {
+                let mut c = match op {
+                    Op::CliSave => {
+                        let mut c = b.cli(self.mstate, &["save", "m", "-"]);
+                        c.stdin(std::fs::File::open(&self.input).map_err(err)?);
+                        c
+                    }
+                    Op::CliLoad => b.cli(self.mstate, &["load", "m"]),
+                    _ => b.cli(
+                        self.mstate,
+                        &["log", "m", "progress", r#"{"task":"x","percentage":1}"#],
+                    ),
+                };
+                s.push(procs::run_ok(&mut c)?.wall);
+            }
+            Op::Query { log, q } => {
+                let (l, q) = (&b.logs[log], &self.queries[log][q]);
+                let got = s.time(|| query::events_of(l.store.as_ref(), &l.id, &q.query))?;
+                if got != q.expect {
+                    return Err(format!(
+                        "{}: {} on {} events returned {got} lines, expected {}",
+                        b.name, q.name, l.n, q.expect
+                    ));
+                }
+            }
+            Op::CliQuery { log, q } => {
+                let (l, q) = (&b.logs[log], &self.queries[log][q]);
+                let mut c = procs::quiet(self.mstate);
+                c.env_remove("MSTATE_DIR")
+                    .env_remove("MSTATE_STORE")
+                    .arg("--store")
+                    .arg(&l.arg)
+                    .args(["events", l.id.as_str()])
+                    .args(&q.args);
+                s.push(procs::run_ok(&mut c)?.wall);
+            }
+        }
+        Ok(Duration::from_secs_f64(s.median()))
+    }
+}
+
+/// One line of the table: its name and each backend's run medians.
+struct Row {
+    name: String,
+    op: Option<Op>,
+    /// Run medians: seconds, or operations per second for a rate.
+    file: Vec<f64>,
+    pg: Vec<f64>,
+    rate: bool,
+}
+
+impl Row {
+    fn new(name: String, op: Option<Op>, rate: bool) -> Row {
+        Row {
+            name,
+            op,
+            file: Vec::new(),
+            pg: Vec::new(),
+            rate,
+        }
+    }
+}
+
+/// The file logs of each size (loggen's, reused) and the same events in
+/// PostgreSQL; checks the two agree.
+fn make_logs(
+    sizes: &[u64],
+    file: &mut Backend,
+    pg: &mut Backend,
+    server: &mut Server,
+) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    for &n in sizes {
+        let g = loggen::ensure(n).map_err(|e| format!("generating {n} events: {e}"))?;
+        let root = g.dir.join(".milestones/state");
+        let arg = root.display().to_string();
+        let loc = Location::Files(root);
+        file.logs.push(LogStore {
+            n,
+            store: open(&loc, StoreOptions::default()).map_err(err)?,
+            arg,
+            id: milestone("m")?,
+        });
+        let id = format!("e{n}");
+        eprintln!("backends: {} events into PostgreSQL", count(n));
+        let took = server.generate(&id, n)?;
+        notes.push(format!("{} events in {:.1} s", count(n), took));
+        pg.logs.push(LogStore {
+            n,
+            store: open(&pg.location, StoreOptions::default()).map_err(err)?,
+            arg: pg.arg.clone(),
+            id: milestone(&id)?,
+        });
+    }
+    // The last line of each PostgreSQL log is the file log's, but for the
+    // milestone's name.
+    let last = EventQuery {
+        tail: Some(1),
+        ..Default::default()
+    };
+    for (f, p) in file.logs.iter().zip(&pg.logs) {
+        let line = |l: &LogStore| -> Result<String, String> {
+            let mut out = String::new();
+            l.store
+                .events(&l.id, &last, &mut |e| {
+                    out = e.raw.to_string();
+                    Ok(true)
+                })
+                .map_err(err)?;
+            Ok(out)
+        };
+        let (a, b) = (line(f)?, line(p)?);
+        let renamed = b.replacen(
+            &format!("\"milestone_id\":\"{}\"", p.id),
+            "\"milestone_id\":\"m\"",
+            1,
+        );
+        if a.is_empty() || a != renamed {
+            return Err(format!(
+                "the generated PostgreSQL log of {} events does not end as the file log:\n  file: {a}\n  pg:   {b}",
+                f.n
+            ));
+        }
+    }
+    Ok(notes)
+}
+
+/// Body of a contention worker (`backend-worker`): open the store at
+/// `location`, print `ready`, wait for a line on stdin (end of input
+/// aborts), then add 1 to `/count` of `milestone` `k` times.
+pub fn worker(location: &str, milestone_id: &str, k: usize) -> Result<(), String> {
+    let cwd = std::env::current_dir().map_err(err)?;
+    let store = open(
+        &Location::parse(location, &cwd).map_err(err)?,
+        StoreOptions::default(),
+    )
+    .map_err(err)?;
+    let id = milestone(milestone_id)?;
+    let edit = StateEdit::add("/count", 1);
+    let opts = WriteOptions::default();
+    println!("ready");
+    std::io::stdout().flush().map_err(err)?;
+    let mut go = String::new();
+    if std::io::stdin().read_line(&mut go).map_err(err)? == 0 {
+        return Err("told to stop before starting".into());
+    }
+    for _ in 0..k {
+        store.update(&id, &edit, &opts).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// `procs` processes adding 1 to one counter `k` times each, on `b`;
+/// checks the count and returns increments per second.
+fn contend(b: &Backend, procs: usize, k: usize) -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(err)?;
+    let c = milestone("c")?;
+    b.store
+        .save(&c, &json!({"count": 0}), &WriteOptions::default())
+        .map_err(err)?;
+    let mut children = Vec::new();
+    let mut ready = Ok(());
+    for _ in 0..procs {
+        let spawned = Command::new(&exe)
+            .args(["backend-worker", &b.arg, "c", &k.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        match spawned {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                ready = Err(format!("cannot start a worker: {e}"));
+                break;
+            }
+        }
+    }
+    for child in &mut children {
+        let mut line = String::new();
+        let said = child
+            .stdout
+            .take()
+            .map(|out| BufReader::new(out).read_line(&mut line));
+        if ready.is_ok() && !matches!(said, Some(Ok(n)) if n > 0 && line.trim() == "ready") {
+            ready = Err(format!("a {} worker failed to start", b.name));
+        }
+    }
+    let start = Instant::now();
+    for child in &mut children {
+        if let Some(mut stdin) = child.stdin.take() {
+            if ready.is_ok() {
+                if let Err(e) = stdin.write_all(b"go\n") {
+                    ready = Err(format!("cannot start a worker: {e}"));
+                }
+            }
+        }
+    }
+    let mut failed = 0;
+    for child in &mut children {
+        if !child.wait().map_err(err)?.success() {
+            failed += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    ready?;
+    if failed > 0 {
+        return Err(format!("{failed} {} contention workers failed", b.name));
+    }
+    let got = b
+        .store
+        .load(&c, &WriteOptions::default())
+        .map_err(err)?
+        .envelope
+        .state["count"]
+        .as_u64();
+    let want = (procs * k) as u64;
+    if got != Some(want) {
+        return Err(format!(
+            "{}: count {got:?} after {procs} processes added 1 {k} times each (want {want})",
+            b.name
+        ));
+    }
+    Ok(want as f64 / elapsed)
+}
+
+/// Measure every row on both backends; markdown out.
+pub fn run(o: &Opts<'_>) -> Result<String, String> {
+    let url = server_url();
+    // For messages: the URL without its password.
+    let shown = match Location::parse(&url, Path::new("/")) {
+        Ok(loc @ Location::Postgres { .. }) => {
+            let text = loc.to_string();
+            text.rsplit_once("?schema=").map_or(text.clone(), |(u, _)| u.to_string())
+        }
+        _ => {
+            return Err(
+                "the PostgreSQL server's URL (MSTATE_BENCH_PG_URL or MSTATE_TEST_PG_URL) is not a postgresql:// URL: the CLI's --store needs one".into(),
+            )
+        }
+    };
+    let mut server = match Server::connect(&url)? {
+        Ok(s) => s,
+        Err(why) => {
+            let msg = format!(
+                "No PostgreSQL server answered at {shown} ({why}): this part is skipped. Set MSTATE_BENCH_PG_URL (or MSTATE_TEST_PG_URL) to a server's URL to run it."
+            );
+            if std::env::var("MSTATE_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                return Err(format!("{msg} (MSTATE_TEST_REQUIRE_TOOLS=1)"));
+            }
+            eprintln!("backends: {msg}");
+            return Ok(format!("{msg}\n"));
+        }
+    };
+    let work = data::fresh_dir("backends").map_err(err)?;
+    let state = data::state(1_000);
+    let input = work.join("input.json");
+    std::fs::write(&input, serde_json::to_vec(&state).map_err(err)?).map_err(err)?;
+    let file_root = work.join(".milestones/state");
+    let mut file = Backend::new("file", file_root.display().to_string(), &state)?;
+    let mut pg = Backend::new("PostgreSQL", server.store_arg.clone(), &state)?;
+    let gen_notes = make_logs(&o.events, &mut file, &mut pg, &mut server)?;
+
+    let ctx = Ctx {
+        mstate: o.mstate,
+        state,
+        input,
+        m: milestone("m")?,
+        progress: EventType::new("progress").map_err(err)?,
+        queries: o.events.iter().map(|&n| query::queries(n)).collect(),
+    };
+    let mut rows = vec![
+        Row::new("open the store (library)".into(), Some(Op::Open), false),
+        Row::new("save, 1 KB state (library)".into(), Some(Op::Save), false),
+        Row::new(
+            "`mstate save`, 1 KB state (process)".into(),
+            Some(Op::CliSave),
+            false,
+        ),
+        Row::new("load, 1 KB state (library)".into(), Some(Op::Load), false),
+        Row::new("`mstate load` (process)".into(), Some(Op::CliLoad), false),
+        Row::new("log one event (library)".into(), Some(Op::Log), false),
+        Row::new("`mstate log` (process)".into(), Some(Op::CliLog), false),
+    ];
+    for q in [0usize, 1] {
+        for (li, &n) in o.events.iter().enumerate() {
+            let name = ctx.queries[li][q].name;
+            rows.push(Row::new(
+                format!("`events {name}`, {} events (library)", count(n)),
+                Some(Op::Query { log: li, q }),
+                false,
+            ));
+            rows.push(Row::new(
+                format!("`events {name}`, {} events (process)", count(n)),
+                Some(Op::CliQuery { log: li, q }),
+                false,
+            ));
+        }
+    }
+    let first_rate = rows.len();
+    for &p in &o.procs {
+        rows.push(Row::new(
+            format!(
+                "increments from {p} process{} (aggregate per second)",
+                if p == 1 { "" } else { "es" }
+            ),
+            None,
+            true,
+        ));
+    }
+    let mut rtt = Row::new("`SELECT 1` round trip (one connection)".into(), None, false);
+
+    for r in 0..o.runs.max(1) {
+        eprintln!("backends: run {} of {}", r + 1, o.runs.max(1));
+        for row in rows.iter_mut() {
+            let Some(op) = row.op else { continue };
+            let n = match op {
+                Op::CliSave | Op::CliLoad | Op::CliLog | Op::CliQuery { .. } => o.cli_samples,
+                _ => o.samples,
+            }
+            .max(1);
+            let (mut a, mut b) = (Samples::default(), Samples::default());
+            for s in 0..n {
+                if (s + r) % 2 == 0 {
+                    a.push(ctx.sample(op, &file)?);
+                    b.push(ctx.sample(op, &pg)?);
+                } else {
+                    b.push(ctx.sample(op, &pg)?);
+                    a.push(ctx.sample(op, &file)?);
+                }
+            }
+            row.file.push(a.median());
+            row.pg.push(b.median());
+        }
+        for (i, &p) in o.procs.iter().enumerate() {
+            let row = &mut rows[first_rate + i];
+            if r % 2 == 0 {
+                row.file.push(contend(&file, p, o.increments)?);
+                row.pg.push(contend(&pg, p, o.increments)?);
+            } else {
+                row.pg.push(contend(&pg, p, o.increments)?);
+                row.file.push(contend(&file, p, o.increments)?);
+            }
+        }
+        let mut t = Samples::default();
+        for _ in 0..o.samples.max(1) * 5 {
+            t.time(|| server.round_trip())?;
+        }
+        rtt.pg.push(t.median());
+    }
+    rows.push(rtt);
+
+    let round_trip = median_of(&rows.last().map_or(Vec::new(), |r| r.pg.clone()));
+    let mut t = Table::new(&[
+        "operation",
+        ">file store",
+        ">PostgreSQL",
+        ">PostgreSQL / file",
+        ">PostgreSQL in round trips",
+    ]);
+    for row in &rows {
+        let show = |v: &[f64]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else if row.rate {
+                spread(v, |x| count(x.round() as u64))
+            } else {
+                spread(v, secs)
+            }
+        };
+        let (f, p) = (median_of(&row.file), median_of(&row.pg));
+        t.row(vec![
+            row.name.clone(),
+            show(&row.file),
+            show(&row.pg),
+            if row.file.is_empty() {
+                "-".into()
+            } else {
+                ratio(p, f)
+            },
+            if row.rate || round_trip <= 0.0 {
+                "-".into()
+            } else {
+                format!("{:.1}", p / round_trip)
+            },
+        ]);
+    }
+    let mut md = t.render();
+    let _ = writeln!(
+        md,
+        "\nMedian of {runs} run medians (min–max of the run medians). Per run: {s} library samples and {c} whole processes per row and backend, the backends alternating sample by sample; the round trip from {rt} `SELECT 1`s per run. \"In round trips\": the PostgreSQL median over the round trip's. Increments: {k} `StateEdit::add(\"/count\", 1)` updates per process (the edit `update` applies; each process a store of its own), from the go signal to the last exit, the final count checked; figures are increments per second.",
+        runs = o.runs.max(1),
+        s = o.samples.max(1),
+        c = o.cli_samples.max(1),
+        rt = o.samples.max(1) * 5,
+        k = o.increments,
+    );
+    let _ = writeln!(
+        md,
+        "\nFile store: under `target/bench-work/` ({}). PostgreSQL {} at {} (`fsync` {}, `synchronous_commit` {}), a fresh schema, dropped after; its logs generated in one statement each, in the rows `log` writes ({}).",
+        procs::fs_type(&file_root),
+        server.show("server_version"),
+        shown,
+        server.show("fsync"),
+        server.show("synchronous_commit"),
+        gen_notes.join(", ")
+    );
+    drop(file);
+    drop(pg);
+    drop(server);
+    std::fs::remove_dir_all(&work).map_err(err)?;
+    Ok(md)
+}
