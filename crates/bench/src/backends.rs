@@ -131,7 +131,13 @@ impl Server {
         config.connect_timeout(Duration::from_secs(5));
         let admin = match config.connect(postgres::NoTls) {
             Ok(c) => c,
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => {
+                let why = match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                };
+                return Ok(Err(why));
+            }
         };
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -369,26 +375,172 @@ impl Ctx<'_> {
     }
 }
 
+/// What a row of the table measures.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Samples of one operation (seconds).
+    Op(Op),
+    /// Increments from this many processes (per second).
+    Contend(usize),
+    /// The server's round trip (seconds; PostgreSQL only).
+    RoundTrip,
+}
+
 /// One line of the table: its name and each backend's run medians.
 struct Row {
     name: String,
-    op: Option<Op>,
-    /// Run medians: seconds, or operations per second for a rate.
+    kind: Kind,
     file: Vec<f64>,
     pg: Vec<f64>,
-    rate: bool,
 }
 
 impl Row {
-    fn new(name: String, op: Option<Op>, rate: bool) -> Row {
+    fn new(name: String, kind: Kind) -> Row {
         Row {
             name,
-            op,
+            kind,
             file: Vec::new(),
             pg: Vec::new(),
-            rate,
         }
     }
+
+    fn rate(&self) -> bool {
+        matches!(self.kind, Kind::Contend(_))
+    }
+}
+
+/// The rows of the table, in its order.
+fn table_rows(o: &Opts<'_>, ctx: &Ctx<'_>) -> Vec<Row> {
+    let op = |name: &str, op: Op| Row::new(name.to_string(), Kind::Op(op));
+    let mut rows = vec![
+        op("open the store (library)", Op::Open),
+        op("save, 1 KB state (library)", Op::Save),
+        op("`mstate save`, 1 KB state (process)", Op::CliSave),
+        op("load, 1 KB state (library)", Op::Load),
+        op("`mstate load` (process)", Op::CliLoad),
+        op("log one event (library)", Op::Log),
+        op("`mstate log` (process)", Op::CliLog),
+    ];
+    for q in [0usize, 1] {
+        for (log, &n) in o.events.iter().enumerate() {
+            let name = format!("`events {}`, {} events", ctx.queries[log][q].name, count(n));
+            rows.push(op(&format!("{name} (library)"), Op::Query { log, q }));
+            rows.push(op(&format!("{name} (process)"), Op::CliQuery { log, q }));
+        }
+    }
+    for &p in &o.procs {
+        let name = format!(
+            "increments from {p} process{} (aggregate per second)",
+            if p == 1 { "" } else { "es" }
+        );
+        rows.push(Row::new(name, Kind::Contend(p)));
+    }
+    rows.push(Row::new(
+        "`SELECT 1` round trip (one connection)".into(),
+        Kind::RoundTrip,
+    ));
+    rows
+}
+
+/// Run `r` of every row: each backend's median, appended to the row.
+fn measure_run(
+    r: usize,
+    rows: &mut [Row],
+    ctx: &Ctx<'_>,
+    o: &Opts<'_>,
+    (file, pg): (&Backend, &Backend),
+    server: &mut Server,
+) -> Result<(), String> {
+    // The backend measured first alternates (by sample, and by run).
+    let first = |i: usize| (i + r) % 2 == 0;
+    for row in rows.iter_mut() {
+        match row.kind {
+            Kind::Op(op) => {
+                let n = match op {
+                    Op::CliSave | Op::CliLoad | Op::CliLog | Op::CliQuery { .. } => o.cli_samples,
+                    _ => o.samples,
+                };
+                let (mut a, mut b) = (Samples::default(), Samples::default());
+                for s in 0..n.max(1) {
+                    if first(s) {
+                        a.push(ctx.sample(op, file)?);
+                        b.push(ctx.sample(op, pg)?);
+                    } else {
+                        b.push(ctx.sample(op, pg)?);
+                        a.push(ctx.sample(op, file)?);
+                    }
+                }
+                row.file.push(a.median());
+                row.pg.push(b.median());
+            }
+            Kind::Contend(p) => {
+                if first(0) {
+                    row.file.push(contend(file, p, o.increments)?);
+                    row.pg.push(contend(pg, p, o.increments)?);
+                } else {
+                    row.pg.push(contend(pg, p, o.increments)?);
+                    row.file.push(contend(file, p, o.increments)?);
+                }
+            }
+            Kind::RoundTrip => {
+                let mut t = Samples::default();
+                for _ in 0..round_trips(o) {
+                    t.time(|| server.round_trip())?;
+                }
+                row.pg.push(t.median());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Round trips timed per run.
+fn round_trips(o: &Opts<'_>) -> usize {
+    o.samples.max(1) * 5
+}
+
+/// The table: each backend's median (range), their ratio, and the
+/// PostgreSQL figure in round trips.
+fn render(rows: &[Row]) -> String {
+    let round_trip = rows
+        .iter()
+        .find(|r| matches!(r.kind, Kind::RoundTrip))
+        .map_or(0.0, |r| median_of(&r.pg));
+    let mut t = Table::new(&[
+        "operation",
+        ">file store",
+        ">PostgreSQL",
+        ">PostgreSQL / file",
+        ">PostgreSQL in round trips",
+    ]);
+    for row in rows {
+        let show = |v: &[f64]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else if row.rate() {
+                spread(v, |x| count(x.round() as u64))
+            } else {
+                spread(v, secs)
+            }
+        };
+        let (f, p) = (median_of(&row.file), median_of(&row.pg));
+        t.row(vec![
+            row.name.clone(),
+            show(&row.file),
+            show(&row.pg),
+            if row.file.is_empty() {
+                "-".into()
+            } else {
+                ratio(p, f)
+            },
+            if row.rate() || round_trip <= 0.0 {
+                "-".into()
+            } else {
+                format!("{:.1}", p / round_trip)
+            },
+        ]);
+    }
+    t.render()
 }
 
 /// The file logs of each size (loggen's, reused) and the same events in
@@ -570,12 +722,15 @@ pub fn run(o: &Opts<'_>) -> Result<String, String> {
     let mut server = match Server::connect(&url)? {
         Ok(s) => s,
         Err(why) => {
-            let msg = format!(
-                "No PostgreSQL server answered at {shown} ({why}): this part is skipped. Set MSTATE_BENCH_PG_URL (or MSTATE_TEST_PG_URL) to a server's URL to run it."
-            );
+            let msg = format!("No PostgreSQL server answered at {shown} ({why})");
+            let hint =
+                "Set MSTATE_BENCH_PG_URL (or MSTATE_TEST_PG_URL) to a server's URL to run it.";
             if std::env::var("MSTATE_TEST_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                return Err(format!("{msg} (MSTATE_TEST_REQUIRE_TOOLS=1)"));
+                return Err(format!(
+                    "{msg}, and MSTATE_TEST_REQUIRE_TOOLS=1 requires the backends part. {hint}"
+                ));
             }
+            let msg = format!("{msg}: this part is skipped. {hint}");
             eprintln!("backends: {msg}");
             return Ok(format!("{msg}\n"));
         }
@@ -597,130 +752,19 @@ pub fn run(o: &Opts<'_>) -> Result<String, String> {
         progress: EventType::new("progress").map_err(err)?,
         queries: o.events.iter().map(|&n| query::queries(n)).collect(),
     };
-    let mut rows = vec![
-        Row::new("open the store (library)".into(), Some(Op::Open), false),
-        Row::new("save, 1 KB state (library)".into(), Some(Op::Save), false),
-        Row::new(
-            "`mstate save`, 1 KB state (process)".into(),
-            Some(Op::CliSave),
-            false,
-        ),
-        Row::new("load, 1 KB state (library)".into(), Some(Op::Load), false),
-        Row::new("`mstate load` (process)".into(), Some(Op::CliLoad), false),
-        Row::new("log one event (library)".into(), Some(Op::Log), false),
-        Row::new("`mstate log` (process)".into(), Some(Op::CliLog), false),
-    ];
-    for q in [0usize, 1] {
-        for (li, &n) in o.events.iter().enumerate() {
-            let name = ctx.queries[li][q].name;
-            rows.push(Row::new(
-                format!("`events {name}`, {} events (library)", count(n)),
-                Some(Op::Query { log: li, q }),
-                false,
-            ));
-            rows.push(Row::new(
-                format!("`events {name}`, {} events (process)", count(n)),
-                Some(Op::CliQuery { log: li, q }),
-                false,
-            ));
-        }
-    }
-    let first_rate = rows.len();
-    for &p in &o.procs {
-        rows.push(Row::new(
-            format!(
-                "increments from {p} process{} (aggregate per second)",
-                if p == 1 { "" } else { "es" }
-            ),
-            None,
-            true,
-        ));
-    }
-    let mut rtt = Row::new("`SELECT 1` round trip (one connection)".into(), None, false);
-
+    let mut rows = table_rows(o, &ctx);
     for r in 0..o.runs.max(1) {
         eprintln!("backends: run {} of {}", r + 1, o.runs.max(1));
-        for row in rows.iter_mut() {
-            let Some(op) = row.op else { continue };
-            let n = match op {
-                Op::CliSave | Op::CliLoad | Op::CliLog | Op::CliQuery { .. } => o.cli_samples,
-                _ => o.samples,
-            }
-            .max(1);
-            let (mut a, mut b) = (Samples::default(), Samples::default());
-            for s in 0..n {
-                if (s + r) % 2 == 0 {
-                    a.push(ctx.sample(op, &file)?);
-                    b.push(ctx.sample(op, &pg)?);
-                } else {
-                    b.push(ctx.sample(op, &pg)?);
-                    a.push(ctx.sample(op, &file)?);
-                }
-            }
-            row.file.push(a.median());
-            row.pg.push(b.median());
-        }
-        for (i, &p) in o.procs.iter().enumerate() {
-            let row = &mut rows[first_rate + i];
-            if r % 2 == 0 {
-                row.file.push(contend(&file, p, o.increments)?);
-                row.pg.push(contend(&pg, p, o.increments)?);
-            } else {
-                row.pg.push(contend(&pg, p, o.increments)?);
-                row.file.push(contend(&file, p, o.increments)?);
-            }
-        }
-        let mut t = Samples::default();
-        for _ in 0..o.samples.max(1) * 5 {
-            t.time(|| server.round_trip())?;
-        }
-        rtt.pg.push(t.median());
+        measure_run(r, &mut rows, &ctx, o, (&file, &pg), &mut server)?;
     }
-    rows.push(rtt);
-
-    let round_trip = median_of(&rows.last().map_or(Vec::new(), |r| r.pg.clone()));
-    let mut t = Table::new(&[
-        "operation",
-        ">file store",
-        ">PostgreSQL",
-        ">PostgreSQL / file",
-        ">PostgreSQL in round trips",
-    ]);
-    for row in &rows {
-        let show = |v: &[f64]| {
-            if v.is_empty() {
-                "-".to_string()
-            } else if row.rate {
-                spread(v, |x| count(x.round() as u64))
-            } else {
-                spread(v, secs)
-            }
-        };
-        let (f, p) = (median_of(&row.file), median_of(&row.pg));
-        t.row(vec![
-            row.name.clone(),
-            show(&row.file),
-            show(&row.pg),
-            if row.file.is_empty() {
-                "-".into()
-            } else {
-                ratio(p, f)
-            },
-            if row.rate || round_trip <= 0.0 {
-                "-".into()
-            } else {
-                format!("{:.1}", p / round_trip)
-            },
-        ]);
-    }
-    let mut md = t.render();
+    let mut md = render(&rows);
     let _ = writeln!(
         md,
         "\nMedian of {runs} run medians (min–max of the run medians). Per run: {s} library samples and {c} whole processes per row and backend, the backends alternating sample by sample; the round trip from {rt} `SELECT 1`s per run. \"In round trips\": the PostgreSQL median over the round trip's. Increments: {k} `StateEdit::add(\"/count\", 1)` updates per process (the edit `update` applies; each process a store of its own), from the go signal to the last exit, the final count checked; figures are increments per second.",
         runs = o.runs.max(1),
         s = o.samples.max(1),
         c = o.cli_samples.max(1),
-        rt = o.samples.max(1) * 5,
+        rt = round_trips(o),
         k = o.increments,
     );
     let _ = writeln!(
