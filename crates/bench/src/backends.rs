@@ -1,5 +1,5 @@
 //! Both backends side by side: the file store (a directory under
-//! `target/bench-work/`) and PostgreSQL (a fresh schema of the server at
+//! `target/bench-work/`) and PostgreSQL (fresh schemas of the server at
 //! `MSTATE_BENCH_PG_URL`, else `MSTATE_TEST_PG_URL`, else
 //! [`DEFAULT_URL`]; dropped afterwards), measured in one run, one table.
 //!
@@ -7,7 +7,10 @@
 //! of one event, through the library (a `Box<dyn Store>` from
 //! `mstate_store::open`, as every front end holds) and as whole
 //! `mstate --store LOCATION` processes; `events --tail 50` and `--since`
-//! (the last 50) on logs of 1K to 1M events, through both; increments
+//! (the last 50) on logs of 1K to 1M events, through both, and `--since`
+//! again on one log beside nine times as many later events of another
+//! milestone (PostgreSQL's planner judges `ts >= since` by the whole
+//! table's statistics, not the milestone's); increments
 //! (`StateEdit::add`, the edit `update` applies) from 1, 2, 4 and 8
 //! processes at once on one milestone, the final count checked; and the
 //! server's round trip (`SELECT 1` on one connection), the unit in which
@@ -21,8 +24,8 @@
 //! together when told; the rate is their increments over the time from
 //! that signal to the last one's exit.
 //!
-//! The PostgreSQL logs are made by one `INSERT ... SELECT
-//! generate_series` in the rows `log` writes (the same lines as the file
+//! Each PostgreSQL log is in a schema of its own, made by one `INSERT ...
+//! SELECT generate_series` in the rows `log` writes (the same lines as the file
 //! logs of [`crate::loggen`], timestamps included), with the schema's
 //! NOTIFY trigger off for that insert and `next_seq` set after it; a
 //! check compares the last line of each. Without a server the part says
@@ -45,6 +48,9 @@ use crate::procs;
 use crate::query;
 use crate::stats::{count, median_of, ratio, secs, spread, Samples, Table};
 
+/// How many times as many events the later milestone beside a log has.
+pub const LATER: u64 = 9;
+
 /// The server used when neither variable names one.
 pub const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
 
@@ -58,6 +64,9 @@ pub struct Opts<'a> {
     pub cli_samples: usize,
     /// Log sizes the queries run on.
     pub events: Vec<u64>,
+    /// The log size queried again beside [`LATER`] times as many later
+    /// events of another milestone.
+    pub beside: Option<u64>,
     /// Process counts of the contention rows.
     pub procs: Vec<usize>,
     /// Increments each contending process makes.
@@ -74,6 +83,7 @@ impl<'a> Opts<'a> {
                 samples: 3,
                 cli_samples: 2,
                 events: vec![1_000, 10_000],
+                beside: Some(1_000),
                 procs: vec![1, 4],
                 increments: 5,
                 mstate,
@@ -84,6 +94,7 @@ impl<'a> Opts<'a> {
                 samples: 40,
                 cli_samples: 10,
                 events: vec![1_000, 100_000, 1_000_000],
+                beside: Some(100_000),
                 procs: vec![1, 2, 4, 8],
                 increments: 40,
                 mstate,
@@ -104,20 +115,25 @@ fn server_url() -> String {
         .unwrap_or_else(|| DEFAULT_URL.to_string())
 }
 
-/// A schema of this run on the server, dropped on drop, and a connection
-/// of its own (round trips, log generation, settings).
+/// The schemas of this run on the server, dropped on drop, and a
+/// connection of its own (round trips, log generation, settings).
 struct Server {
-    /// `--store` text of the schema.
-    store_arg: String,
+    url: String,
+    /// The main schema (milestone `m`, contention); each log has a schema
+    /// of its own, named after it.
     schema: String,
+    /// Every schema made, to drop.
+    made: Vec<String>,
     admin: postgres::Client,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let drop_it = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
-        if let Err(e) = self.admin.batch_execute(&drop_it) {
-            eprintln!("backends: could not drop schema {}: {e}", self.schema);
+        for schema in &self.made {
+            let drop_it = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            if let Err(e) = self.admin.batch_execute(&drop_it) {
+                eprintln!("backends: could not drop schema {schema}: {e}");
+            }
         }
     }
 }
@@ -143,13 +159,37 @@ impl Server {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let schema = format!("mstate_bench_{}_{nanos:08x}", std::process::id());
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let store_arg = format!("{url}{sep}schema={schema}");
         Ok(Ok(Server {
-            store_arg,
+            url: url.to_string(),
+            made: vec![schema.clone()],
             schema,
             admin,
         }))
+    }
+
+    /// The `--store` text of `schema`.
+    fn store_arg(&self, schema: &str) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={schema}", self.url)
+    }
+
+    /// A new schema `<main>_<suffix>` holding an empty store (made by the
+    /// store itself, at its current version); its `--store` text.
+    fn empty_store(&mut self, suffix: &str) -> Result<String, String> {
+        let schema = format!("{}_{suffix}", self.schema);
+        self.made.push(schema.clone());
+        let arg = self.store_arg(&schema);
+        let m = milestone("m")?;
+        let loc = Location::parse(&arg, Path::new("/")).map_err(err)?;
+        open(&loc, StoreOptions::default())
+            .and_then(|s| s.init(&m))
+            .map_err(err)?;
+        self.admin
+            .batch_execute(&format!(
+                "DELETE FROM \"{schema}\".mstate_milestones WHERE id = 'm'"
+            ))
+            .map_err(err)?;
+        Ok(arg)
     }
 
     /// One setting of the server (`SHOW`).
@@ -171,20 +211,22 @@ impl Server {
         self.admin.simple_query("SELECT 1").map(drop).map_err(err)
     }
 
-    /// Give milestone `id` a log of `n` events (no state), in one
-    /// statement, in the rows `log` writes; returns the seconds it took.
-    fn generate(&mut self, id: &str, n: u64) -> Result<f64, String> {
+    /// Give milestone `id` of the store in `schema` a log of `n` events
+    /// (no state), in one statement, in the rows `log` writes, its
+    /// timestamps `shift_us` µs later than loggen's; returns the seconds
+    /// it took.
+    fn generate(&mut self, schema: &str, id: &str, n: u64, shift_us: u64) -> Result<f64, String> {
         let start = Instant::now();
         let n = i64::try_from(n).map_err(err)?;
+        let shift = i64::try_from(shift_us).map_err(err)?;
         let mut tx = self.admin.transaction().map_err(err)?;
         tx.batch_execute(&format!(
-            "SET LOCAL search_path TO \"{}\"; ALTER TABLE mstate_events DISABLE TRIGGER mstate_events_notify",
-            self.schema
+            "SET LOCAL search_path TO \"{schema}\"; ALTER TABLE mstate_events DISABLE TRIGGER mstate_events_notify"
         ))
         .map_err(err)?;
         tx.execute("INSERT INTO mstate_milestones (id) VALUES ($1)", &[&id])
             .map_err(err)?;
-        tx.execute(GENERATE, &[&id, &n]).map_err(err)?;
+        tx.execute(GENERATE, &[&id, &n, &shift]).map_err(err)?;
         tx.execute(
             "UPDATE mstate_milestones SET next_seq = $2::bigint + 1 WHERE id = $1",
             &[&id, &n],
@@ -200,8 +242,9 @@ impl Server {
 }
 
 /// Events `0..$2` of milestone `$1`, as [`crate::loggen::write_log`]
-/// writes them and as the store's `log` stores them: the line begins
-/// with the timestamp and has seq between user and host.
+/// writes them (timestamps `$3` µs later) and as the store's `log` stores
+/// them: the line begins with the timestamp and has seq between user and
+/// host.
 const GENERATE: &str = r#"
 INSERT INTO mstate_events
     (milestone_id, seq, ts, session_id, event_type, data, pid, "user", host, line)
@@ -212,7 +255,7 @@ SELECT $1::text, g.i + 1, g.ts, 's', g.t, g.d::jsonb, 1, 'u', 'h',
 FROM (
     SELECT i,
            timestamptz '2026-01-01 00:00:00+00'
-               + (i * 1000 + (i * 37) % 1000) * interval '1 microsecond' AS ts,
+               + ($3::bigint + i * 1000 + (i * 37) % 1000) * interval '1 microsecond' AS ts,
            CASE WHEN i % 1000 = 999 THEN 'rare'
                 ELSE (ARRAY['task_started', 'progress', 'task_completed', 'state_saved'])[i % 4 + 1]
            END AS t,
@@ -226,6 +269,9 @@ FROM (
 /// A store to query: a log of `n` events of milestone `id`.
 struct LogStore {
     n: u64,
+    /// Whether the PostgreSQL store also holds a later milestone's events
+    /// (the file store is the same either way).
+    beside: bool,
     store: Box<dyn Store>,
     arg: String,
     id: MilestoneId,
@@ -409,8 +455,9 @@ impl Row {
     }
 }
 
-/// The rows of the table, in its order.
-fn table_rows(o: &Opts<'_>, ctx: &Ctx<'_>) -> Vec<Row> {
+/// The rows of the table, in its order; `logs` are the sizes of the logs
+/// and whether each is the one beside a later milestone.
+fn table_rows(o: &Opts<'_>, ctx: &Ctx<'_>, logs: &[(u64, bool)]) -> Vec<Row> {
     let op = |name: &str, op: Op| Row::new(name.to_string(), Kind::Op(op));
     let mut rows = vec![
         op("open the store (library)", Op::Open),
@@ -422,8 +469,17 @@ fn table_rows(o: &Opts<'_>, ctx: &Ctx<'_>) -> Vec<Row> {
         op("`mstate log` (process)", Op::CliLog),
     ];
     for q in [0usize, 1] {
-        for (log, &n) in o.events.iter().enumerate() {
-            let name = format!("`events {}`, {} events", ctx.queries[log][q].name, count(n));
+        for (log, &(n, beside)) in logs.iter().enumerate() {
+            if beside && q == 0 {
+                continue;
+            }
+            let mut name = format!("`events {}`, {} events", ctx.queries[log][q].name, count(n));
+            if beside {
+                name.push_str(&format!(
+                    ", beside {} later ones of another milestone",
+                    count(LATER * n)
+                ));
+            }
             rows.push(op(&format!("{name} (library)"), Op::Query { log, q }));
             rows.push(op(&format!("{name} (process)"), Op::CliQuery { log, q }));
         }
@@ -544,33 +600,56 @@ fn render(rows: &[Row]) -> String {
 }
 
 /// The file logs of each size (loggen's, reused) and the same events in
-/// PostgreSQL; checks the two agree.
+/// PostgreSQL, each log in a schema of its own; and the `beside` log
+/// again in a schema that also holds [`LATER`] times as many later events
+/// of another milestone. Checks the logs agree; returns notes on the
+/// generation.
 fn make_logs(
     sizes: &[u64],
+    beside: Option<u64>,
     file: &mut Backend,
     pg: &mut Backend,
     server: &mut Server,
 ) -> Result<Vec<String>, String> {
     let mut notes = Vec::new();
-    for &n in sizes {
+    let plan = sizes
+        .iter()
+        .map(|&n| (n, false))
+        .chain(beside.map(|n| (n, true)));
+    for (n, beside) in plan {
         let g = loggen::ensure(n).map_err(|e| format!("generating {n} events: {e}"))?;
         let root = g.dir.join(".milestones/state");
         let arg = root.display().to_string();
         let loc = Location::Files(root);
         file.logs.push(LogStore {
             n,
+            beside,
             store: open(&loc, StoreOptions::default()).map_err(err)?,
             arg,
             id: milestone("m")?,
         });
         let id = format!("e{n}");
+        let suffix = format!("{}{n}", if beside { "b" } else { "l" });
+        let arg = server.empty_store(&suffix)?;
+        let schema = format!("{}_{suffix}", server.schema);
         eprintln!("backends: {} events into PostgreSQL", count(n));
-        let took = server.generate(&id, n)?;
+        let took = server.generate(&schema, &id, n, 0)?;
         notes.push(format!("{} events in {:.1} s", count(n), took));
+        if beside {
+            // Starting where `id`'s end (event i is about i ms in).
+            let took = server.generate(&schema, "later", LATER * n, n * 1000)?;
+            notes.push(format!(
+                "{} later events in {:.1} s",
+                count(LATER * n),
+                took
+            ));
+        }
+        let loc = Location::parse(&arg, Path::new("/")).map_err(err)?;
         pg.logs.push(LogStore {
             n,
-            store: open(&pg.location, StoreOptions::default()).map_err(err)?,
-            arg: pg.arg.clone(),
+            beside,
+            store: open(&loc, StoreOptions::default()).map_err(err)?,
+            arg,
             id: milestone(&id)?,
         });
     }
@@ -741,8 +820,9 @@ pub fn run(o: &Opts<'_>) -> Result<String, String> {
     std::fs::write(&input, serde_json::to_vec(&state).map_err(err)?).map_err(err)?;
     let file_root = work.join(".milestones/state");
     let mut file = Backend::new("file", file_root.display().to_string(), &state)?;
-    let mut pg = Backend::new("PostgreSQL", server.store_arg.clone(), &state)?;
-    let gen_notes = make_logs(&o.events, &mut file, &mut pg, &mut server)?;
+    let main = server.store_arg(&server.schema);
+    let mut pg = Backend::new("PostgreSQL", main, &state)?;
+    let gen_notes = make_logs(&o.events, o.beside, &mut file, &mut pg, &mut server)?;
 
     let ctx = Ctx {
         mstate: o.mstate,
@@ -750,9 +830,10 @@ pub fn run(o: &Opts<'_>) -> Result<String, String> {
         input,
         m: milestone("m")?,
         progress: EventType::new("progress").map_err(err)?,
-        queries: o.events.iter().map(|&n| query::queries(n)).collect(),
+        queries: file.logs.iter().map(|l| query::queries(l.n)).collect(),
     };
-    let mut rows = table_rows(o, &ctx);
+    let logs: Vec<(u64, bool)> = file.logs.iter().map(|l| (l.n, l.beside)).collect();
+    let mut rows = table_rows(o, &ctx, &logs);
     for r in 0..o.runs.max(1) {
         eprintln!("backends: run {} of {}", r + 1, o.runs.max(1));
         measure_run(r, &mut rows, &ctx, o, (&file, &pg), &mut server)?;
@@ -769,7 +850,7 @@ pub fn run(o: &Opts<'_>) -> Result<String, String> {
     );
     let _ = writeln!(
         md,
-        "\nFile store: under `target/bench-work/` ({}). PostgreSQL {} at {} (`fsync` {}, `synchronous_commit` {}), a fresh schema, dropped after; its logs generated in one statement each, in the rows `log` writes ({}).",
+        "\nFile store: under `target/bench-work/` ({}). PostgreSQL {} at {} (`fsync` {}, `synchronous_commit` {}), fresh schemas (the state and contention in one, each log in its own), dropped after; the logs generated in one statement each, in the rows `log` writes ({}).",
         procs::fs_type(&file_root),
         server.show("server_version"),
         shown,
