@@ -5,8 +5,13 @@
 # against a C floor program, the seed and the sqlite3 CLI, system calls,
 # callgrind
 # instruction counts, contention, durable append rate, event queries at
-# 1K / 1M / 10M events) and prints markdown tables, also written to
-# target/bench-results.md.
+# 1K / 1M / 10M events, and the file store and PostgreSQL side by side)
+# and prints markdown tables, also written to target/bench-results.md.
+#
+# The PostgreSQL part uses a fresh schema (dropped after) of the server at
+# MSTATE_BENCH_PG_URL, else MSTATE_TEST_PG_URL, else
+# postgresql://postgres@127.0.0.1:5432/test; without a server it says so
+# and is skipped, unless MSTATE_TEST_REQUIRE_TOOLS=1 (as in CI).
 #
 #   bash scripts/bench.sh           # full run (generates ~2.5 GB of logs once
 #                                   # under target/bench-data/; ~10-15 min)

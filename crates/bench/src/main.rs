@@ -13,6 +13,7 @@
 //! each part) and `target/bench-data/` (generated logs, kept and reused):
 //! on real disk, never on a tmpfs `/tmp`.
 
+mod backends;
 mod cli;
 mod compare;
 mod contention;
@@ -148,6 +149,23 @@ enum Cmd {
         #[command(flatten)]
         bins: BinArgs,
     },
+    /// The file store and PostgreSQL side by side (a fresh schema of the
+    /// server at MSTATE_BENCH_PG_URL, else MSTATE_TEST_PG_URL, else
+    /// postgresql://postgres@127.0.0.1:5432/test).
+    Backends {
+        /// Tiny sizes and few samples: a smoke test, not a measurement.
+        #[arg(long)]
+        quick: bool,
+        /// Log sizes of the event queries (default 1K, 100K, 1M; quick:
+        /// 1K, 10K).
+        #[arg(long)]
+        events: Option<String>,
+        /// Runs (default 5; quick: 2).
+        #[arg(long)]
+        runs: Option<usize>,
+        #[command(flatten)]
+        bins: BinArgs,
+    },
     /// Generate (or reuse) an event log under target/bench-data/.
     Loggen {
         #[arg(long)]
@@ -196,6 +214,13 @@ enum Cmd {
     /// (internal) Run a library operation N times.
     #[command(hide = true)]
     LibOp { op: String, root: PathBuf, n: usize },
+    /// (internal) A worker of the backends' contention rows.
+    #[command(hide = true)]
+    BackendWorker {
+        location: String,
+        milestone: String,
+        k: usize,
+    },
     /// (internal) A contention worker.
     #[command(hide = true)]
     Worker {
@@ -363,6 +388,11 @@ fn all(quick: bool, out: Option<&Path>, bins: &BinArgs) -> Result<(), String> {
         sqlite: true,
     };
     section(&mut md, "Event queries by log size", &query::run(&q)?);
+    section(
+        &mut md,
+        "Both backends: file store and PostgreSQL",
+        &backends::run(&backends::Opts::plan(quick, &b.mstate))?,
+    );
     let tail = format!(
         "\nAll parts ran in {:.0} s.\n",
         started.elapsed().as_secs_f64()
@@ -432,6 +462,28 @@ fn run(args: Args) -> Result<(), String> {
             print!("{}", cli::append_rate(&bins.bins()?, &list(&procs)?, secs)?);
             Ok(())
         }
+        Cmd::Backends {
+            quick,
+            events,
+            runs,
+            bins,
+        } => {
+            let b = bins.bins()?;
+            let mut o = backends::Opts::plan(quick, &b.mstate);
+            if let Some(e) = events {
+                o.events = list(&e)?.into_iter().map(|n| n as u64).collect();
+            }
+            if let Some(r) = runs {
+                o.runs = r;
+            }
+            print!("{}", backends::run(&o)?);
+            Ok(())
+        }
+        Cmd::BackendWorker {
+            location,
+            milestone,
+            k,
+        } => backends::worker(&location, &milestone, k),
         Cmd::Loggen { events } => {
             for n in list(&events)? {
                 let g = loggen::ensure(n as u64).map_err(|e| e.to_string())?;

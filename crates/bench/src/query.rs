@@ -25,15 +25,17 @@ use crate::sqlite::Sql;
 use crate::stats::{bytes, count, mib, ratio, secs, verdict, Samples, Table};
 
 /// One query, as library arguments and as CLI arguments.
-struct Q {
-    name: &'static str,
-    query: EventQuery,
-    args: Vec<String>,
+pub(crate) struct Q {
+    pub name: &'static str,
+    pub query: EventQuery,
+    /// CLI arguments after `events MILESTONE`.
+    pub args: Vec<String>,
     /// Lines it must return.
-    expect: u64,
+    pub expect: u64,
 }
 
-fn queries(n: u64) -> Vec<Q> {
+/// The queries of a generated log of `n` events (see the module doc).
+pub(crate) fn queries(n: u64) -> Vec<Q> {
     let since = loggen::timestamp(n.saturating_sub(50));
     let until = loggen::timestamp(n.saturating_sub(100));
     let parse = |s: &str| s.parse::<jiff::Timestamp>().expect("valid timestamp");
@@ -120,13 +122,23 @@ fn open_sql(n: u64, log: &Path) -> Result<Sql, String> {
     Sql::open(&path)
 }
 
-/// Run the library query, returning the lines it produced.
+/// Run the library query on milestone `m`, returning the lines it produced.
 fn lib_query(store: &FsStore, q: &EventQuery) -> Result<u64, String> {
     let id = MilestoneId::new("m").map_err(|e| e.to_string())?;
+    events_of(store, &id, q)
+}
+
+/// Run a query on the events of `id` in any store, returning the lines it
+/// produced (each line's bytes are touched, as a reader would).
+pub(crate) fn events_of(
+    store: &dyn Store,
+    id: &MilestoneId,
+    q: &EventQuery,
+) -> Result<u64, String> {
     let mut lines = 0u64;
     let mut total = 0usize;
     store
-        .events(&id, q, &mut |l| {
+        .events(id, q, &mut |l| {
             lines += 1;
             total += l.raw.len();
             Ok(true)

@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use crate::data::{self, size_name};
 use crate::libops::Lib;
 use crate::procs;
-use crate::stats::{secs, Table};
+use crate::stats::{self, median_of, secs, Table};
 
 /// The C floor's source, compiled by [`build_floor`].
 const FLOOR_C: &str = include_str!("c/floor.c");
@@ -80,27 +80,9 @@ struct Row {
     run_times: Vec<f64>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// `1.23x (1.10–1.40)`: median and range of the run medians.
+/// `1.23x (1.10x–1.40x)`: median and range of the run medians.
 fn spread(v: &[f64]) -> String {
-    let mut s = v.to_vec();
-    let m = median(&mut s);
-    match (s.first(), s.last()) {
-        (Some(lo), Some(hi)) if s.len() > 1 => format!("{m:.2}x ({lo:.2}–{hi:.2})"),
-        _ => format!("{m:.2}x"),
-    }
+    stats::spread(v, |x| format!("{x:.2}x"))
 }
 
 fn quiet(program: impl AsRef<std::ffi::OsStr>, dir: &Path) -> Command {
@@ -308,18 +290,17 @@ pub fn run(o: &Opts<'_>) -> Result<String, String> {
                     }
                 }
                 for (k, row) in rows.iter_mut().enumerate() {
-                    let mut ratios: Vec<f64> =
+                    let ratios: Vec<f64> =
                         times[k].iter().zip(&times[0]).map(|(a, f)| a / f).collect();
-                    row.run_medians.push(median(&mut ratios));
-                    row.run_times.push(median(&mut times[k].clone()));
+                    row.run_medians.push(median_of(&ratios));
+                    row.run_times.push(median_of(&times[k]));
                 }
             }
             for (c, row) in list.iter().zip(&rows) {
-                let mut times = row.run_times.clone();
                 t.row(vec![
                     size_name(size),
                     c.name.to_string(),
-                    secs(median(&mut times)),
+                    secs(median_of(&row.run_times)),
                     if c.name == "floor" {
                         "1.00x".into()
                     } else {

@@ -52,6 +52,39 @@ impl Samples {
     }
 }
 
+/// The median of `v` (the mean of the middle two for an even count; 0
+/// when empty): how a figure over several runs is summarised.
+pub fn median_of(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => s[n / 2],
+        _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// The smallest and largest of `v` (`(0, 0)` when empty).
+pub fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold(None, |acc: Option<(f64, f64)>, &x| {
+            Some(acc.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))))
+        })
+        .unwrap_or((0.0, 0.0))
+}
+
+/// Run medians as `median (min–max)`, each printed by `show`; just the
+/// median when there is one run.
+pub fn spread(v: &[f64], show: impl Fn(f64) -> String) -> String {
+    let (lo, hi) = min_max(v);
+    if v.len() > 1 {
+        format!("{} ({}–{})", show(median_of(v)), show(lo), show(hi))
+    } else {
+        show(median_of(v))
+    }
+}
+
 /// A duration in seconds, printed with a unit that suits it.
 pub fn secs(s: f64) -> String {
     if s == 0.0 {
@@ -172,6 +205,15 @@ mod tests {
         assert!((s.median() - 0.003).abs() < 1e-12);
         assert!((s.quantile(1.0) - 0.005).abs() < 1e-12);
         assert_eq!(Samples::default().median(), 0.0);
+        assert_eq!(median_of(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_of(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median_of(&[]), 0.0);
+        assert_eq!(min_max(&[2.0, 5.0, 1.0]), (1.0, 5.0));
+        assert_eq!(
+            spread(&[0.002, 0.001, 0.003], secs),
+            "2.00 ms (1.00 ms–3.00 ms)"
+        );
+        assert_eq!(spread(&[0.002], secs), "2.00 ms");
     }
 
     #[test]
