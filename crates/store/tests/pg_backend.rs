@@ -831,3 +831,44 @@ fn u0000_is_refused_as_invalid_and_changes_nothing() {
         json!({"a": "\\u0000"})
     );
 }
+
+/// `since` is exact even where timestamps do not follow seq (a server
+/// clock stepped back, a log moved in from files): every event at or
+/// after the time, in seq order, whatever the plan used to find them.
+#[test]
+fn since_is_exact_when_times_do_not_follow_seq() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    let id = mid("clock");
+    for i in 0..6 {
+        store
+            .log(&id, &event("tick", json!({"i": i}), None))
+            .unwrap();
+    }
+    // seq 2 written "later" than every other, seq 5 "earlier".
+    s.sql(
+        "UPDATE mstate_events SET ts = ts + interval '1 hour' WHERE milestone_id = 'clock' AND seq = 2; \
+         UPDATE mstate_events SET ts = ts - interval '1 hour' WHERE milestone_id = 'clock' AND seq = 5",
+    );
+    let since = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(600))
+        .unwrap();
+    let q = |limit| EventQuery {
+        since: Some(since),
+        limit,
+        ..Default::default()
+    };
+    let seqs =
+        |q: EventQuery| -> Vec<u64> { all_events(&store, &id, &q).iter().map(|e| e.0).collect() };
+    assert_eq!(seqs(q(None)), vec![2]);
+    assert_eq!(seqs(q(Some(1))), vec![2]);
+    let earlier = EventQuery {
+        since: Some(
+            jiff::Timestamp::now()
+                .checked_sub(jiff::SignedDuration::from_secs(600))
+                .unwrap(),
+        ),
+        ..Default::default()
+    };
+    assert_eq!(seqs(earlier), vec![1, 2, 3, 4, 6]);
+}
