@@ -268,7 +268,7 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Store(e) => write!(f, "{e}"),
+            CliError::Store(e) => f.write_str(&crate::hints::message(e)),
             CliError::Invalid(m) | CliError::Other(m) => f.write_str(m),
             CliError::Usage { message, .. } | CliError::Worded { message, .. } => {
                 f.write_str(message)

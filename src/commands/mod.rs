@@ -33,12 +33,12 @@ pub fn run(cli: Cli) -> CliResult {
         }
         Command::Migrate(args) => {
             crate::context::settings(&cli.global)?;
-            return migrate::cmd_migrate(&cli.global, args).map_err(state::word_hints);
+            return migrate::cmd_migrate(&cli.global, args).map_err(crate::hints::word_hints);
         }
         _ => {}
     }
     let ctx = Context::open(cli.global)?;
-    let result = dispatch(&ctx, cli.command).map_err(state::word_hints);
+    let result = dispatch(&ctx, cli.command).map_err(crate::hints::word_hints);
     // Failures after a commit point that the command did not show itself
     // (an event that could not be logged): the change stands, so they are
     // warnings, shown whatever the command's outcome.

@@ -299,39 +299,6 @@ fn no_milestones(ctx: &Context) -> CliResult<String> {
     ))
 }
 
-/// Word the hint of a milestone the store does not know for the command
-/// line (the store's error carries the data): the ids it may have meant,
-/// how to create it, or where the store was looked for.
-pub fn word_hints(e: CliError) -> CliError {
-    let CliError::Store(mstate_store::Error::UnknownMilestone {
-        name,
-        nearest,
-        no_store,
-    }) = e
-    else {
-        return e;
-    };
-    let quoted: Vec<String> = nearest.iter().map(|n| format!("'{n}'")).collect();
-    let hint = match (&no_store, quoted.as_slice()) {
-        (Some(root), _) => format!(
-            "there is no store at {root}; create one with `mstate init {name}`, or name one (--store LOCATION, -C DIR, or MSTATE_DIR=<path of a .milestones/state directory>)"
-        ),
-        (None, []) => format!(
-            "the store knows no milestone of that name (see `mstate list`); create it with `mstate init {name}`"
-        ),
-        (None, [one]) => format!("did you mean {one}? To create '{name}': `mstate init {name}`"),
-        (None, many) => format!(
-            "did you mean one of {}? To create '{name}': `mstate init {name}`",
-            many.join(", ")
-        ),
-    };
-    CliError::Store(mstate_store::Error::NotFound {
-        kind: mstate_store::ObjectKind::Milestone,
-        name,
-        hint: Some(hint),
-    })
-}
-
 pub fn cmd_complete(ctx: &Context, a: &IdArgs, complete: bool) -> CliResult {
     let id = milestone(&a.milestone)?;
     let opts = ctx.write_options(&id, None)?;

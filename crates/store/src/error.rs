@@ -71,11 +71,11 @@ pub enum Error {
     },
 
     /// A milestone, checkpoint, backup or session does not exist.
-    #[error("{kind} '{name}' not found{}", hint_suffix(hint))]
+    #[error("{kind} '{name}' not found")]
     NotFound {
         kind: ObjectKind,
         name: String,
-        hint: Option<String>,
+        hint: Option<Hint>,
     },
 
     /// A command other than `init` or `save` named a milestone the store
@@ -93,11 +93,11 @@ pub enum Error {
     },
 
     /// An object that must not be overwritten already exists.
-    #[error("{kind} '{name}' already exists{}", hint_suffix(hint))]
+    #[error("{kind} '{name}' already exists")]
     AlreadyExists {
         kind: ObjectKind,
         name: String,
-        hint: Option<String>,
+        hint: Option<Hint>,
     },
 
     /// `--expect-revision` did not match the stored revision.
@@ -109,9 +109,9 @@ pub enum Error {
     },
 
     /// The lock was held by someone else for the whole wait. The message
-    /// names no option: a front end words the hint with the one its user
-    /// set (the CLI says `--lock-timeout` or `--timeout`).
-    #[error("milestone '{milestone}' is locked{}; waited {:.1}s; retry with a longer lock timeout, or if the holder is gone run `mstate lock release {milestone} --force`", holder_suffix(holder), waited.as_secs_f64())]
+    /// names no option or command: a front end words the way out (the
+    /// CLI names `--lock-timeout` or `--timeout`, and `lock release`).
+    #[error("milestone '{milestone}' is locked{}; waited {:.1}s", holder_suffix(holder), waited.as_secs_f64())]
     LockTimeout {
         milestone: String,
         waited: Duration,
@@ -150,13 +150,56 @@ pub enum Error {
     Invalid { what: String, message: String },
 
     /// A stored file is corrupt and could not be recovered.
-    #[error("{what} is corrupt ({}): {detail}{}", path.display(), hint_suffix(hint))]
+    #[error("{what} is corrupt ({}): {detail}", path.display())]
     Corrupt {
         what: String,
         path: PathBuf,
         detail: String,
-        hint: Option<String>,
+        hint: Option<Hint>,
     },
+}
+
+/// A way out of an error, as data: front ends word it (the CLI names its
+/// commands; another front end its tools). Messages of errors never
+/// include it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hint {
+    /// Create the milestone by saving a state.
+    SaveToCreate { milestone: String },
+    /// Create the milestone by saving a state, or look at those there are.
+    SaveToCreateOrList { milestone: String },
+    /// See the milestone's checkpoints.
+    ListCheckpoints { milestone: String },
+    /// See the milestone's backups.
+    ListBackups { milestone: String },
+    /// The name given is no backup of the milestone; see its backups.
+    NotABackupOf { milestone: String },
+    /// Name another backup of the milestone.
+    OtherBackup { milestone: String },
+    /// See the sessions.
+    ListSessions,
+    /// There is no current session: name one.
+    NameSession,
+    /// Choose another name, or replace the existing object.
+    OtherNameOrReplace,
+    /// A corrupt state with a valid backup: recover it.
+    Recover { milestone: String },
+    /// A corrupt state with no valid backup but a valid checkpoint:
+    /// restore it, or save a new state.
+    RestoreCheckpointOrSave {
+        milestone: String,
+        checkpoint: Box<str>,
+    },
+    /// A corrupt state with neither: save a new state (the corrupt file
+    /// is kept aside), or repair the file by hand.
+    SaveOverCorrupt { milestone: String },
+    /// A corrupt state stops a move of the store: recover it first.
+    RecoverBeforeMove { milestone: String },
+    /// No store where the command looked: name one, or create one.
+    NoStoreHere,
+    /// Advice that names no command or option.
+    Advice(String),
 }
 
 /// Why a fencing token was refused ([`Error::TokenRefused`]).
@@ -194,13 +237,6 @@ fn token_message(milestone: &str, token: u64, reason: &TokenRefusal) -> String {
     format!("write to milestone '{milestone}' with lock token {token} refused: {why}")
 }
 
-fn hint_suffix(hint: &Option<String>) -> String {
-    match hint {
-        Some(h) => format!("; {h}"),
-        None => String::new(),
-    }
-}
-
 fn unknown_suffix(nearest: &[String], no_store: &Option<String>) -> String {
     if let Some(root) = no_store {
         return format!(": there is no store at {root}");
@@ -228,14 +264,12 @@ fn holder_suffix(holder: &Option<Box<LockInfo>>) -> String {
 fn not_owned_message(milestone: &str, holder: &Option<Box<LockInfo>>) -> String {
     match holder {
         Some(info) => format!(
-            "lock of milestone '{milestone}' is held by {}, not by this process; \
-             to break it anyway run `mstate lock release {milestone} --force`",
+            "lock of milestone '{milestone}' is held by {}, not by this process",
             info.describe()
         ),
-        None => format!(
-            "milestone '{milestone}' is not locked by this process (nobody holds its lock); \
-             take it first with `mstate lock acquire {milestone}`"
-        ),
+        None => {
+            format!("milestone '{milestone}' is not locked by this process (nobody holds its lock)")
+        }
     }
 }
 
@@ -269,6 +303,16 @@ impl Error {
         Error::Invalid {
             what: what.into(),
             message: message.into(),
+        }
+    }
+
+    /// The way out the error carries, if any.
+    pub fn hint(&self) -> Option<&Hint> {
+        match self {
+            Error::NotFound { hint, .. }
+            | Error::AlreadyExists { hint, .. }
+            | Error::Corrupt { hint, .. } => hint.as_ref(),
+            _ => None,
         }
     }
 

@@ -23,7 +23,7 @@ pub mod time;
 pub mod timeline;
 pub mod transfer;
 
-pub use error::{Error, ErrorKind, ObjectKind, Result, TokenRefusal};
+pub use error::{Error, ErrorKind, Hint, ObjectKind, Result, TokenRefusal};
 pub use fs::log::{Fields, LogLine};
 pub use fs::{FsOptions, FsStore};
 pub use id::{CheckpointName, EventType, MilestoneId, SessionId};

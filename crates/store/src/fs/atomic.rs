@@ -179,7 +179,9 @@ pub fn ensure_dir(io: &dyn Io, path: &Path) -> Result<bool> {
             what: "store layout".into(),
             path: path.to_path_buf(),
             detail: format!("expected a directory, found {:?}", m.kind).to_lowercase(),
-            hint: Some("move it away; mstate never follows links out of the store".into()),
+            hint: Some(crate::error::Hint::Advice(
+                "move it away; mstate never follows links out of the store".into(),
+            )),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => match io.create_dir(path) {
             Ok(()) => Ok(true),

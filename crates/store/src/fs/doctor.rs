@@ -829,10 +829,7 @@ impl FsStore {
             return Err(Error::NotFound {
                 kind: crate::error::ObjectKind::Store,
                 name: self.root().display().to_string(),
-                hint: Some(
-                    "nothing to check here; run where a store is (-C DIR, or MSTATE_DIR=<path of a .milestones/state directory>), or create one with `mstate init <milestone>`"
-                        .into(),
-                ),
+                hint: Some(crate::error::Hint::NoStoreHere),
             });
         }
         let mut d = Doctor {

@@ -151,9 +151,9 @@ impl FsStore {
                         path: p,
                         detail: format!("expected a directory, found a {:?}", m.kind)
                             .to_lowercase(),
-                        hint: Some(
+                        hint: Some(crate::error::Hint::Advice(
                             "move it away; mstate never follows links out of the store".into(),
-                        ),
+                        )),
                     })
                 }
                 Err(e) if e.kind() == stdio::ErrorKind::NotFound => all = false,
@@ -682,7 +682,9 @@ impl StateStore for FsStore {
                 return Err(Error::NotFound {
                     kind: crate::error::ObjectKind::Milestone,
                     name: id.to_string(),
-                    hint: Some(format!("create it with `mstate save {id}`")),
+                    hint: Some(crate::error::Hint::SaveToCreate {
+                        milestone: id.to_string(),
+                    }),
                 });
             };
             let mut value = current.state;
@@ -824,7 +826,9 @@ impl HistoryStore for FsStore {
                 return Err(Error::NotFound {
                     kind: crate::error::ObjectKind::Checkpoint,
                     name: name.to_string(),
-                    hint: Some(format!("list them with `mstate checkpoint list {id}`")),
+                    hint: Some(crate::error::Hint::ListCheckpoints {
+                        milestone: id.to_string(),
+                    }),
                 });
             }
             Err(e) => return Err(Error::io("remove", &path, e)),

@@ -113,7 +113,7 @@ impl FsStore {
             return Err(Error::NotFound {
                 kind: ObjectKind::Session,
                 name: sid.to_string(),
-                hint: Some("see `mstate session list`".into()),
+                hint: Some(crate::error::Hint::ListSessions),
             });
         };
         serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
@@ -134,10 +134,7 @@ impl FsStore {
                     return Err(Error::NotFound {
                         kind: ObjectKind::Session,
                         name: cur,
-                        hint: Some(
-                            "there is no current session; name one (`mstate session end <id>`)"
-                                .into(),
-                        ),
+                        hint: Some(crate::error::Hint::NameSession),
                     });
                 }
                 SessionId::new(cur)?

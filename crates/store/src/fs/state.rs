@@ -52,7 +52,11 @@ pub(crate) struct Current {
 impl Current {
     /// The error for this file if it is corrupt, with `hint` (see
     /// [`FsStore::corrupt_way_out`]).
-    fn corrupt_error(&self, id: &MilestoneId, hint: impl FnOnce() -> String) -> Option<Error> {
+    fn corrupt_error(
+        &self,
+        id: &MilestoneId,
+        hint: impl FnOnce() -> crate::error::Hint,
+    ) -> Option<Error> {
         let detail = self.revision.as_ref().err()?;
         Some(Error::Corrupt {
             what: format!("state of milestone '{id}'"),
@@ -134,9 +138,9 @@ fn not_found(id: &MilestoneId) -> Error {
     Error::NotFound {
         kind: ObjectKind::Milestone,
         name: id.to_string(),
-        hint: Some(format!(
-            "create it with `mstate save {id} '{{...}}'`, or see `mstate list`"
-        )),
+        hint: Some(crate::error::Hint::SaveToCreateOrList {
+            milestone: id.to_string(),
+        }),
     }
 }
 
@@ -197,7 +201,7 @@ impl FsStore {
     /// What to do about the corrupt state of `id`, suggesting only what
     /// would work: `recover` when a valid backup exists, else what
     /// [`FsStore::no_backup_way_out`] says.
-    pub(crate) fn corrupt_way_out(&self, id: &MilestoneId) -> String {
+    pub(crate) fn corrupt_way_out(&self, id: &MilestoneId) -> crate::error::Hint {
         let valid_backup = backup::list(&*self.io, &self.layout, id)
             .unwrap_or_default()
             .into_iter()
@@ -209,7 +213,9 @@ impl FsStore {
                 )
             });
         if valid_backup {
-            return format!("run `mstate recover {id}` to restore its newest valid backup");
+            return crate::error::Hint::Recover {
+                milestone: id.to_string(),
+            };
         }
         self.no_backup_way_out(id)
     }
@@ -217,7 +223,7 @@ impl FsStore {
     /// The way out for a corrupt state of `id` that no backup can
     /// restore: the newest valid checkpoint if there is one, else a new
     /// save (which keeps the corrupt file aside, as `recover` would).
-    fn no_backup_way_out(&self, id: &MilestoneId) -> String {
+    fn no_backup_way_out(&self, id: &MilestoneId) -> crate::error::Hint {
         let checkpoint = backup::list(&*self.io, &self.layout, id)
             .unwrap_or_default()
             .into_iter()
@@ -233,12 +239,13 @@ impl FsStore {
                 _ => None,
             });
         match checkpoint {
-            Some(name) => format!(
-                "no valid backup of it exists; restore a checkpoint (`mstate checkpoint restore {id} {name}`), or save a new state (`mstate save {id} '{{...}}'`)"
-            ),
-            None => format!(
-                "no valid backup or checkpoint of it exists; save a new state (`mstate save {id} '{{...}}'`, which keeps the corrupt file as {id}.json.corrupted.<time>), or repair the file by hand"
-            ),
+            Some(name) => crate::error::Hint::RestoreCheckpointOrSave {
+                milestone: id.to_string(),
+                checkpoint: name.as_str().into(),
+            },
+            None => crate::error::Hint::SaveOverCorrupt {
+                milestone: id.to_string(),
+            },
         }
     }
 
@@ -734,7 +741,7 @@ impl FsStore {
                             return Err(Error::NotFound {
                                 kind: ObjectKind::Backup,
                                 name: name.to_string(),
-                                hint: Some(format!("it is not a backup of '{id}'; see `mstate backups {id}`")),
+                                hint: Some(crate::error::Hint::NotABackupOf { milestone: id.to_string() }),
                             })
                         }
                     }
@@ -742,7 +749,7 @@ impl FsStore {
                         return Err(Error::NotFound {
                             kind: ObjectKind::Backup,
                             name: name.to_string(),
-                            hint: Some(format!("see `mstate backups {id}`")),
+                            hint: Some(crate::error::Hint::ListBackups { milestone: id.to_string() }),
                         });
                     }
                     vec![name.to_string()]
@@ -784,7 +791,7 @@ impl FsStore {
                     path,
                     detail,
                     hint: Some(if from.is_some() {
-                        format!("name another one (`mstate backups {id}`)")
+                        crate::error::Hint::OtherBackup { milestone: id.to_string() }
                     } else {
                         self.no_backup_way_out(id)
                     }),
@@ -847,9 +854,9 @@ impl FsStore {
                     return Err(Error::AlreadyExists {
                         kind: ObjectKind::Milestone,
                         name: format!("{}/{id}.json", to.as_str()),
-                        hint: Some(
+                        hint: Some(crate::error::Hint::Advice(
                             "two copies of the state exist; remove the stale one by hand".into(),
-                        ),
+                        )),
                     })
                 }
                 Err(e) => return Err(Error::io("move", &src, e)),
@@ -898,7 +905,7 @@ impl FsStore {
             return Err(Error::AlreadyExists {
                 kind: ObjectKind::Checkpoint,
                 name: name.to_string(),
-                hint: Some("choose another name, or pass --force to replace it".into()),
+                hint: Some(crate::error::Hint::OtherNameOrReplace),
             });
         }
         // A copy, not a link: the seed restores with `cp` into the state
@@ -936,7 +943,9 @@ impl FsStore {
                 return Err(Error::NotFound {
                     kind: ObjectKind::Checkpoint,
                     name: name.to_string(),
-                    hint: Some(format!("list them with `mstate checkpoint list {id}`")),
+                    hint: Some(crate::error::Hint::ListCheckpoints {
+                        milestone: id.to_string(),
+                    }),
                 });
             };
             let env = backup::parse_envelope(&bytes).map_err(|detail| Error::Corrupt {

@@ -49,7 +49,9 @@ fn checkpoint_not_found(id: &MilestoneId, name: &CheckpointName) -> Error {
     Error::NotFound {
         kind: ObjectKind::Checkpoint,
         name: name.to_string(),
-        hint: Some(format!("list them with `mstate checkpoint list {id}`")),
+        hint: Some(crate::error::Hint::ListCheckpoints {
+            milestone: id.to_string(),
+        }),
     }
 }
 
@@ -81,7 +83,7 @@ fn put_checkpoint(
         return Err(Fail::Store(Error::AlreadyExists {
             kind: ObjectKind::Checkpoint,
             name: name.to_string(),
-            hint: Some("choose another name, or pass --force to replace it".into()),
+            hint: Some(crate::error::Hint::OtherNameOrReplace),
         }));
     };
     let revision: i64 = row.try_get(0)?;
@@ -151,7 +153,9 @@ impl PgStore {
         let no_backup = || Error::NotFound {
             kind: ObjectKind::Backup,
             name: name.to_string(),
-            hint: Some(format!("see `mstate backups {id}`")),
+            hint: Some(crate::error::Hint::ListBackups {
+                milestone: id.to_string(),
+            }),
         };
         let wanted = parse_backup_name(name).ok_or_else(no_backup)?;
         let wanted_i = i64::try_from(wanted).map_err(|_| no_backup())?;

@@ -50,7 +50,7 @@ fn no_session(sid: &str) -> Error {
     Error::NotFound {
         kind: ObjectKind::Session,
         name: sid.to_string(),
-        hint: Some("see `mstate session list`".into()),
+        hint: Some(crate::error::Hint::ListSessions),
     }
 }
 
@@ -231,10 +231,7 @@ impl PgStore {
                     return Err(Error::NotFound {
                         kind: ObjectKind::Session,
                         name: cur,
-                        hint: Some(
-                            "there is no current session; name one (`mstate session end <id>`)"
-                                .into(),
-                        ),
+                        hint: Some(crate::error::Hint::NameSession),
                     });
                 }
                 cur

@@ -117,7 +117,9 @@ pub(super) fn not_found(id: &MilestoneId) -> Error {
     Error::NotFound {
         kind: ObjectKind::Milestone,
         name: id.to_string(),
-        hint: Some(format!("create it with `mstate save {id}`")),
+        hint: Some(crate::error::Hint::SaveToCreate {
+            milestone: id.to_string(),
+        }),
     }
 }
 

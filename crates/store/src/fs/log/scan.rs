@@ -423,7 +423,9 @@ pub fn segments_dir_exists(io: &dyn Io, layout: &Layout, id: &MilestoneId) -> Re
                     what: "store layout".into(),
                     path: p.to_path_buf(),
                     detail: format!("expected a directory, found {:?}", m.kind).to_lowercase(),
-                    hint: Some("move it away; mstate never follows links out of the store".into()),
+                    hint: Some(crate::error::Hint::Advice(
+                        "move it away; mstate never follows links out of the store".into(),
+                    )),
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),

@@ -98,7 +98,9 @@ fn taken(kind: ObjectKind, name: impl Into<String>) -> Error {
     Error::AlreadyExists {
         kind,
         name: name.into(),
-        hint: Some("import into a store that does not hold it".into()),
+        hint: Some(crate::error::Hint::Advice(
+            "import into a store that does not hold it".into(),
+        )),
     }
 }
 

@@ -144,9 +144,9 @@ impl FsStore {
                         what: format!("state of milestone '{id}'"),
                         path,
                         detail,
-                        hint: Some(format!(
-                            "recover it first (`mstate recover {id}`, or `mstate doctor --repair`), then move the store"
-                        )),
+                        hint: Some(crate::error::Hint::RecoverBeforeMove {
+                            milestone: id.to_string(),
+                        }),
                     })
                 }
             },
