@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use super::schema::{latest_version, MIGRATIONS};
 use super::Fail;
 
-/// Longest schema name accepted, in bytes: the planned `NOTIFY` channel
+/// Longest schema name accepted, in bytes: the `NOTIFY` channel
 /// `mstate_events:<schema>` must fit the 63 bytes of an identifier.
 pub const MAX_SCHEMA_LEN: usize = 40;
 

@@ -1,11 +1,22 @@
 //! A PostgreSQL backend: one milestone store shared by agents on many
 //! machines.
 //!
-//! This is the groundwork of the backend: the schema and its migrations,
-//! and [`PgStore`] with the core operations as inherent methods (init,
-//! save, load, list, complete/reopen, history, log, events, locks). They
-//! keep the semantics of the [`crate::Store`] trait's methods of the same
-//! names, so putting the store behind the trait is a matter of forwarding.
+//! [`PgStore`] implements every part of the store API ([`crate::Store`];
+//! `api.rs`), over the schema and its migrations (`schema.rs`,
+//! `migrate.rs`): state (`state.rs`), edits, recovery, checkpoints and
+//! cleanup (`backups.rs`), events (`events.rs`, `follow.rs`), leases
+//! (`lock.rs`), sessions (`session.rs`), moving a store (`transfer.rs`),
+//! TLS (`tls.rs`). The behaviour suite (`tests/contract.rs`) runs on it
+//! and on the file store alike.
+//!
+//! # Threads and async front ends
+//!
+//! The client is the synchronous `postgres` crate, which drives its own
+//! runtime: it must not be called from a thread running a tokio runtime
+//! (it panics there). An async front end (the MCP server) calls the store
+//! from `tokio::task::spawn_blocking`, or from a thread of its own, as it
+//! would any blocking I/O; the file store is used the same way, so both
+//! backends serve it through the one trait.
 //!
 //! # Schema
 //!
@@ -57,14 +68,17 @@
 //!   lease carries its token; it is refused unless the token is the
 //!   milestone's newest and its lease is still there and live, so a
 //!   holder that stalled past its lease cannot overwrite the work of the
-//!   one that took over. The CLI will pass it as `--lock-token` /
-//!   `MSTATE_LOCK_TOKEN`.
-//! - **Follow (planned).** Appends will `NOTIFY` the channel
-//!   `mstate_events:<schema>` (hence the 40-byte limit on schema names:
-//!   channel names are identifiers of at most 63 bytes) with the payload
-//!   `<seq> <milestone id>`, sent at commit; a follower `LISTEN`s, then
-//!   queries from the last seq it saw, so a notification lost while it
-//!   reconnects costs only latency.
+//!   one that took over. The CLI passes it as `--lock-token` /
+//!   `MSTATE_LOCK_TOKEN`. A write without a token waits for a live lease
+//!   unless the lease's holder is the writer or one of its ancestors on
+//!   this host (a shell that took the lock runs `mstate save`); a lease
+//!   whose holder on this host is gone is no lease.
+//! - **Follow.** Every event insert `NOTIFY`s the channel
+//!   `mstate_events:<schema>` (a trigger; hence the 40-byte limit on
+//!   schema names: channel names are identifiers of at most 63 bytes)
+//!   with the payload `<seq> <milestone id>`, sent at commit; a follower
+//!   `LISTEN`s, then reads from the last seq it covered, so a notification
+//!   lost while it reconnects costs only latency (see `follow.rs`).
 
 mod api;
 mod backups;
