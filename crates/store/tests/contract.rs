@@ -356,6 +356,85 @@ fn edits_apply_in_order_or_not_at_all(s: &dyn Store) {
     }
 }
 
+/// A session names the events logged in it while it is current; ending
+/// it logs `session_ended` once, clears the current session, and later
+/// events name no session.
+fn sessions_name_their_events(s: &dyn Store) {
+    use mstate_store::model::{SessionFilter, SessionStart, SessionStatus};
+    let m = id("m");
+    s.init(&m).unwrap();
+    let start = SessionStart {
+        owner_pid: std::process::id(),
+        working_directory: "/w".into(),
+        git_branch: "main".into(),
+        make_current: true,
+        create: false,
+    };
+    let record = s.session_start(&m, &start).unwrap();
+    assert_eq!(s.current_session().unwrap(), record.session_id);
+    s.log(&m, &event("inside", json!({}))).unwrap();
+    let sid = mstate_store::SessionId::new(record.session_id.clone()).unwrap();
+    let ended = s.session_end(Some(&sid)).unwrap();
+    assert_eq!(ended.status, "completed");
+    assert!(ended.ended_at.is_some());
+    // Ending again changes nothing and logs nothing.
+    s.session_end(Some(&sid)).unwrap();
+    assert_ne!(s.current_session().unwrap(), record.session_id);
+    s.log(&m, &event("after", json!({}))).unwrap();
+    let mut by_type = std::collections::BTreeMap::new();
+    s.events(&m, &EventQuery::default(), &mut |r| {
+        let e = r.event().unwrap();
+        by_type
+            .entry(e.event_type.clone())
+            .or_insert_with(Vec::new)
+            .push(e.session_id.unwrap_or_default());
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(by_type["inside"], vec![record.session_id.clone()]);
+    assert_eq!(by_type["session_ended"], vec![record.session_id.clone()]);
+    assert_ne!(by_type["after"], vec![record.session_id.clone()]);
+    let done = s
+        .sessions(&SessionFilter {
+            milestone: Some("m".into()),
+            status: Some(SessionStatus::Completed),
+        })
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        s.session_get(&sid).unwrap().effective_status,
+        SessionStatus::Completed
+    );
+    let unknown = id("nope");
+    let err = s.session_start(&unknown, &start).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+/// Every save keeps the state it replaced as a backup, newest first;
+/// recovering from one makes it the next revision.
+fn backups_recover_earlier_states(s: &dyn Store) {
+    let m = id("m");
+    for n in 1..=3 {
+        s.save(&m, &json!({"n": n}), &wo()).unwrap();
+    }
+    let backups = s.backups(&m).unwrap();
+    let revisions: Vec<Option<u64>> = backups.iter().map(|b| b.revision).collect();
+    assert_eq!(revisions, vec![Some(2), Some(1)]);
+    // A valid state needs no recovery.
+    let nothing = s.recover(&m, None, &wo()).unwrap();
+    assert!(nothing.backup.is_none());
+    assert_eq!(nothing.revision, 3);
+    let first = &backups[1];
+    let done = s.recover(&m, Some(&first.name), &wo()).unwrap();
+    assert_eq!(done.revision, 4);
+    let loaded = s.load(&m, &wo()).unwrap();
+    assert_eq!(loaded.envelope.state, json!({"n": 1}));
+    assert_eq!(loaded.envelope.revision, 4);
+    let err = s.recover(&m, Some("no-such-backup"), &wo()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(s.load(&m, &wo()).unwrap().envelope.revision, 4);
+}
+
 macro_rules! contract {
     ($backend:ident: $($name:ident),* ; shared: $($shared:ident),*) => {
         mod $backend {
@@ -385,7 +464,9 @@ contract!(files:
     event_queries,
     unknown_milestones_are_not_created,
     checkpoints_restore_their_state,
-    complete_and_reopen;
+    complete_and_reopen,
+    sessions_name_their_events,
+    backups_recover_earlier_states;
     shared:
     concurrent_updates_lose_nothing,
     concurrent_appends_get_every_seq_once
@@ -399,7 +480,9 @@ contract!(postgres:
     event_queries,
     unknown_milestones_are_not_created,
     checkpoints_restore_their_state,
-    complete_and_reopen;
+    complete_and_reopen,
+    sessions_name_their_events,
+    backups_recover_earlier_states;
     shared:
     concurrent_updates_lose_nothing,
     concurrent_appends_get_every_seq_once

@@ -872,3 +872,72 @@ fn since_is_exact_when_times_do_not_follow_seq() {
     };
     assert_eq!(seqs(earlier), vec![1, 2, 3, 4, 6]);
 }
+
+/// `follow` is woken by NOTIFY and reads by seq: every event once, in
+/// order, also those appended while its listening connection was killed
+/// (it reconnects and catches up by seq).
+#[test]
+fn follow_catches_up_by_seq_after_its_connection_is_killed() {
+    use mstate_store::EventStore;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    let Some(mut s) = schema() else { return };
+    let writer = s.store();
+    let id = mid("followed");
+    writer.init(&id, &opts()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<u64>();
+    let follower = {
+        let store = s.store();
+        let id = id.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            EventStore::follow(
+                &store,
+                &id,
+                &EventQuery::default(),
+                &|| stop.load(Ordering::Relaxed),
+                &mut |r| {
+                    tx.send(r.seq).expect("receiver lives");
+                    Ok(true)
+                },
+            )
+        })
+    };
+    let wait_for = |rx: &mpsc::Receiver<u64>, n: usize| -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(60))
+                    .expect("an event in time")
+            })
+            .collect()
+    };
+    assert_eq!(wait_for(&rx, 1), vec![1]);
+    for i in 0..3 {
+        writer
+            .log(&id, &event("tick", json!({"i": i}), None))
+            .unwrap();
+    }
+    assert_eq!(wait_for(&rx, 3), vec![2, 3, 4]);
+    // Kill the follower's listening connection, then append while it is
+    // gone: the notifications of these are lost to it.
+    let killed = s.count(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN %{}%' AND pid <> pg_backend_pid()",
+        s.name
+    ));
+    assert_eq!(killed, 1);
+    for i in 3..6 {
+        writer
+            .log(&id, &event("tick", json!({"i": i}), None))
+            .unwrap();
+    }
+    assert_eq!(wait_for(&rx, 3), vec![5, 6, 7]);
+    writer
+        .log(&id, &event("tick", json!({"i": 6}), None))
+        .unwrap();
+    assert_eq!(wait_for(&rx, 1), vec![8]);
+    stop.store(true, Ordering::Relaxed);
+    follower.join().unwrap().unwrap();
+    assert!(rx.try_recv().is_err(), "an event handed twice");
+}
