@@ -104,27 +104,6 @@ pub(super) fn append(
     })
 }
 
-/// The first seq of `id` whose event is at or after `since` (`i64::MAX`
-/// when none is), found through the (milestone, ts) index: a read in seq
-/// order then starts there. Without it the planner, judging `ts >= since`
-/// by the whole table's statistics (other milestones' later events), may
-/// walk the milestone's events from seq 1 and filter them. Looked up as a
-/// statement of its own, so the read is planned knowing the value; the
-/// fence (`OFFSET 0`) keeps `min()` from becoming that same walk. Exact
-/// also where times do not follow seq.
-fn first_seq_since(
-    tx: &mut postgres::Transaction<'_>,
-    id: &str,
-    since: &SystemTime,
-) -> Result<i64, Fail> {
-    let row = tx.query_one(
-        "SELECT coalesce(min(seq), 9223372036854775807) FROM \
-         (SELECT seq FROM mstate_events WHERE milestone_id = $1 AND ts >= $2 OFFSET 0) first",
-        &[&id, since],
-    )?;
-    Ok(row.try_get(0)?)
-}
-
 /// Bounds on the seqs a query reads (both open when `None`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct SeqRange {
@@ -181,10 +160,6 @@ impl PgStore {
         let id_str = id.as_str();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id_str];
         let mut filter = String::from("milestone_id = $1");
-        // Whether the read is in seq order from `since`: it then starts at
-        // the first seq at or after `since`, looked up first (see
-        // `first_seq_since`).
-        let mut bounded = false;
         if !q.types.is_empty() {
             params.push(&q.types);
             filter.push_str(&format!(" AND event_type = ANY(${})", params.len()));
@@ -193,7 +168,20 @@ impl PgStore {
             params.push(s);
             let n = params.len();
             filter.push_str(&format!(" AND ts >= ${n}"));
-            bounded = !q.reverse && q.tail.is_none();
+            if !q.reverse && q.tail.is_none() {
+                // Read in seq order from the first seq at or after `since`,
+                // found through the (milestone, ts) index. Without this
+                // bound the planner, judging `ts >= since` by the whole
+                // table's statistics (other milestones' later events),
+                // may walk the milestone's events from seq 1 and filter
+                // them. The fence (OFFSET 0) keeps it from turning min()
+                // into that same walk. Backward reads (tail, reverse) stop
+                // at their first matches anyway.
+                filter.push_str(&format!(
+                    " AND seq >= coalesce((SELECT min(seq) FROM (SELECT seq FROM mstate_events \
+                     WHERE milestone_id = $1 AND ts >= ${n} OFFSET 0) first), 9223372036854775807)"
+                ));
+            }
         }
         if let Some(u) = &until {
             params.push(u);
@@ -234,15 +222,6 @@ impl PgStore {
             params.push(&limit);
             format!("{base}{filter} ORDER BY seq LIMIT ${}", params.len())
         };
-        let sql = if bounded {
-            sql.replacen(
-                " ORDER BY seq",
-                &format!(" AND seq >= ${} ORDER BY seq", params.len() + 1),
-                1,
-            )
-        } else {
-            sql
-        };
         let handed = std::cell::Cell::new(false);
         let mut run = |c: &mut postgres::Client| -> Result<(), Fail> {
             let mut tx = c
@@ -250,16 +229,8 @@ impl PgStore {
                 .read_only(true)
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
                 .start()?;
-            let first = match &since {
-                Some(since) if bounded => Some(first_seq_since(&mut tx, id_str, since)?),
-                _ => None,
-            };
-            let mut bound: Vec<&(dyn ToSql + Sync)> = params.clone();
-            if let Some(f) = &first {
-                bound.push(f);
-            }
             let stmt = tx.prepare(&sql)?;
-            let portal = tx.bind(&stmt, &bound)?;
+            let portal = tx.bind(&stmt, &params)?;
             loop {
                 let rows = tx.query_portal(&portal, QUERY_BATCH)?;
                 for row in &rows {
