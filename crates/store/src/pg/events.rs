@@ -166,22 +166,7 @@ impl PgStore {
         }
         if let Some(s) = &since {
             params.push(s);
-            let n = params.len();
-            filter.push_str(&format!(" AND ts >= ${n}"));
-            if !q.reverse && q.tail.is_none() {
-                // Read in seq order from the first seq at or after `since`,
-                // found through the (milestone, ts) index. Without this
-                // bound the planner, judging `ts >= since` by the whole
-                // table's statistics (other milestones' later events),
-                // may walk the milestone's events from seq 1 and filter
-                // them. The fence (OFFSET 0) keeps it from turning min()
-                // into that same walk. Backward reads (tail, reverse) stop
-                // at their first matches anyway.
-                filter.push_str(&format!(
-                    " AND seq >= coalesce((SELECT min(seq) FROM (SELECT seq FROM mstate_events \
-                     WHERE milestone_id = $1 AND ts >= ${n} OFFSET 0) first), 9223372036854775807)"
-                ));
-            }
+            filter.push_str(&format!(" AND ts >= ${}", params.len()));
         }
         if let Some(u) = &until {
             params.push(u);
