@@ -11,35 +11,14 @@
 
 mod common;
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use common::{code, ok, run};
 use serde_json::Value;
 
 const INVALID: i32 = 6;
-
-fn pg_base() -> String {
-    let url = std::env::var("MSTATE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/test".to_string());
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return url;
-    }
-    // `host=... port=... user=... dbname=...`, as the store's tests take it.
-    let mut parts = std::collections::HashMap::new();
-    for pair in url.split_whitespace() {
-        if let Some((k, v)) = pair.split_once('=') {
-            parts.insert(k.to_string(), v.to_string());
-        }
-    }
-    let get = |k: &str, d: &str| parts.get(k).cloned().unwrap_or_else(|| d.to_string());
-    format!(
-        "postgresql://{}@{}:{}/{}",
-        get("user", "postgres"),
-        get("host", "127.0.0.1"),
-        get("port", "5432"),
-        get("dbname", "test")
-    )
-}
 
 /// A schema of the test's own, dropped on drop.
 struct Schema {
@@ -50,15 +29,18 @@ struct Schema {
 impl Schema {
     /// A new schema name, or `None` (after saying so) without a server.
     fn new() -> Option<Schema> {
-        let admin = match postgres::Client::connect(&pg_base(), postgres::NoTls) {
+        let admin = match postgres::Client::connect(&support::pg::base_url(), postgres::NoTls) {
             Ok(c) => c,
             Err(e) => {
                 assert!(
                     std::env::var("MSTATE_TEST_REQUIRE_TOOLS").as_deref() != Ok("1"),
                     "no PostgreSQL server at {}: {e}",
-                    pg_base()
+                    support::pg::base_url()
                 );
-                eprintln!("skipped: no PostgreSQL server at {} ({e})", pg_base());
+                eprintln!(
+                    "skipped: no PostgreSQL server at {} ({e})",
+                    support::pg::base_url()
+                );
                 return None;
             }
         };
@@ -68,7 +50,7 @@ impl Schema {
 
     /// The store's location, as `--store` and `migrate` take it.
     fn url(&self) -> String {
-        let base = pg_base();
+        let base = support::pg::base_url();
         let sep = if base.contains('?') { '&' } else { '?' };
         format!("{base}{sep}schema={}", self.name)
     }

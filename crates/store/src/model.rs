@@ -477,6 +477,32 @@ pub struct SessionView {
     pub abandoned_because: Option<String>,
 }
 
+impl SessionView {
+    /// `record` as seen from host `host`: a session whose stored status is
+    /// not `completed` is active, except that an `active` one started on
+    /// this host (or naming no host, as the seed's do) by a process that
+    /// is gone is abandoned. Every backend judges sessions this way.
+    pub fn judge(record: SessionRecord, host: &str) -> SessionView {
+        let completed = record.status == "completed";
+        let here = record.host.as_deref().is_none_or(|h| h == host);
+        let abandoned = (record.status == "active" && here)
+            .then(|| {
+                let pid = u32::try_from(record.pid).ok().filter(|p| *p > 0)?;
+                crate::process::gone(pid, record.pid_start, record.boot_id.as_deref())
+            })
+            .flatten();
+        SessionView {
+            effective_status: match (&abandoned, completed) {
+                (Some(_), _) => SessionStatus::Abandoned,
+                (None, true) => SessionStatus::Completed,
+                (None, false) => SessionStatus::Active,
+            },
+            abandoned_because: abandoned,
+            record,
+        }
+    }
+}
+
 /// A filter over sessions.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {

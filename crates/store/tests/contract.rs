@@ -39,25 +39,6 @@ fn files() -> Option<Fresh> {
 fn postgres() -> Option<Fresh> {
     let schema = support::pg::schema()?;
     let url = support::pg::url();
-    let url = if url.contains("://") {
-        url
-    } else {
-        // A key=value string: the tests' default.
-        let mut parts = std::collections::BTreeMap::new();
-        for kv in url.split_whitespace() {
-            if let Some((k, v)) = kv.split_once('=') {
-                parts.insert(k.to_string(), v.to_string());
-            }
-        }
-        let get = |k: &str, d: &str| parts.get(k).cloned().unwrap_or_else(|| d.to_string());
-        format!(
-            "postgresql://{}@{}:{}/{}",
-            get("user", "postgres"),
-            get("host", "127.0.0.1"),
-            get("port", "5432"),
-            get("dbname", "test")
-        )
-    };
     let sep = if url.contains('?') { '&' } else { '?' };
     let cwd = std::env::current_dir().expect("cwd");
     let location =

@@ -21,7 +21,7 @@ use crate::fs::atomic::{create_exclusive, read_opt, write_replace};
 use crate::fs::FsStore;
 use crate::id::{MilestoneId, SessionId};
 use crate::io::{FileKind, LockMode};
-use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionStatus, SessionView};
+use crate::model::{SessionFilter, SessionRecord, SessionStart, SessionView};
 use crate::process;
 use crate::time;
 
@@ -264,30 +264,8 @@ impl FsStore {
         Ok(out)
     }
 
-    /// A session with its effective status.
+    /// A session with its effective status ([`SessionView::judge`]).
     pub(crate) fn view(&self, record: SessionRecord) -> SessionView {
-        let abandoned = (record.status == ACTIVE)
-            .then(|| self.session_gone(&record))
-            .flatten();
-        SessionView {
-            effective_status: if abandoned.is_some() {
-                SessionStatus::Abandoned
-            } else if record.status == COMPLETED {
-                SessionStatus::Completed
-            } else {
-                SessionStatus::Active
-            },
-            abandoned_because: abandoned,
-            record,
-        }
-    }
-
-    /// Why an active session's process is gone, if it is.
-    fn session_gone(&self, r: &SessionRecord) -> Option<String> {
-        if r.host.as_deref().is_some_and(|h| h != self.opts.actor.host) {
-            return None;
-        }
-        let pid = u32::try_from(r.pid).ok().filter(|p| *p > 0)?;
-        process::gone(pid, r.pid_start, r.boot_id.as_deref())
+        SessionView::judge(record, &self.opts.actor.host)
     }
 }

@@ -10,16 +10,13 @@ use serde_json::json;
 
 use crate::error::{Error, ObjectKind, Result};
 use crate::id::{MilestoneId, SessionId};
-use crate::model::{
-    NewEvent, SessionFilter, SessionRecord, SessionStart, SessionStatus, SessionView,
-};
+use crate::model::{NewEvent, SessionFilter, SessionRecord, SessionStart, SessionView};
 use crate::time;
 
 use super::events::{append, NO_SESSION};
 use super::state::{lock_row, not_found};
 use super::{format_time, Fail, PgStore};
 
-const ACTIVE: &str = "active";
 const COMPLETED: &str = "completed";
 
 const SELECT_SESSION: &str = "SELECT session_id, milestone_id, created_at, pid, \"user\", \
@@ -274,27 +271,9 @@ impl PgStore {
         })
     }
 
-    /// A session with its effective status: an active session whose
-    /// process on this host is gone is abandoned.
+    /// A session with its effective status ([`SessionView::judge`]).
     pub(super) fn view(&self, record: SessionRecord) -> SessionView {
-        let abandoned = (record.status == ACTIVE
-            && record.host.as_deref() == Some(self.actor.host.as_str()))
-        .then(|| {
-            let pid = u32::try_from(record.pid).ok().filter(|p| *p > 0)?;
-            crate::process::gone(pid, record.pid_start, record.boot_id.as_deref())
-        })
-        .flatten();
-        SessionView {
-            effective_status: if abandoned.is_some() {
-                SessionStatus::Abandoned
-            } else if record.status == COMPLETED {
-                SessionStatus::Completed
-            } else {
-                SessionStatus::Active
-            },
-            abandoned_because: abandoned,
-            record,
-        }
+        SessionView::judge(record, &self.actor.host)
     }
 
     pub(super) fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionView>> {

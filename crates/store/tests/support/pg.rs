@@ -1,7 +1,8 @@
 //! A PostgreSQL schema of a test's own.
 //!
 //! The server is `MSTATE_TEST_PG_URL`, by default
-//! `host=127.0.0.1 port=5432 user=postgres dbname=test`. Without a server
+//! `postgresql://postgres@127.0.0.1:5432/test` (a URL: the CLI's
+//! `--store` takes only URLs). Without a server
 //! a test fails when `MSTATE_TEST_REQUIRE_TOOLS=1` (as in CI), and
 //! otherwise passes after saying it skipped.
 
@@ -10,7 +11,7 @@
 use mstate_store::model::Actor;
 use mstate_store::pg::PgStore;
 
-pub const DEFAULT_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+pub const DEFAULT_URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
 
 pub fn url() -> String {
     std::env::var("MSTATE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
