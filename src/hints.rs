@@ -51,6 +51,21 @@ pub fn word(hint: &Hint) -> String {
              MSTATE_DIR=<path of a .milestones/state directory>), or create one with `mstate \
              init <milestone>`"
             .into(),
+        Hint::RestoreCheckpoint {
+            milestone,
+            checkpoint,
+        } => format!("use `mstate checkpoint restore {milestone} {checkpoint}`"),
+        Hint::SaveThroughStore { milestone } => format!(
+            "save it once with mstate (`mstate load {milestone} | mstate save {milestone}`), then move the store"
+        ),
+        Hint::SessionEnded => "log without --session, or start a new one".into(),
+        Hint::CheckAgain => "run `mstate doctor` again".into(),
+        Hint::ForceReleaseIfGone { milestone } => {
+            format!("if its holder is gone, run `mstate lock release {milestone} --force`")
+        }
+        Hint::SaveAgain { milestone } => {
+            format!("save the state again (`mstate load {milestone}`, then `mstate save {milestone}`)")
+        }
         Hint::Advice(text) => text.clone(),
         // A hint of a newer library, which this binary cannot word.
         _ => String::new(),

@@ -23,11 +23,18 @@ pub fn cmd_doctor(ctx: &Context, a: &DoctorArgs) -> CliResult {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let report = ctx.store.doctor(a.repair, &mut |done, total| {
+    let mut report = ctx.store.doctor(a.repair, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
+    // The store says what a repair does; the ways out beyond it name
+    // commands, worded here.
+    for f in &mut report.findings {
+        if let Some(hint) = f.hint.take() {
+            f.repair = format!("{}; {}", f.repair, crate::hints::word(&hint));
+        }
+    }
     let repaired = report.findings.iter().filter(|f| f.repaired).count();
     print_report(ctx, a, &report).map_err(|e| {
         if repaired == 0 {

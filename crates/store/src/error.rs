@@ -147,7 +147,11 @@ pub enum Error {
 
     /// An id, name or argument value was rejected.
     #[error("invalid {what}: {message}")]
-    Invalid { what: String, message: String },
+    Invalid {
+        what: String,
+        message: String,
+        hint: Option<Box<Hint>>,
+    },
 
     /// A stored file is corrupt and could not be recovered.
     #[error("{what} is corrupt ({}): {detail}", path.display())]
@@ -198,6 +202,24 @@ pub enum Hint {
     RecoverBeforeMove { milestone: String },
     /// No store where the command looked: name one, or create one.
     NoStoreHere,
+    /// A checkpoint was named where a backup was asked for: restore it
+    /// as a checkpoint.
+    RestoreCheckpoint {
+        milestone: String,
+        checkpoint: Box<str>,
+    },
+    /// A state without a revision (saved by the seed's functions): save
+    /// it once through the store first.
+    SaveThroughStore { milestone: String },
+    /// The session named has ended: log without one, or start another.
+    SessionEnded,
+    /// A check that could not decide: run the check again later.
+    CheckAgain,
+    /// A lock whose holder could not be verified: break it if the holder
+    /// is known to be gone.
+    ForceReleaseIfGone { milestone: String },
+    /// A stored state whose copies differ: save the state again.
+    SaveAgain { milestone: String },
     /// Advice that names no command or option.
     Advice(String),
 }
@@ -303,6 +325,16 @@ impl Error {
         Error::Invalid {
             what: what.into(),
             message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Build an [`Error::Invalid`] with a way out.
+    pub fn invalid_with(what: impl Into<String>, message: impl Into<String>, hint: Hint) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            message: message.into(),
+            hint: Some(Box::new(hint)),
         }
     }
 
@@ -312,6 +344,7 @@ impl Error {
             Error::NotFound { hint, .. }
             | Error::AlreadyExists { hint, .. }
             | Error::Corrupt { hint, .. } => hint.as_ref(),
+            Error::Invalid { hint, .. } => hint.as_deref(),
             _ => None,
         }
     }

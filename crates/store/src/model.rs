@@ -525,6 +525,9 @@ pub struct Finding {
     pub repairable: bool,
     /// Whether it was repaired in this run.
     pub repaired: bool,
+    /// A way out beyond `repair` (front ends word it after `repair`).
+    #[serde(skip)]
+    pub hint: Option<crate::error::Hint>,
 }
 
 /// What `doctor` found and did.

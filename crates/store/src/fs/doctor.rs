@@ -82,6 +82,19 @@ impl Doctor<'_> {
         repair: &str,
         fix: Option<&mut dyn FnMut() -> Result<()>>,
     ) -> Result<()> {
+        self.finding_with(kind, path, problem, repair, None, fix)
+    }
+
+    /// [`Self::finding`] with a way out beyond `repair`.
+    fn finding_with(
+        &mut self,
+        kind: &str,
+        path: &Path,
+        problem: String,
+        repair: &str,
+        hint: Option<crate::error::Hint>,
+        fix: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<()> {
         let repairable = fix.is_some();
         let mut repaired = false;
         if self.repair {
@@ -97,6 +110,7 @@ impl Doctor<'_> {
             repair: repair.to_string(),
             repairable,
             repaired,
+            hint,
         });
         Ok(())
     }
@@ -116,11 +130,12 @@ impl Doctor<'_> {
     /// check failed): neither removed nor passed over as clean.
     fn unverified_temp(&mut self, path: &Path, owner: Option<u32>) -> Result<()> {
         let pid = owner.map_or_else(|| "?".to_string(), |p| p.to_string());
-        self.finding(
+        self.finding_with(
             "unverified_temp",
             path,
             format!("temporary file of pid {pid}, which could not be checked for being alive"),
-            "leave it; run `mstate doctor` again",
+            "leave it",
+            Some(crate::error::Hint::CheckAgain),
             None,
         )
     }
@@ -657,16 +672,17 @@ impl Doctor<'_> {
             let liveness = locks.liveness(&id, &info)?;
             if let Liveness::Unverified(reason) = &liveness {
                 // Held, as far as anyone here can tell: only the user can.
-                self.finding(
+                self.finding_with(
                     "unverified_lock",
                     &path,
                     format!(
                         "lock of '{id}' held by {} cannot be verified: {reason}",
                         info.describe()
                     ),
-                    &format!(
-                        "leave it; if its holder is gone, run `mstate lock release {id} --force`"
-                    ),
+                    "leave it",
+                    Some(crate::error::Hint::ForceReleaseIfGone {
+                        milestone: id.to_string(),
+                    }),
                     None,
                 )?;
             }

@@ -1033,7 +1033,8 @@ impl Locks<'_> {
         if !self.owned(id, &cur, &Caller::of(self.actor.pid)) {
             return Err(not_owned(Some(cur)));
         }
-        let wrong = |why: String| Error::invalid("--fd", format!("descriptor {fd} {why}"));
+        let wrong =
+            |why: String| Error::invalid("lock descriptor", format!("descriptor {fd} {why}"));
         let open =
             crate::inherited::identity(fd).map_err(|e| wrong(format!("is not open: {e}")))?;
         if self.pin_file(id)? != Some(open) {

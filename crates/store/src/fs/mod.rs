@@ -359,7 +359,7 @@ impl FsStore {
     ) {
         if let Err(e) = self.emit(id, event_type, data) {
             self.warn(format!(
-                "{done}, but its {event_type} event could not be logged: {e}; `mstate doctor` reports it"
+                "{done}, but its {event_type} event could not be logged: {e}; doctor reports it"
             ));
         }
     }

@@ -213,9 +213,10 @@ impl FsStore {
         let result = match (ended, named) {
             (false, _) => append(session),
             (true, false) => append(super::NO_SESSION),
-            (true, true) => Err(Error::invalid(
+            (true, true) => Err(Error::invalid_with(
                 "session",
-                format!("session '{session}' has ended; log without --session, or start a new one"),
+                format!("session '{session}' has ended"),
+                crate::error::Hint::SessionEnded,
             )),
         };
         let _ = guard.unlock();

@@ -731,17 +731,23 @@ impl FsStore {
                     let name = name.rsplit('/').next().unwrap_or(name);
                     match backup::classify(id, name) {
                         Some(Kind::Backup) => {}
-                        Some(Kind::Checkpoint(_)) => {
-                            return Err(Error::invalid(
+                        Some(Kind::Checkpoint(checkpoint)) => {
+                            return Err(Error::invalid_with(
                                 "backup",
-                                format!("{name:?} is a checkpoint; use `mstate checkpoint restore {id} <name>`"),
+                                format!("{name:?} is a checkpoint"),
+                                crate::error::Hint::RestoreCheckpoint {
+                                    milestone: id.to_string(),
+                                    checkpoint: checkpoint.into(),
+                                },
                             ))
                         }
                         None => {
                             return Err(Error::NotFound {
                                 kind: ObjectKind::Backup,
                                 name: name.to_string(),
-                                hint: Some(crate::error::Hint::NotABackupOf { milestone: id.to_string() }),
+                                hint: Some(crate::error::Hint::NotABackupOf {
+                                    milestone: id.to_string(),
+                                }),
                             })
                         }
                     }
@@ -749,7 +755,9 @@ impl FsStore {
                         return Err(Error::NotFound {
                             kind: ObjectKind::Backup,
                             name: name.to_string(),
-                            hint: Some(crate::error::Hint::ListBackups { milestone: id.to_string() }),
+                            hint: Some(crate::error::Hint::ListBackups {
+                                milestone: id.to_string(),
+                            }),
                         });
                     }
                     vec![name.to_string()]
@@ -772,7 +780,10 @@ impl FsStore {
                     return Err(self.no_state(id));
                 }
                 let path = match (&current, from) {
-                    (_, Some(name)) => self.layout.backups().join(name.rsplit('/').next().unwrap_or(name)),
+                    (_, Some(name)) => self
+                        .layout
+                        .backups()
+                        .join(name.rsplit('/').next().unwrap_or(name)),
                     (Some(c), None) => c.path.clone(),
                     (None, None) => self.layout.backups(),
                 };
@@ -780,7 +791,9 @@ impl FsStore {
                     (Some(_), _, _) => "the backup named is not a valid state".to_string(),
                     (None, 0, _) => "there is no backup to recover from".to_string(),
                     (None, n, Some(_)) => format!("none of its {n} backups is valid"),
-                    (None, n, None) => format!("it has no state file, and none of its {n} backups is valid"),
+                    (None, n, None) => {
+                        format!("it has no state file, and none of its {n} backups is valid")
+                    }
                 };
                 return Err(Error::Corrupt {
                     what: if from.is_some() {
@@ -791,7 +804,9 @@ impl FsStore {
                     path,
                     detail,
                     hint: Some(if from.is_some() {
-                        crate::error::Hint::OtherBackup { milestone: id.to_string() }
+                        crate::error::Hint::OtherBackup {
+                            milestone: id.to_string(),
+                        }
                     } else {
                         self.no_backup_way_out(id)
                     }),

@@ -108,6 +108,7 @@ impl PgStore {
                 "DELETE FROM mstate_locks WHERE milestone_id = $1",
                 &[&id.as_str()],
             )?;
+            super::wait::announce_release(tx, &self.schema, id)?;
             if let Some(reason) = stale {
                 let data = json!({
                     "reason": reason,
@@ -144,23 +145,25 @@ impl PgStore {
                     kind: "state".into(),
                     path: format!("{}: milestone '{id}'", self.place),
                     problem: "the stored state's text and its jsonb copy differ".into(),
-                    repair: format!(
-                        "save the state again (`mstate load {id}`, then `mstate save {id}`)"
-                    ),
+                    repair: "leave it".into(),
                     repairable: false,
                     repaired: false,
+                    hint: Some(crate::error::Hint::SaveAgain {
+                        milestone: id.to_string(),
+                    }),
                 });
             }
             if let Some(status) = PgStore::lock_status(self, id)? {
                 if let crate::model::Liveness::Stale(why) = &status.liveness {
                     let repaired = repair && self.release_if_stale(id).is_ok();
                     report.findings.push(Finding {
-                        kind: "lock".into(),
+                        kind: "stale_lock".into(),
                         path: format!("{}: lock of '{id}'", self.place),
                         problem: format!("stale lock ({why})"),
-                        repair: "remove it (`mstate doctor --repair`)".into(),
+                        repair: "remove it (logs lock_broken)".into(),
                         repairable: true,
                         repaired,
+                        hint: None,
                     });
                 }
             }
@@ -168,12 +171,16 @@ impl PgStore {
         for view in self.list_sessions(&SessionFilter::default())? {
             if let Some(why) = &view.abandoned_because {
                 report.findings.push(Finding {
-                    kind: "session".into(),
+                    kind: "abandoned_session".into(),
                     path: format!("{}: session '{}'", self.place, view.record.session_id),
-                    problem: format!("active session abandoned ({why})"),
-                    repair: format!("end it (`mstate session end {}`)", view.record.session_id),
-                    repairable: false,
-                    repaired: false,
+                    problem: format!("session is active but abandoned: {why}"),
+                    repair: "mark it completed (logs session_abandoned)".into(),
+                    repairable: true,
+                    repaired: repair && {
+                        self.end_abandoned(&view.record.session_id, why)?;
+                        true
+                    },
+                    hint: None,
                 });
             }
         }

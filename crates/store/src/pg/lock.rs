@@ -272,6 +272,7 @@ impl PgStore {
                 "DELETE FROM mstate_locks WHERE milestone_id = $1",
                 &[&id.as_str()],
             )?;
+            super::wait::announce_release(tx, &self.schema, id)?;
             if !own {
                 let data = json!({"holder": lock.lease.info, "token": lock.lease.token});
                 append(

@@ -92,6 +92,7 @@ mod session;
 mod state;
 mod tls;
 mod transfer;
+mod wait;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,7 +119,9 @@ pub const MAX_TX_RETRIES: u32 = 5;
 /// Connect timeout used when the connection string sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest pause between two tries of a lock held by someone else.
+/// Longest pause between two tries of a lock held by someone else (a
+/// release wakes a waiter before; the pause bounds how late a dead or
+/// expired holder is noticed).
 const MAX_LOCK_PAUSE: Duration = Duration::from_millis(200);
 
 /// A milestone store in a PostgreSQL schema.
@@ -312,7 +315,9 @@ impl PgStore {
     }
 
     /// [`PgStore::with_client`], also saying whether the connection was
-    /// lost in the failure.
+    /// lost in the failure. (The pair is large, but it is returned once
+    /// per statement run and taken apart at once by the caller.)
+    #[allow(clippy::result_large_err)]
     fn with_client_lost<T>(
         &self,
         op: &'static str,
@@ -393,11 +398,13 @@ impl PgStore {
         let mut retries = 0;
         let mut reconnected = false;
         let mut pause = Duration::from_millis(5);
-        loop {
+        let mut waiter = wait::Waiter::default();
+        let result = loop {
             let outcome = {
-                let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut guard = self.connection();
                 if guard.as_ref().is_none_or(|c| c.is_closed()) {
                     *guard = None;
+                    waiter.connection_lost();
                     *guard = Some(self.open_connection()?);
                 }
                 let Some(client) = guard.as_mut() else {
@@ -410,11 +417,12 @@ impl PgStore {
                 };
                 if lost {
                     *guard = None;
+                    waiter.connection_lost();
                 }
                 outcome.map_err(|(fail, at_begin)| (fail, at_begin && lost))
             };
             match outcome {
-                Ok(v) => return Ok(v),
+                Ok(v) => break Ok(v),
                 // The connection was found dead before anything was sent
                 // (it died while idle): nothing can have been done, so the
                 // transaction is run on a new connection, once.
@@ -422,19 +430,26 @@ impl PgStore {
                 Err((Fail::Busy(holder), _)) => {
                     let waited = start.elapsed();
                     if waited >= timeout {
-                        return Err(Error::LockTimeout {
+                        break Err(Error::LockTimeout {
                             milestone: id.to_string(),
                             waited,
                             holder,
                         });
                     }
-                    std::thread::sleep(pause.min(timeout - waited));
+                    waiter.wait(self, id, pause.min(timeout - waited));
                     pause = (pause * 2).min(MAX_LOCK_PAUSE);
                 }
                 Err((fail, _)) if fail.is_retryable() && retries < MAX_TX_RETRIES => retries += 1,
-                Err((fail, _)) => return Err(fail.into_error(self, op)),
+                Err((fail, _)) => break Err(fail.into_error(self, op)),
             }
-        }
+        };
+        waiter.finish(self);
+        result
+    }
+
+    /// The store's connection (`None` until opened, or after it was lost).
+    fn connection(&self) -> std::sync::MutexGuard<'_, Option<Client>> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// An [`Error::Io`] about this store.
@@ -449,6 +464,9 @@ impl PgStore {
 
 /// Run `body` in a transaction and commit it. A failure says whether it
 /// came at `BEGIN`, before anything of the transaction reached the server.
+/// (The pair is large, but it is returned once per transaction and taken
+/// apart at once by [`PgStore::write`].)
+#[allow(clippy::result_large_err)]
 fn run_transaction<T>(
     client: &mut Client,
     body: &mut impl FnMut(&mut Transaction<'_>) -> Result<T, Fail>,

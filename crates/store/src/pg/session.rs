@@ -72,9 +72,10 @@ pub(super) fn effective_session(
     match (status.as_deref() == Some(COMPLETED), named) {
         (false, _) => Ok(session.to_string()),
         (true, false) => Ok(NO_SESSION.to_string()),
-        (true, true) => Err(Fail::Store(Error::invalid(
+        (true, true) => Err(Fail::Store(Error::invalid_with(
             "session",
-            format!("session '{session}' has ended; log without --session, or start a new one"),
+            format!("session '{session}' has ended"),
+            crate::error::Hint::SessionEnded,
         ))),
     }
 }
@@ -268,6 +269,41 @@ impl PgStore {
                 &[&sid],
             )?;
             Ok(record)
+        })
+    }
+
+    /// `doctor --repair` of an abandoned session: mark it completed and
+    /// log `session_abandoned` with `reason` (as the file backend does),
+    /// if it is still active and still judged abandoned under the
+    /// milestone's lock.
+    pub(super) fn end_abandoned(&self, sid: &str, reason: &str) -> Result<()> {
+        let id = MilestoneId::new(self.read_session(sid)?.milestone_id)?;
+        self.write("end a session in", &id, self.opts.lock_timeout, |tx| {
+            lock_row(tx, &id, false)?.ok_or_else(|| not_found(&id))?;
+            let row = tx
+                .query_opt(
+                    &format!("{SELECT_SESSION} WHERE session_id = $1 FOR UPDATE"),
+                    &[&sid],
+                )?
+                .ok_or_else(|| no_session(sid))?;
+            let record = decode(&row)?;
+            if record.status == COMPLETED || self.view(record).abandoned_because.is_none() {
+                return Ok(());
+            }
+            tx.execute(
+                "UPDATE mstate_sessions SET status = 'completed', ended_at = clock_timestamp() \
+                 WHERE session_id = $1",
+                &[&sid],
+            )?;
+            append(
+                tx,
+                &self.actor,
+                &id,
+                sid,
+                "session_abandoned",
+                &json!({"session_id": sid, "reason": reason}),
+            )?;
+            Ok(())
         })
     }
 

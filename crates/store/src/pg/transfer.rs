@@ -163,11 +163,12 @@ fn put_milestone(
 ) -> Result<(), Fail> {
     if let Some(s) = state {
         if s.revision == 0 {
-            return Err(Fail::Store(Error::invalid(
+            return Err(Fail::Store(Error::invalid_with(
                 "imported state",
-                format!(
-                    "the state of '{id}' has no revision (written by the seed's functions); save it once with mstate (`mstate load {id} | mstate save {id}`), then move the store"
-                ),
+                format!("the state of '{id}' has no revision (written by the seed's functions)"),
+                crate::error::Hint::SaveThroughStore {
+                    milestone: id.to_string(),
+                },
             )));
         }
         crate::json::check_strict(s.text.as_bytes(), "imported state")?;
