@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::BufRead;
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,7 +65,11 @@ fn failure_message(out: &Output, json: bool, code: i32, words: &Words, what: &st
         assert_eq!(lines.len(), 1, "{what}: one JSON line: {err}");
         let v: Value =
             serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{what}: {e}: {err}"));
-        assert_eq!(v["error"]["code"].as_i64(), Some(code.into()), "{what}: {v}");
+        assert_eq!(
+            v["error"]["code"].as_i64(),
+            Some(code.into()),
+            "{what}: {v}"
+        );
         let kind = match code {
             1 => "failure",
             4 => "conflict",
@@ -132,7 +135,11 @@ fn commands_fail_cleanly_while_the_server_is_down() {
                 );
             }
         }
-        assert_eq!(c.work_entries(), Vec::<String>::new(), "nothing written here");
+        assert_eq!(
+            c.work_entries(),
+            Vec::<String>::new(),
+            "nothing written here"
+        );
         eprintln!("server stopped ({how:?}): the slowest failing command took {slowest:?}");
 
         c.start_again();
@@ -157,7 +164,11 @@ fn commands_fail_cleanly_while_the_server_is_down() {
             .collect();
         assert_eq!(notes, (1..=step).collect::<Vec<_>>(), "the notes logged");
     }
-    assert_eq!(c.work_entries(), Vec::<String>::new(), "nothing written here");
+    assert_eq!(
+        c.work_entries(),
+        Vec::<String>::new(),
+        "nothing written here"
+    );
 }
 
 /// What a writer of the restart test does.
@@ -194,6 +205,10 @@ struct Run {
 struct Progress {
     acked: AtomicUsize,
     failed: AtomicUsize,
+    /// Failed commands that started once the server was down.
+    failed_down: AtomicUsize,
+    /// When the server went down, while it is down.
+    down: Mutex<Option<Instant>>,
 }
 
 /// What a writer was told.
@@ -236,6 +251,14 @@ fn writer(
                 progress.acked.fetch_add(1, Ordering::Relaxed);
             } else {
                 progress.failed.fetch_add(1, Ordering::Relaxed);
+                if progress
+                    .down
+                    .lock()
+                    .expect("down")
+                    .is_some_and(|d| started >= d)
+                {
+                    progress.failed_down.fetch_add(1, Ordering::Relaxed);
+                }
                 let code = out.status.code().unwrap_or(-1);
                 if work == Work::Lock {
                     let err = String::from_utf8_lossy(&out.stderr);
@@ -314,8 +337,16 @@ fn check_increments(bin: &Bin, outcomes: &Outcomes) -> u64 {
         .map(|k| k.as_str().expect("a key").to_string())
         .collect();
     let present: BTreeSet<String> = keys.iter().cloned().collect();
-    assert_eq!(present.len(), keys.len(), "an increment counted twice: {keys:?}");
-    assert_eq!(count, keys.len() as u64, "the count is the increments listed");
+    assert_eq!(
+        present.len(),
+        keys.len(),
+        "an increment counted twice: {keys:?}"
+    );
+    assert_eq!(
+        count,
+        keys.len() as u64,
+        "the count is the increments listed"
+    );
     let revision = env["revision"].as_u64().expect("revision");
     assert_eq!(revision, 1 + count, "one revision per increment");
     outcomes.check(&present, "increments");
@@ -326,7 +357,11 @@ fn check_increments(bin: &Bin, outcomes: &Outcomes) -> u64 {
             saved.push(e["data"]["revision"].as_u64().expect("revision"));
         }
     }
-    assert_eq!(saved, (1..=revision).collect::<Vec<_>>(), "a state_saved per revision");
+    assert_eq!(
+        saved,
+        (1..=revision).collect::<Vec<_>>(),
+        "a state_saved per revision"
+    );
     count
 }
 
@@ -358,8 +393,11 @@ fn writes_across_a_restart_lose_nothing_acknowledged() {
         Work::Lock,
     ];
     let after = size(20, 3);
-    let (mut logs, mut updates, mut increments) =
-        (Outcomes::default(), Outcomes::default(), Outcomes::default());
+    let (mut logs, mut updates, mut increments) = (
+        Outcomes::default(),
+        Outcomes::default(),
+        Outcomes::default(),
+    );
     for (round, how) in [Stop::Fast, Stop::Immediate].into_iter().enumerate() {
         let stop = Arc::new(AtomicBool::new(false));
         let progress: Arc<Vec<Progress>> =
@@ -380,16 +418,20 @@ fn writes_across_a_restart_lose_nothing_acknowledged() {
             })
             .collect();
         let acked = |w: usize| progress[w].acked.load(Ordering::Relaxed);
-        let failed = |w: usize| progress[w].failed.load(Ordering::Relaxed);
         let all = |f: &dyn Fn(usize) -> bool| (0..kinds.len()).all(f);
         wait_until("every writer has written", || all(&|w| acked(w) >= after));
         let stopping = Instant::now();
         c.stop(how);
         let down = Instant::now();
-        let failed_before: Vec<usize> = (0..kinds.len()).map(failed).collect();
+        for p in progress.iter() {
+            *p.down.lock().expect("down") = Some(down);
+        }
         wait_until("every writer failed while the server was down", || {
-            all(&|w| failed(w) > failed_before[w])
+            all(&|w| progress[w].failed_down.load(Ordering::Relaxed) > 0)
         });
+        for p in progress.iter() {
+            *p.down.lock().expect("down") = None;
+        }
         let starting = Instant::now();
         c.start_again();
         let up = Instant::now();
@@ -412,7 +454,11 @@ fn writes_across_a_restart_lose_nothing_acknowledged() {
             let what = format!("{} (exit {:?}): {}", run.what, run.code, run.stderr);
             if run.started >= down && run.ended <= starting {
                 down_runs += 1;
-                assert_ne!(run.code, Some(0), "succeeded while the server was down: {what}");
+                assert_ne!(
+                    run.code,
+                    Some(0),
+                    "succeeded while the server was down: {what}"
+                );
                 assert!(
                     !run.stderr.contains(MAYBE_COMMITTED),
                     "a command that could not connect says it may have committed: {what}"
@@ -455,7 +501,11 @@ fn writes_across_a_restart_lose_nothing_acknowledged() {
             bin.ok(&["doctor", "--repair"]);
             bin.ok(&["doctor"]);
         }
-        assert_eq!(c.work_entries(), Vec::<String>::new(), "nothing written here");
+        assert_eq!(
+            c.work_entries(),
+            Vec::<String>::new(),
+            "nothing written here"
+        );
         eprintln!(
             "{how:?} restart: {runs} commands ({down_runs} while down, {maybe} said they may \
              have committed); stop took {:?}, start {:?}, writers all back {back:?} later; \
@@ -481,12 +531,19 @@ fn writes_across_a_restart_lose_nothing_acknowledged() {
 struct Follower {
     child: std::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// While set, the follower's output is not read (after the read
+    /// under way), so its writes block once the pipe is full.
+    hold: Arc<AtomicBool>,
+    /// The read end of its stdout, to see how much is waiting there.
+    pipe: std::os::fd::OwnedFd,
     reader: Option<std::thread::JoinHandle<()>>,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Follower {
-    fn start(bin: &Bin, id: &str) -> Follower {
+    /// Start following `id`, its output read unless `held` (see
+    /// [`Follower::hold`]).
+    fn start(bin: &Bin, id: &str, held: bool) -> Follower {
         let mut child = bin
             .cmd(&["events", id, "--follow", "--format", "jsonl"])
             .stdin(Stdio::null())
@@ -495,13 +552,31 @@ impl Follower {
             .spawn()
             .expect("spawn the follower");
         let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let hold = Arc::new(AtomicBool::new(held));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let pipe = std::os::fd::AsFd::as_fd(&stdout)
+            .try_clone_to_owned()
+            .expect("dup the pipe");
         let reader = {
-            let (lines, stdout) = (lines.clone(), child.stdout.take().expect("stdout"));
+            let (lines, hold) = (lines.clone(), hold.clone());
             std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stdout).lines() {
-                    let line = line.expect("the follower's output");
-                    lines.lock().expect("lines").push(line);
+                let (mut pending, mut buf) = (Vec::new(), vec![0u8; 8192]);
+                loop {
+                    while hold.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let n = std::io::Read::read(&mut stdout, &mut buf).expect("read the output");
+                    if n == 0 {
+                        break;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        let line = String::from_utf8(line[..end].to_vec()).expect("UTF-8");
+                        lines.lock().expect("lines").push(line);
+                    }
                 }
+                assert!(pending.is_empty(), "a line without its end: {pending:?}");
             })
         };
         let stderr = {
@@ -515,9 +590,16 @@ impl Follower {
         Follower {
             child,
             lines,
+            hold,
+            pipe,
             reader: Some(reader),
             stderr: Some(stderr),
         }
+    }
+
+    /// Bytes of its output waiting in the pipe.
+    fn unread(&self) -> u64 {
+        rustix::io::ioctl_fionread(&self.pipe).expect("FIONREAD")
     }
 
     /// How many lines it printed; fails if it ended.
@@ -566,9 +648,11 @@ fn follow_rides_out_a_restart() {
     let Some(c) = Cluster::start() else { return };
     let bin = c.bin("restart");
     bin.ok(&["init", "m"]);
-    let mut follower = Follower::start(&bin, "m");
+    let mut follower = Follower::start(&bin, "m", false);
     let printed = |f: &mut Follower| f.printed();
-    wait_until("the follower printed the init event", || printed(&mut follower) >= 1);
+    wait_until("the follower printed the init event", || {
+        printed(&mut follower) >= 1
+    });
 
     // A writer logs notes until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -615,12 +699,11 @@ fn follow_rides_out_a_restart() {
         c.start_again();
         let acked_at_up = acked();
         let shown = printed(&mut follower);
-        let first = wait_until("the follower printed an event logged after the restart", || {
-            printed(&mut follower) > shown && acked() > acked_at_up
-        });
-        eprintln!(
-            "{how:?} restart: the follower printed again {first:?} after the server was up"
+        let first = wait_until(
+            "the follower printed an event logged after the restart",
+            || printed(&mut follower) > shown && acked() > acked_at_up,
         );
+        eprintln!("{how:?} restart: the follower printed again {first:?} after the server was up");
     }
     let acked_end = acked();
     wait_until("the writer logged after the last restart", || {
@@ -656,5 +739,62 @@ fn follow_rides_out_a_restart() {
         outcomes.failed.len(),
         outcomes.not_done.len()
     );
-    assert_eq!(c.work_entries(), Vec::<String>::new(), "nothing written here");
+    assert_eq!(
+        c.work_entries(),
+        Vec::<String>::new(),
+        "nothing written here"
+    );
+}
+
+/// A follower whose output is not being read while the server restarts,
+/// stalled in printing an event (its pipe full) in the middle of reading
+/// the events there were when it started, and later in the middle of a
+/// catch-up, as a follower piped to a slow reader is: once the reader
+/// goes on, it prints the rest, rides out the restart and prints the
+/// events logged after it, each once, in order.
+#[test]
+fn follow_stalled_in_its_output_rides_out_a_restart() {
+    let Some(c) = Cluster::start() else { return };
+    let bin = c.bin("restart");
+    bin.ok(&["init", "m"]);
+    // Larger than the pipe (64 KiB on Linux) and a read under way (and
+    // under the 128 KiB an argument may have): printing it blocks until
+    // the test reads again.
+    let big = format!(r#"{{"pad": "{}"}}"#, "x".repeat(120_000));
+    bin.ok(&["log", "m", "big", &big]);
+    let mut follower = Follower::start(&bin, "m", true);
+    let mut expected = vec!["state_initialized"];
+    for (round, how) in [Stop::Fast, Stop::Immediate, Stop::Fast]
+        .into_iter()
+        .enumerate()
+    {
+        if round > 0 {
+            follower.hold.store(true, Ordering::Relaxed);
+            bin.ok(&["log", "m", "big", &big]);
+        }
+        wait_until("the follower's pipe is full", || {
+            follower.unread() >= 60_000
+        });
+        c.stop(how);
+        c.start_again();
+        bin.ok(&["log", "m", "after", &format!(r#"{{"restart": "{how:?}"}}"#)]);
+        expected.extend(["big", "after"]);
+        follower.hold.store(false, Ordering::Relaxed);
+        wait_until(
+            "the follower printed the events logged around the restart",
+            || follower.printed() >= expected.len(),
+        );
+    }
+    let stored = bin.events("m");
+    let lines = follower.stop();
+    let followed: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let types: Vec<&str> = followed
+        .iter()
+        .map(|e| e["event_type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(types, expected);
+    assert_eq!(followed, stored, "every event once, in order");
 }

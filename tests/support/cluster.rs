@@ -129,7 +129,12 @@ impl Cluster {
             std::os::unix::fs::chown(root.path(), Some(uid), Some(gid))
                 .expect("chown the cluster's directory to postgres");
             if on_path("runuser").is_some() {
-                Some(vec!["runuser".into(), "-u".into(), "postgres".into(), "--".into()])
+                Some(vec![
+                    "runuser".into(),
+                    "-u".into(),
+                    "postgres".into(),
+                    "--".into(),
+                ])
             } else if on_path("setpriv").is_some() {
                 Some(
                     [
