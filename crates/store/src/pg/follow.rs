@@ -7,8 +7,13 @@
 //! events after the last seq it covered up to the newest: no event is
 //! missed or shown twice, whatever the notifications. Notifications sent
 //! while the listening connection was down are lost, so after a
-//! reconnect it catches up by seq the same way. Between notifications it
-//! sleeps in the wait for one, waking only to check `stop`.
+//! reconnect it catches up by seq the same way. A connection lost while
+//! it reads (a server restart) is handled as a lost listener: it listens
+//! again, trying at most [`MAX_RECONNECT_PAUSE`] apart for as long as it
+//! runs, then goes on after the last event it handed over (for a read
+//! with `tail` or `reverse`, a loss before the first catch-up ends it
+//! with the error). Between notifications it sleeps in the wait for one,
+//! waking only to check `stop`.
 
 use std::time::Duration;
 
