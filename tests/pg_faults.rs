@@ -9,39 +9,17 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::ledger::{check_round, Outcomes};
 use support::pg::{
     assert_success, base_url, bin, connect, output_within, random, schema, server_words, size,
-    terminate, Bin, PgSchema,
+    terminate, Bin,
 };
-
-/// A command's outcome: acknowledged (exit 0), or failed, when it may or
-/// may not have been committed.
-#[derive(Debug, Default)]
-struct Outcomes {
-    acked: BTreeSet<String>,
-    failed: BTreeSet<String>,
-}
-
-impl Outcomes {
-    /// `present` holds every acknowledged write and nothing that was
-    /// not attempted (a failed write may be there or not).
-    fn check(&self, present: &BTreeSet<String>, what: &str) {
-        let lost: Vec<_> = self.acked.difference(present).collect();
-        assert!(lost.is_empty(), "acknowledged {what} lost: {lost:?}");
-        let foreign: Vec<_> = present
-            .iter()
-            .filter(|k| !self.acked.contains(*k) && !self.failed.contains(*k))
-            .collect();
-        assert!(foreign.is_empty(), "{what} never attempted: {foreign:?}");
-    }
-}
 
 /// Check a failure of a command whose connection was terminated: the
 /// documented code of an I/O failure, a message naming the server and
@@ -208,43 +186,6 @@ fn worker(bin: &Bin, start: &Barrier, w: usize, round: usize, n: usize) -> (Work
         }
     }
     (kind, outcomes, failures)
-}
-
-/// The invariants after a round, with nobody killing.
-fn check_round(s: &PgSchema, updates: &Outcomes, logs: &Outcomes) {
-    let env = s.envelope("m");
-    let state = env["state"].as_object().expect("state is an object");
-    let present: BTreeSet<String> = state.keys().filter(|k| *k != "base").cloned().collect();
-    updates.check(&present, "updates");
-    let revision = env["revision"].as_u64().expect("revision");
-    assert_eq!(
-        revision,
-        1 + present.len() as u64,
-        "every landed update is one revision"
-    );
-
-    let mut ticks = BTreeSet::new();
-    let mut state_revisions = Vec::new();
-    for (k, e) in s.events("m").iter().enumerate() {
-        assert_eq!(e["seq"].as_u64(), Some(k as u64 + 1), "seq gap at {e}");
-        match e["event_type"].as_str() {
-            Some("state_initialized") => assert_eq!(k, 0, "{e}"),
-            Some("state_saved" | "state_updated") => {
-                state_revisions.push(e["data"]["revision"].as_u64().expect("revision"))
-            }
-            Some("tick") => {
-                let key = e["data"]["key"].as_str().expect("key").to_string();
-                assert!(ticks.insert(key), "event appended twice: {e}");
-            }
-            _ => panic!("unexpected event {e}"),
-        }
-    }
-    assert_eq!(
-        state_revisions,
-        (1..=revision).collect::<Vec<_>>(),
-        "the state events and the state agree"
-    );
-    logs.check(&ticks, "events");
 }
 
 /// One store location that cannot work, and what its failure must say.

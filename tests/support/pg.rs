@@ -261,7 +261,12 @@ pub fn output_within(mut cmd: Command, limit: std::time::Duration, what: &str) -
 /// How the binary names the test server in messages: `host:port` and
 /// the database (`PostgreSQL database 'test' on 127.0.0.1:5432`).
 pub fn server_words() -> (String, String) {
-    let config: postgres::Config = base_url().parse().expect("MSTATE_TEST_PG_URL parses");
+    server_words_of(&base_url())
+}
+
+/// [`server_words`] of the server at `url`.
+pub fn server_words_of(url: &str) -> (String, String) {
+    let config: postgres::Config = url.parse().expect("a PostgreSQL URL");
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
         Some(postgres::config::Host::Unix(p)) => p.display().to_string(),

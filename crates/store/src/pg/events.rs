@@ -146,6 +146,21 @@ impl PgStore {
         range: SeqRange,
         sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport> {
+        self.query_events_lost(id, q, range, sink)
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`PgStore::query_events`], also saying whether the failure was a
+    /// lost connection (or one that could not be made): the events up to
+    /// the last one handed over were all handed over, the rest may follow
+    /// on a new connection.
+    pub(super) fn query_events_lost(
+        &self,
+        id: &MilestoneId,
+        q: &EventQuery,
+        range: SeqRange,
+        sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
+    ) -> std::result::Result<ReadReport, (Error, bool)> {
         let want = match (q.tail, q.limit) {
             (Some(t), Some(l)) if q.reverse => Some(t.min(l)),
             (Some(t), _) => Some(t),
@@ -250,8 +265,8 @@ impl PgStore {
         };
         match self.with_client_lost("query the events of", &mut run) {
             Ok(()) => {}
-            Err((_, true)) if !handed.get() => self.with_client("query the events of", run)?,
-            Err((e, _)) => return Err(e),
+            Err((_, true)) if !handed.get() => self.with_client_lost("query the events of", run)?,
+            Err(e) => return Err(e),
         }
         Ok(ReadReport::default())
     }

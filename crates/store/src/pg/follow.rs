@@ -7,15 +7,20 @@
 //! events after the last seq it covered up to the newest: no event is
 //! missed or shown twice, whatever the notifications. Notifications sent
 //! while the listening connection was down are lost, so after a
-//! reconnect it catches up by seq the same way. Between notifications it
-//! sleeps in the wait for one, waking only to check `stop`.
+//! reconnect it catches up by seq the same way. A connection lost while
+//! it reads (a server restart) is handled as a lost listener: it listens
+//! again, trying at most [`MAX_RECONNECT_PAUSE`] apart for as long as it
+//! runs, then goes on after the last event it handed over (for a read
+//! with `tail` or `reverse`, a loss before the first catch-up ends it
+//! with the error). Between notifications it sleeps in the wait for one,
+//! waking only to check `stop`.
 
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::MilestoneId;
 use crate::model::EventRecord;
 use crate::model::{EventQuery, ReadReport};
@@ -27,8 +32,13 @@ use super::PgStore;
 /// How often a follower waiting for a notification checks `stop`.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 
-/// Longest pause between two tries to reconnect the listener.
-const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
+/// First pause after a failed try to reconnect the listener; each
+/// further one doubles it, up to [`MAX_RECONNECT_PAUSE`].
+const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
+/// Longest pause between two tries to reconnect the listener: a server
+/// back from a restart is seen within about this long.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 impl PgStore {
     /// The channel appends of this store notify.
@@ -45,9 +55,10 @@ impl PgStore {
         Ok(client)
     }
 
-    /// The newest seq of `id` (0 before its first event).
-    fn newest_seq(&self, id: &MilestoneId) -> Result<u64> {
-        self.read("read the newest event of", |c| {
+    /// The newest seq of `id` (0 before its first event); a failure says
+    /// whether the connection was lost (or could not be made).
+    fn newest_seq(&self, id: &MilestoneId) -> std::result::Result<u64, (Error, bool)> {
+        self.read_lost("read the newest event of", |c| {
             let row = c.query_opt(
                 "SELECT next_seq - 1 FROM mstate_milestones WHERE id = $1",
                 &[&id.as_str()],
@@ -68,7 +79,7 @@ impl PgStore {
         sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
     ) -> Result<ReadReport> {
         let mut listener = Some(self.listener()?);
-        let mut covered = self.newest_seq(id)?;
+        let mut covered = self.newest_seq(id).map_err(|(e, _)| e)?;
         let mut handed = 0usize;
         let mut more = true;
         let mut counting = |line: &EventRecord| -> Result<bool> {
@@ -76,7 +87,8 @@ impl PgStore {
             let go_on = sink(line)?;
             Ok(go_on && q.limit.is_none_or(|l| handed < l))
         };
-        self.query_events(
+        let mut last = None;
+        let first = self.query_events_lost(
             id,
             q,
             SeqRange {
@@ -84,10 +96,22 @@ impl PgStore {
                 upto: Some(covered),
             },
             &mut |line| {
+                last = Some(line.seq);
                 more = counting(line)?;
                 Ok(more)
             },
-        )?;
+        );
+        match first {
+            Ok(_) => {}
+            // Events in seq order, every one up to `last` handed over:
+            // the rest come with the catch-up after the reconnect. (A
+            // tail or a reversed read cannot be resumed so.)
+            Err((_, true)) if q.tail.is_none() && !q.reverse => {
+                covered = last.unwrap_or(0);
+                listener = None;
+            }
+            Err((e, _)) => return Err(e),
+        }
         // What comes next is new: no tail, no reversal, the limit counted
         // across both parts.
         let later = EventQuery {
@@ -96,25 +120,26 @@ impl PgStore {
             limit: None,
             ..q.clone()
         };
-        let mut pause = Duration::from_millis(50);
+        let mut pause = FIRST_RECONNECT_PAUSE;
         while more && !stop() {
             let Some(conn) = listener.as_mut() else {
-                match self.listener() {
-                    Ok(c) => {
-                        listener = Some(c);
-                        pause = Duration::from_millis(50);
-                    }
-                    Err(_) => {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
-                        continue;
+                if let Ok(c) = self.listener() {
+                    listener = Some(c);
+                    // Reconnected: notifications may have been lost.
+                    match self.catch_up(id, &later, &mut covered, &mut |line| {
+                        more = counting(line)?;
+                        Ok(more)
+                    }) {
+                        Ok(()) => {
+                            pause = FIRST_RECONNECT_PAUSE;
+                            continue;
+                        }
+                        Err((_, true)) => listener = None,
+                        Err((e, false)) => return Err(e),
                     }
                 }
-                // Reconnected: notifications may have been lost.
-                self.catch_up(id, &later, &mut covered, &mut |line| {
-                    more = counting(line)?;
-                    Ok(more)
-                })?;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
                 continue;
             };
             let mut wake = false;
@@ -144,30 +169,37 @@ impl PgStore {
                 continue;
             }
             if wake {
-                self.catch_up(id, &later, &mut covered, &mut |line| {
+                match self.catch_up(id, &later, &mut covered, &mut |line| {
                     more = counting(line)?;
                     Ok(more)
-                })?;
+                }) {
+                    Ok(()) => {}
+                    // The server went away while it was read (a restart):
+                    // listen again, then catch up from what was handed.
+                    Err((_, true)) => listener = None,
+                    Err((e, false)) => return Err(e),
+                }
             }
         }
         Ok(ReadReport::default())
     }
 
     /// Hand over the events after `covered` up to the newest, and move
-    /// `covered` there.
+    /// `covered` to the last one handed over. A failure says whether the
+    /// connection was lost (or could not be made).
     fn catch_up(
         &self,
         id: &MilestoneId,
         q: &EventQuery,
         covered: &mut u64,
         sink: &mut dyn FnMut(&EventRecord) -> Result<bool>,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), (Error, bool)> {
         let newest = self.newest_seq(id)?;
         if newest <= *covered {
             return Ok(());
         }
         let mut last = *covered;
-        let result = self.query_events(
+        let result = self.query_events_lost(
             id,
             q,
             SeqRange {
@@ -179,8 +211,9 @@ impl PgStore {
                 sink(line)
             },
         );
-        // A sink that stopped early leaves the rest for nobody: the
-        // follower ends. Otherwise every event up to `newest` was seen.
+        // Every event up to `newest` was seen, or up to the last handed
+        // over: a sink that stopped early leaves the rest for nobody (the
+        // follower ends), a lost connection for the next catch-up.
         *covered = if result.is_ok() { newest } else { last };
         result.map(|_| ())
     }

@@ -370,12 +370,22 @@ impl PgStore {
     fn read<T>(
         &self,
         op: &'static str,
-        mut f: impl FnMut(&mut Client) -> Result<T, Fail>,
+        f: impl FnMut(&mut Client) -> Result<T, Fail>,
     ) -> Result<T> {
+        self.read_lost(op, f).map_err(|(e, _)| e)
+    }
+
+    /// [`PgStore::read`], also saying whether the failure was a lost
+    /// connection (or one that could not be made).
+    fn read_lost<T>(
+        &self,
+        op: &'static str,
+        mut f: impl FnMut(&mut Client) -> Result<T, Fail>,
+    ) -> std::result::Result<T, (Error, bool)> {
         match self.with_client_lost(op, &mut f) {
             Ok(v) => Ok(v),
-            Err((_, true)) => self.with_client(op, f),
-            Err((e, false)) => Err(e),
+            Err((_, true)) => self.with_client_lost(op, f),
+            Err(e) => Err(e),
         }
     }
 
