@@ -205,7 +205,7 @@ pub enum Hint {
     /// A checkpoint was named where a backup was asked for: restore it
     /// as a checkpoint.
     RestoreCheckpoint {
-        milestone: String,
+        milestone: Box<str>,
         checkpoint: Box<str>,
     },
     /// A state without a revision (saved by the seed's functions): save

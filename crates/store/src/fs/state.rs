@@ -736,7 +736,7 @@ impl FsStore {
                                 "backup",
                                 format!("{name:?} is a checkpoint"),
                                 crate::error::Hint::RestoreCheckpoint {
-                                    milestone: id.to_string(),
+                                    milestone: id.as_str().into(),
                                     checkpoint: checkpoint.into(),
                                 },
                             ))

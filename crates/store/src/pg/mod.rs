@@ -315,9 +315,7 @@ impl PgStore {
     }
 
     /// [`PgStore::with_client`], also saying whether the connection was
-    /// lost in the failure. (The pair is large, but it is returned once
-    /// per statement run and taken apart at once by the caller.)
-    #[allow(clippy::result_large_err)]
+    /// lost in the failure.
     fn with_client_lost<T>(
         &self,
         op: &'static str,
@@ -474,9 +472,6 @@ impl PgStore {
 
 /// Run `body` in a transaction and commit it. A failure says whether it
 /// came at `BEGIN`, before anything of the transaction reached the server.
-/// (The pair is large, but it is returned once per transaction and taken
-/// apart at once by [`PgStore::write`].)
-#[allow(clippy::result_large_err)]
 fn run_transaction<T>(
     client: &mut Client,
     body: &mut impl FnMut(&mut Transaction<'_>) -> Result<T, Fail>,
