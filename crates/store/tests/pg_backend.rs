@@ -941,3 +941,226 @@ fn follow_catches_up_by_seq_after_its_connection_is_killed() {
     follower.join().unwrap().unwrap();
     assert!(rx.try_recv().is_err(), "an event handed twice");
 }
+
+/// Inserts `count` events of milestone `id` by SQL, the time of seq `n`
+/// being `base + step(n)` seconds, types `t0`..`t2` by seq: a log made
+/// the way an import makes one (no `log`), so times can tie.
+fn insert_events(s: &mut TestSchema, id: &str, times: &[i64]) {
+    s.sql(&format!(
+        "INSERT INTO mstate_milestones (id, next_seq) VALUES ('{id}', {next});
+         INSERT INTO mstate_events (milestone_id, seq, ts, session_id, event_type, data, line)
+         SELECT '{id}', n, timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => t),
+                's' || (n % 2), 't' || (n % 3), '{{}}',
+                '{{\"seq\":' || n || ',\"event_type\":\"t' || (n % 3) || '\"}}'
+           FROM unnest(ARRAY[{list}]::bigint[]) WITH ORDINALITY AS u(t, n)",
+        next = times.len() + 1,
+        list = times
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
+}
+
+fn disordered(s: &mut TestSchema, id: &str) -> bool {
+    s.count(&format!(
+        "SELECT ts_disordered::int::bigint FROM mstate_milestones WHERE id = '{id}'"
+    )) == 1
+}
+
+fn at(secs: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_767_225_600 + secs).unwrap()
+}
+
+/// A time bound on a milestone whose times follow seq is read through seq
+/// bounds; on one whose times do not, by filtering. Both give exactly the
+/// events a filter over the whole log gives, for bounds between, on and
+/// beyond the events' times (ties included), with every other option.
+#[test]
+fn since_and_until_by_seq_bounds_match_a_filter_of_the_log() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    // Times with ties and gaps, never going down along seq.
+    let times: Vec<i64> = vec![0, 0, 1, 5, 5, 5, 6, 10, 10, 20, 21, 21];
+    insert_events(&mut s, "ord", &times);
+    assert!(!disordered(&mut s, "ord"), "times follow seq");
+    let id = mid("ord");
+    let log: Vec<(u64, i64, String)> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i as u64 + 1, *t, format!("t{}", (i + 1) % 3)))
+        .collect();
+    let bounds = [
+        None,
+        Some(-1),
+        Some(0),
+        Some(3),
+        Some(5),
+        Some(10),
+        Some(21),
+        Some(22),
+    ];
+    let mut queries = Vec::new();
+    for since in bounds {
+        for until in bounds {
+            for (tail, limit, reverse) in [
+                (None, None, false),
+                (None, Some(2), false),
+                (Some(3), None, false),
+                (Some(3), Some(2), false),
+                (None, Some(2), true),
+                (Some(4), None, true),
+            ] {
+                for types in [vec![], vec!["t1".to_string()]] {
+                    queries.push(EventQuery {
+                        since: since.map(at),
+                        until: until.map(at),
+                        tail,
+                        limit,
+                        reverse,
+                        types,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    let expected = |q: &EventQuery| -> Vec<u64> {
+        let mut m: Vec<u64> = log
+            .iter()
+            .filter(|(_, t, ty)| {
+                q.since.is_none_or(|s| at(*t) >= s)
+                    && q.until.is_none_or(|u| at(*t) <= u)
+                    && (q.types.is_empty() || q.types.contains(ty))
+            })
+            .map(|e| e.0)
+            .collect();
+        if q.reverse {
+            m.reverse();
+            let n = match (q.tail, q.limit) {
+                (Some(t), Some(l)) => t.min(l),
+                (Some(t), None) => t,
+                (None, l) => l.unwrap_or(usize::MAX),
+            };
+            m.truncate(n);
+        } else {
+            if let Some(t) = q.tail {
+                m.drain(..m.len().saturating_sub(t));
+            }
+            if let Some(l) = q.limit {
+                m.truncate(l);
+            }
+        }
+        m
+    };
+    let seqs = |q: &EventQuery| -> Vec<u64> {
+        all_events(&store, &id, q)
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    for q in &queries {
+        assert_eq!(seqs(q), expected(q), "ordered log, {q:?}");
+    }
+    // The same log judged disordered is read by filtering: same answers.
+    s.sql("UPDATE mstate_milestones SET ts_disordered = true WHERE id = 'ord'");
+    for q in &queries {
+        assert_eq!(seqs(q), expected(q), "filtered log, {q:?}");
+    }
+    // A milestone never named has no events, bounded or not.
+    let none = EventQuery {
+        since: Some(at(0)),
+        ..Default::default()
+    };
+    assert!(all_events(&store, &mid("never"), &none).is_empty());
+}
+
+/// Every way an event can break the order of times marks its milestone:
+/// an insert with an earlier time, an insert below a seq already there, a
+/// time changed in place. Appends by `log` and equal times do not.
+#[test]
+fn events_out_of_time_order_mark_their_milestone() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    let id = mid("live");
+    for i in 0..5 {
+        store
+            .log(&id, &event("tick", json!({"i": i}), None))
+            .unwrap();
+    }
+    assert!(!disordered(&mut s, "live"), "appends follow the clock");
+
+    insert_events(&mut s, "earlier", &[0, 5, 3]);
+    assert!(disordered(&mut s, "earlier"));
+
+    insert_events(&mut s, "ties", &[2, 2, 2]);
+    assert!(!disordered(&mut s, "ties"));
+    // seq 0 is refused by the table; a seq below those there is not.
+    s.sql(
+        "DELETE FROM mstate_events WHERE milestone_id = 'ties' AND seq = 1;
+         INSERT INTO mstate_events (milestone_id, seq, ts, event_type, data, line)
+         VALUES ('ties', 1, timestamptz '2026-01-01 00:00:09+00', 't', '{}', '{\"seq\":1}')",
+    );
+    assert!(disordered(&mut s, "ties"), "a seq below one already there");
+
+    insert_events(&mut s, "edited", &[0, 1, 2]);
+    s.sql("UPDATE mstate_events SET ts = ts + interval '1 second' WHERE milestone_id = 'edited' AND seq = 3");
+    assert!(disordered(&mut s, "edited"), "a time changed in place");
+    // A change that leaves times alone does not count.
+    insert_events(&mut s, "data", &[0, 1]);
+    s.sql("UPDATE mstate_events SET data = '{\"x\":1}' WHERE milestone_id = 'data'");
+    assert!(!disordered(&mut s, "data"));
+}
+
+/// A schema at version 2 (events already there) upgrades to version 3
+/// with each milestone judged by its events: ordered ones read through
+/// seq bounds, the others by filtering, both exact.
+#[test]
+fn version_2_schemas_upgrade_with_their_event_order_judged() {
+    let Some(mut s) = schema() else { return };
+    let name = s.name.clone();
+    s.admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{name}\";
+             CREATE TABLE \"{name}\".mstate_schema_version (
+                 version integer PRIMARY KEY CHECK (version > 0),
+                 description text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        ))
+        .unwrap();
+    for m in &schema::MIGRATIONS[..2] {
+        s.sql(m.sql);
+        s.sql(&format!(
+            "INSERT INTO mstate_schema_version (version, description) VALUES ({}, 'test')",
+            m.version
+        ));
+    }
+    insert_events(&mut s, "ordered", &[0, 1, 1, 4]);
+    insert_events(&mut s, "stepped", &[0, 3, 1, 4]);
+    let store = s.store();
+    assert_eq!(store.schema_version().unwrap(), 3);
+    assert!(!disordered(&mut s, "ordered"));
+    assert!(disordered(&mut s, "stepped"));
+    assert_eq!(
+        s.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'mstate_events_ts'"),
+        0
+    );
+    let since = |id: &str, t: i64| -> Vec<u64> {
+        let q = EventQuery {
+            since: Some(at(t)),
+            ..Default::default()
+        };
+        all_events(&store, &mid(id), &q)
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    assert_eq!(since("ordered", 1), vec![2, 3, 4]);
+    assert_eq!(since("stepped", 2), vec![2, 4]);
+    // New appends keep the judgement going.
+    store
+        .log(&mid("ordered"), &event("now", json!({}), None))
+        .unwrap();
+    assert!(!disordered(&mut s, "ordered"));
+    assert_eq!(since("ordered", 4), vec![4, 5]);
+}

@@ -173,54 +173,12 @@ impl PgStore {
         let since = q.since.map(SystemTime::from);
         let until = q.until.map(SystemTime::from);
         let id_str = id.as_str();
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id_str];
-        let mut filter = String::from("milestone_id = $1");
-        if !q.types.is_empty() {
-            params.push(&q.types);
-            filter.push_str(&format!(" AND event_type = ANY(${})", params.len()));
-        }
-        if let Some(s) = &since {
-            params.push(s);
-            filter.push_str(&format!(" AND ts >= ${}", params.len()));
-        }
-        if let Some(u) = &until {
-            params.push(u);
-            filter.push_str(&format!(" AND ts <= ${}", params.len()));
-        }
-        if let Some(s) = &q.session {
-            params.push(s);
-            filter.push_str(&format!(" AND session_id = ${}", params.len()));
-        }
         let after = range.after.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let upto = range.upto.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-        if let Some(a) = &after {
-            params.push(a);
-            filter.push_str(&format!(" AND seq > ${}", params.len()));
-        }
-        if let Some(u) = &upto {
-            params.push(u);
-            filter.push_str(&format!(" AND seq <= ${}", params.len()));
-        }
-        let base = "SELECT seq, ts, line FROM mstate_events WHERE ";
-        let (tail, limit);
-        let sql = if q.reverse {
-            limit = want.map(to_i64);
-            params.push(&limit);
-            format!("{base}{filter} ORDER BY seq DESC LIMIT ${}", params.len())
-        } else if let Some(n) = q.tail {
-            tail = to_i64(n);
-            limit = q.limit.map(to_i64);
-            params.push(&tail);
-            params.push(&limit);
-            format!(
-                "SELECT * FROM ({base}{filter} ORDER BY seq DESC LIMIT ${}) last ORDER BY seq LIMIT ${}",
-                params.len() - 1,
-                params.len()
-            )
+        let (tail, limit) = if q.reverse {
+            (None, want.map(to_i64))
         } else {
-            limit = q.limit.map(to_i64);
-            params.push(&limit);
-            format!("{base}{filter} ORDER BY seq LIMIT ${}", params.len())
+            (q.tail.map(to_i64), q.limit.map(to_i64))
         };
         let handed = std::cell::Cell::new(false);
         let mut run = |c: &mut postgres::Client| -> Result<(), Fail> {
@@ -229,6 +187,48 @@ impl PgStore {
                 .read_only(true)
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
                 .start()?;
+            // A time bound becomes seq bounds where it can (same snapshot).
+            let (first, last) = match time_seqs(&mut tx, id_str, since.as_ref(), until.as_ref())? {
+                TimeSeqs::Unbounded => (None, None),
+                TimeSeqs::Between(first, last) => (first, last),
+                TimeSeqs::Empty => return Ok(tx.commit()?),
+            };
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id_str];
+            let mut filter = String::from("milestone_id = $1");
+            let types = (!q.types.is_empty()).then_some(&q.types);
+            let conds: [(Option<&(dyn ToSql + Sync)>, &str); 8] = [
+                (types.map(|v| v as _), "event_type = ANY($"),
+                (since.as_ref().map(|v| v as _), "ts >= $"),
+                (until.as_ref().map(|v| v as _), "ts <= $"),
+                (q.session.as_ref().map(|v| v as _), "session_id = $"),
+                (first.as_ref().map(|v| v as _), "seq >= $"),
+                (last.as_ref().map(|v| v as _), "seq <= $"),
+                (after.as_ref().map(|v| v as _), "seq > $"),
+                (upto.as_ref().map(|v| v as _), "seq <= $"),
+            ];
+            for (value, cond) in conds {
+                if let Some(v) = value {
+                    params.push(v);
+                    let close = if cond.ends_with("ANY($") { ")" } else { "" };
+                    filter.push_str(&format!(" AND {cond}{}{close}", params.len()));
+                }
+            }
+            let base = "SELECT seq, ts, line FROM mstate_events WHERE ";
+            let sql = if q.reverse {
+                params.push(&limit);
+                format!("{base}{filter} ORDER BY seq DESC LIMIT ${}", params.len())
+            } else if let Some(tail) = &tail {
+                params.push(tail);
+                params.push(&limit);
+                format!(
+                    "SELECT * FROM ({base}{filter} ORDER BY seq DESC LIMIT ${}) last ORDER BY seq LIMIT ${}",
+                    params.len() - 1,
+                    params.len()
+                )
+            } else {
+                params.push(&limit);
+                format!("{base}{filter} ORDER BY seq LIMIT ${}", params.len())
+            };
             let stmt = tx.prepare(&sql)?;
             let portal = tx.bind(&stmt, &params)?;
             loop {
@@ -270,4 +270,73 @@ impl PgStore {
         }
         Ok(ReadReport::default())
     }
+}
+
+/// What a query's time bounds come to in seqs.
+enum TimeSeqs {
+    /// No time bound, or a milestone whose times do not follow seq: the
+    /// times are filtered as they are.
+    Unbounded,
+    /// The matching events lie between these seqs (inclusive; `None`:
+    /// that side is open).
+    Between(Option<i64>, Option<i64>),
+    /// No event is within the time bounds.
+    Empty,
+}
+
+/// The seqs `since` and `until` bound on `id`'s log, where its event
+/// times never go down along seq (`ts_disordered`, schema version 3):
+/// then the events at or after `since` are a suffix of the log, found
+/// by one probe of `mstate_events_ts_seq`, and those up to `until` a
+/// prefix. A plan by the time alone is chosen from the statistics of the
+/// whole table, which a milestone beside many later events of others
+/// misleads into reading the milestone's whole log.
+fn time_seqs(
+    tx: &mut impl GenericClient,
+    id: &str,
+    since: Option<&SystemTime>,
+    until: Option<&SystemTime>,
+) -> Result<TimeSeqs, Fail> {
+    if since.is_none() && until.is_none() {
+        return Ok(TimeSeqs::Unbounded);
+    }
+    let Some(row) = tx.query_opt(
+        "SELECT ts_disordered FROM mstate_milestones WHERE id = $1",
+        &[&id],
+    )?
+    else {
+        return Ok(TimeSeqs::Empty);
+    };
+    if row.try_get::<_, bool>(0)? {
+        return Ok(TimeSeqs::Unbounded);
+    }
+    let mut probe = |sql: &str, at: &SystemTime| -> Result<Option<i64>, Fail> {
+        Ok(match tx.query_opt(sql, &[&id, at])? {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        })
+    };
+    let first = match since {
+        Some(at) => match probe(
+            "SELECT seq FROM mstate_events WHERE milestone_id = $1 AND ts >= $2 \
+             ORDER BY ts, seq LIMIT 1",
+            at,
+        )? {
+            Some(seq) => Some(seq),
+            None => return Ok(TimeSeqs::Empty),
+        },
+        None => None,
+    };
+    let last = match until {
+        Some(at) => match probe(
+            "SELECT seq FROM mstate_events WHERE milestone_id = $1 AND ts <= $2 \
+             ORDER BY ts DESC, seq DESC LIMIT 1",
+            at,
+        )? {
+            Some(seq) => Some(seq),
+            None => return Ok(TimeSeqs::Empty),
+        },
+        None => None,
+    };
+    Ok(TimeSeqs::Between(first, last))
 }

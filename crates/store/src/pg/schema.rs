@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "current session; NOTIFY on every event",
         sql: V2,
     },
+    Migration {
+        version: 3,
+        description: "whether each milestone's event times follow seq; events indexed by (milestone, ts, seq)",
+        sql: V3,
+    },
 ];
 
 /// The version a fully migrated schema is at.
@@ -173,6 +178,76 @@ $$;
 
 CREATE TRIGGER mstate_events_notify AFTER INSERT ON mstate_events
     FOR EACH ROW EXECUTE FUNCTION mstate_notify_event();
+"#;
+
+/// Version 3: `--since` and `--until` by seq bounds.
+///
+/// A time bound alone is planned from the statistics of the whole
+/// `mstate_events` table, so a milestone beside many later events of
+/// other milestones was read whole through the primary key. Where a
+/// milestone's event times never go down along seq (every event appended
+/// by `log`, whose time is the server's clock read under the milestone's
+/// row lock, unless that clock was stepped back), the events at or after a
+/// time are a suffix of its log and those up to a time a prefix: a query
+/// finds the first and last seq through `mstate_events_ts_seq` (one index
+/// probe each, whatever the statistics) and reads between them by seq.
+///
+/// - `mstate_milestones.last_ts`: the latest event time the milestone has
+///   had; `ts_disordered`: whether an event ever came with a time earlier
+///   than an event before it, or a seq below one already there, or had its
+///   time or seq changed in place.
+///   Kept by the triggers below for every way events arrive (`log`,
+///   `import`'s batches, hand-made SQL). They run before each row, so
+///   one of many rows of one statement sees the rows before it, not
+///   those after it. Once set it stays set, and such a
+///   milestone's time bounds are read by filtering, exact as before.
+/// - The existing events set both, judged along seq.
+/// - `mstate_events_ts_seq` replaces `mstate_events_ts`, so the first event
+///   at or after a time is the first index entry, ties in seq order.
+const V3: &str = r#"
+ALTER TABLE mstate_milestones
+    ADD COLUMN last_ts timestamptz,
+    ADD COLUMN ts_disordered boolean NOT NULL DEFAULT false;
+
+UPDATE mstate_milestones m
+   SET last_ts = o.last_ts, ts_disordered = o.disordered
+  FROM (
+      SELECT milestone_id, max(ts) AS last_ts,
+             coalesce(bool_or(ts < before), false) AS disordered
+        FROM (
+            SELECT milestone_id, ts,
+                   max(ts) OVER (PARTITION BY milestone_id ORDER BY seq
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+              FROM mstate_events
+        ) e
+       GROUP BY milestone_id
+  ) o
+ WHERE m.id = o.milestone_id;
+
+CREATE INDEX mstate_events_ts_seq ON mstate_events (milestone_id, ts, seq);
+DROP INDEX mstate_events_ts;
+
+CREATE FUNCTION mstate_track_event_time() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    out_of_order boolean := TG_OP = 'UPDATE' OR EXISTS (
+        SELECT 1 FROM mstate_events WHERE milestone_id = NEW.milestone_id AND seq > NEW.seq);
+BEGIN
+    UPDATE mstate_milestones
+       SET ts_disordered = ts_disordered OR out_of_order
+                           OR coalesce(NEW.ts < last_ts, false),
+           last_ts = greatest(last_ts, NEW.ts)
+     WHERE id = NEW.milestone_id;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER mstate_events_time BEFORE INSERT ON mstate_events
+    FOR EACH ROW EXECUTE FUNCTION mstate_track_event_time();
+CREATE TRIGGER mstate_events_time_changed BEFORE UPDATE OF ts, seq, milestone_id ON mstate_events
+    FOR EACH ROW
+    WHEN (OLD.ts IS DISTINCT FROM NEW.ts OR OLD.seq IS DISTINCT FROM NEW.seq
+          OR OLD.milestone_id IS DISTINCT FROM NEW.milestone_id)
+    EXECUTE FUNCTION mstate_track_event_time();
 "#;
 
 #[cfg(test)]
