@@ -324,23 +324,27 @@ struct EventWriter {
 }
 
 impl EventWriter {
+    /// Write one event. The JSON formats write the stored line when the
+    /// backend stores one (the fast path, no value built) and the event
+    /// encoded as the file store's line otherwise ([`LogLine::line`]
+    /// borrows in the first case), so both give the same bytes.
     fn event(&mut self, line: &LogLine) -> CliResult<bool> {
         self.buf.clear();
         let f = &line.fields;
         match self.format {
-            EventFormat::Jsonl => self.buf.extend_from_slice(line.raw.as_bytes()),
+            EventFormat::Jsonl => self.buf.extend_from_slice(line.line()?.as_bytes()),
             EventFormat::Text => put_text_line(
                 &mut self.buf,
                 f.timestamp.as_deref(),
                 f.event_type.as_deref(),
-                f.data,
+                f.data.as_deref(),
             ),
             EventFormat::Json => {
                 // serde_json's pretty array: `[`, elements indented one
                 // level and separated by `,` after their closing brace.
                 self.buf
                     .extend_from_slice(if self.count == 0 { b"[\n  " } else { b",\n  " });
-                put_json(&mut self.buf, line.raw, Some(1));
+                put_json(&mut self.buf, &line.line()?, Some(1));
             }
         }
         if self.format != EventFormat::Json {

@@ -664,7 +664,7 @@ fn make_logs(
             let mut out = String::new();
             l.store
                 .events(&l.id, &last, &mut |e| {
-                    out = e.raw.to_string();
+                    out = e.line()?.into_owned();
                     Ok(true)
                 })
                 .map_err(err)?;

@@ -140,7 +140,7 @@ pub(crate) fn events_of(
     store
         .events(id, q, &mut |l| {
             lines += 1;
-            total += l.raw.len();
+            total += l.line()?.len();
             Ok(true)
         })
         .map_err(|e| e.to_string())?;

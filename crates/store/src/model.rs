@@ -320,6 +320,22 @@ pub struct Event {
     pub host: Option<String>,
 }
 
+/// An event borrowed for a record's life: lets
+/// [`EventRecord::from_event`] take `&Event`.
+impl<'a> From<&'a Event> for std::borrow::Cow<'a, Event> {
+    fn from(event: &'a Event) -> Self {
+        std::borrow::Cow::Borrowed(event)
+    }
+}
+
+/// An event the record owns: lets [`EventRecord::from_event`] take
+/// `Event`.
+impl From<Event> for std::borrow::Cow<'_, Event> {
+    fn from(event: Event) -> Self {
+        std::borrow::Cow::Owned(event)
+    }
+}
+
 /// A filter over a milestone's events.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -655,33 +671,136 @@ impl StateEdit {
 }
 
 /// One stored event as a query hands it to its sink, on every backend:
-/// its seq and time, the members readers show, and the stored line.
+/// its seq and time, the members readers show, and the event itself,
+/// with the stored text only as an optional fast path.
 ///
-/// The line (one compact JSON object, the file store's format byte for
-/// byte) is there as a fast path: a reader that prints events writes it
-/// as it is, without building a value of it; [`EventRecord::event`] gives
-/// the whole event as a model value.
-#[derive(Debug)]
+/// A backend that stores lines (the file store, PostgreSQL's `line`
+/// column) builds it with [`EventRecord::from_line`]: [`EventRecord::raw`]
+/// then gives the line (one compact JSON object, the file store's format
+/// byte for byte), which a reader that prints events writes as it is,
+/// without building a value of it. A backend that keeps events as values
+/// or columns builds it with [`EventRecord::from_event`] and stores no
+/// text. Either way [`EventRecord::event`] gives the whole event as a
+/// model value, [`EventRecord::line`] its text (the stored line, or the
+/// event encoded as the file store would write it) and
+/// [`EventRecord::fields`] the members readers show.
+#[derive(Debug, Clone)]
 pub struct EventRecord<'a> {
-    /// The stored line, without its newline.
-    pub raw: &'a str,
+    /// What the event was built from.
+    body: RecordBody<'a>,
     /// Its timestamp.
     pub timestamp: jiff::Timestamp,
-    /// Its `seq`, or the implicit one for lines without (seed lines).
+    /// Its `seq`, or the implicit one for events stored without (seed
+    /// lines).
     pub seq: u64,
-    /// The members readers show, read by the same parse that checked the
-    /// line, so a reader need not parse it again.
+    /// The members readers show, read once when the record was built
+    /// (from the same parse that checked a line), so a reader need not
+    /// parse or encode anything again.
     pub fields: EventFields<'a>,
 }
 
-impl EventRecord<'_> {
-    /// The whole event, parsed from the stored line (a seed line's
-    /// missing members are `None`, its seq the implicit one).
+/// What an [`EventRecord`] holds: a stored line, or a model value.
+#[derive(Debug, Clone)]
+enum RecordBody<'a> {
+    /// A stored line, without its newline.
+    Line(&'a str),
+    /// An event kept as a value (no stored text), borrowed...
+    Event(&'a Event),
+    /// ... or owned (boxed: an event is many times a line's reference).
+    Owned(Box<Event>),
+}
+
+impl<'a> EventRecord<'a> {
+    /// The record of a stored line (one JSON object, without its
+    /// newline) with its time, its seq (the implicit one if the line has
+    /// none) and its members, read by the caller from the same parse that
+    /// checked the line.
+    pub fn from_line(
+        raw: &'a str,
+        timestamp: jiff::Timestamp,
+        seq: u64,
+        fields: EventFields<'a>,
+    ) -> Self {
+        EventRecord {
+            body: RecordBody::Line(raw),
+            timestamp,
+            seq,
+            fields,
+        }
+    }
+
+    /// The record of an event kept as a value (by reference or owned),
+    /// with its time (its `timestamp` member as the backend reads it) and
+    /// its seq (the implicit one if `event.seq` is `None`). Its
+    /// [`fields`] are taken from the event, borrowed when the event is;
+    /// `data` is encoded once here.
+    ///
+    /// [`fields`]: EventRecord::fields
+    pub fn from_event(
+        event: impl Into<std::borrow::Cow<'a, Event>>,
+        timestamp: jiff::Timestamp,
+        seq: u64,
+    ) -> Self {
+        let (body, fields) = match event.into() {
+            std::borrow::Cow::Borrowed(e) => (RecordBody::Event(e), EventFields::of_event(e)),
+            std::borrow::Cow::Owned(e) => {
+                let fields = EventFields::of_event(&e).into_owned();
+                (RecordBody::Owned(Box::new(e)), fields)
+            }
+        };
+        EventRecord {
+            body,
+            timestamp,
+            seq,
+            fields,
+        }
+    }
+
+    /// The stored line, without its newline, when the backend stores
+    /// lines: the fast path for a reader that passes the text on. `None`
+    /// for a record built from an event; [`EventRecord::line`] gives text
+    /// for both.
+    pub fn raw(&self) -> Option<&'a str> {
+        match self.body {
+            RecordBody::Line(raw) => Some(raw),
+            RecordBody::Event(_) | RecordBody::Owned(_) => None,
+        }
+    }
+
+    /// The event as one line of text, without a newline: the stored line
+    /// as it is (borrowed), or the event encoded as the file store writes
+    /// its lines (compact JSON, members in the order `timestamp`,
+    /// `milestone_id`, `session_id`, `event_type`, `data`, `pid`, `user`,
+    /// `seq`, `host`, those that are `None` left out), so the text of an
+    /// event that came from a line is that line byte for byte when the
+    /// line was written by mstate. Encoding fails only where serde_json
+    /// cannot encode the value, which its own `Value`s never make it do.
+    pub fn line(&self) -> crate::error::Result<std::borrow::Cow<'a, str>> {
+        let event = match &self.body {
+            RecordBody::Line(raw) => return Ok(std::borrow::Cow::Borrowed(raw)),
+            RecordBody::Event(e) => *e,
+            RecordBody::Owned(e) => e,
+        };
+        serde_json::to_string(event)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|err| {
+                crate::error::Error::invalid("stored event", format!("event {}: {err}", self.seq))
+            })
+    }
+
+    /// The whole event (a seed line's missing members are `None`, its
+    /// seq the implicit one), parsed from the stored line or copied from
+    /// the value.
     pub fn event(&self) -> crate::error::Result<Event> {
+        let raw = match &self.body {
+            RecordBody::Line(raw) => *raw,
+            RecordBody::Event(e) => return Ok(self.with_seq(Event::clone(e))),
+            RecordBody::Owned(e) => return Ok(self.with_seq(Event::clone(e))),
+        };
         let bad = |e: serde_json::Error| {
             crate::error::Error::invalid("stored event", format!("event {}: {e}", self.seq))
         };
-        let mut value: Value = serde_json::from_str(self.raw).map_err(bad)?;
+        let mut value: Value = serde_json::from_str(raw).map_err(bad)?;
         if let Some(obj) = value.as_object_mut() {
             // The seed's first line names its type `event` and has no data.
             if !obj.contains_key("event_type") {
@@ -692,15 +811,22 @@ impl EventRecord<'_> {
             obj.entry("data")
                 .or_insert_with(|| Value::Object(Default::default()));
         }
-        let mut event: Event = serde_json::from_value(value).map_err(bad)?;
+        let event: Event = serde_json::from_value(value).map_err(bad)?;
+        Ok(self.with_seq(event))
+    }
+
+    /// `event` with the record's seq where it has none (a seed line's
+    /// implicit one).
+    fn with_seq(&self, mut event: Event) -> Event {
         event.seq.get_or_insert(self.seq);
-        Ok(event)
+        event
     }
 }
 
-/// The members of an event line its readers show, borrowed from the line
-/// (owned only where a string holds escapes).
-#[derive(Debug, Clone, Default)]
+/// The members of an event its readers show: borrowed from its line
+/// (owned only where a string holds escapes), or from its value (`data`
+/// encoded, so owned).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFields<'a> {
     /// `timestamp` as written, if it is a string.
     pub timestamp: Option<std::borrow::Cow<'a, str>>,
@@ -708,6 +834,150 @@ pub struct EventFields<'a> {
     pub event_type: Option<std::borrow::Cow<'a, str>>,
     /// `session_id`, if a string.
     pub session_id: Option<std::borrow::Cow<'a, str>>,
-    /// The JSON text of `data`, as written.
-    pub data: Option<&'a str>,
+    /// The JSON text of `data`, as written (compact JSON for an event
+    /// kept as a value).
+    pub data: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> EventFields<'a> {
+    /// The members of `event`, its strings borrowed.
+    fn of_event(event: &'a Event) -> Self {
+        use std::borrow::Cow;
+        EventFields {
+            timestamp: Some(Cow::Borrowed(&event.timestamp)),
+            event_type: Some(Cow::Borrowed(&event.event_type)),
+            session_id: event.session_id.as_deref().map(Cow::Borrowed),
+            // `Value`'s text is its compact JSON (serde_json's own
+            // encoding, the one lines are written with).
+            data: Some(Cow::Owned(event.data.to_string())),
+        }
+    }
+
+    /// The same members, owning their text.
+    pub fn into_owned(self) -> EventFields<'static> {
+        use std::borrow::Cow;
+        let own = |c: Option<Cow<'_, str>>| c.map(|c| Cow::Owned(c.into_owned()));
+        EventFields {
+            timestamp: own(self.timestamp),
+            event_type: own(self.event_type),
+            session_id: own(self.session_id),
+            data: own(self.data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::log::line;
+    use std::borrow::Cow;
+
+    /// The record of `text` as the file store builds it.
+    fn of_line(text: &str, seq: u64) -> EventRecord<'_> {
+        let (raw, fields) = line::fields(text.as_bytes()).expect("one JSON object");
+        let ts = line::parse_ts(fields.timestamp.as_deref().unwrap_or("").as_bytes())
+            .expect("a timestamp");
+        EventRecord::from_line(raw, ts, seq, fields)
+    }
+
+    /// A record built from `event` and one built from `text`, its stored
+    /// line, agree on everything but the stored text.
+    fn agree(event: &Event, text: &str, seq: u64) {
+        let from_line = of_line(text, seq);
+        let borrowed = EventRecord::from_event(event, from_line.timestamp, seq);
+        let owned = EventRecord::from_event(event.clone(), from_line.timestamp, seq);
+        assert_eq!(from_line.raw(), Some(text));
+        assert!(matches!(from_line.line().unwrap(), Cow::Borrowed(l) if l == text));
+        for r in [&borrowed, &owned] {
+            assert_eq!(r.raw(), None);
+            assert_eq!(r.line().unwrap(), text);
+            assert_eq!(r.event().unwrap(), from_line.event().unwrap());
+            assert_eq!(r.fields, from_line.fields);
+            assert_eq!((r.timestamp, r.seq), (from_line.timestamp, from_line.seq));
+        }
+        // Borrowed from the value, not copied.
+        assert!(matches!(
+            borrowed.fields.event_type,
+            Some(Cow::Borrowed(t)) if std::ptr::eq(t, event.event_type.as_str())
+        ));
+    }
+
+    #[test]
+    fn a_full_event_is_the_same_record_as_its_stored_line() {
+        // Escapes, non-ASCII text and a number kept as written.
+        let data: Value = serde_json::from_str(
+            r#"{"note":"a \"quoted\"\nline é","n":1.50,"list":[1,{"k":null}]}"#,
+        )
+        .unwrap();
+        let event = Event {
+            timestamp: "2026-11-24T12:00:00.000001Z".into(),
+            milestone_id: "m1".into(),
+            session_id: Some("s-1".into()),
+            event_type: "state_saved".into(),
+            data: data.clone(),
+            pid: Some(42),
+            user: Some("c\"i".into()),
+            seq: Some(7),
+            host: Some("runner-3".into()),
+        };
+        // The line as the file store writes it.
+        let fields = line::LineFields {
+            timestamp: &event.timestamp,
+            milestone_id: "m1",
+            session_id: "s-1",
+            event_type: "state_saved",
+            data: &data,
+            pid: 42,
+            user: "c\"i",
+            seq: 7,
+            host: "runner-3",
+        };
+        let written = line::Encoder::new(&fields)
+            .unwrap()
+            .line(&event.timestamp, 7);
+        let text = std::str::from_utf8(&written)
+            .unwrap()
+            .trim_end_matches('\n');
+        agree(&event, text, 7);
+        let r = EventRecord::from_event(&event, of_line(text, 7).timestamp, 7);
+        assert_eq!(r.event().unwrap(), event);
+        assert_eq!(r.fields.data.as_deref(), Some(data.to_string().as_str()));
+    }
+
+    #[test]
+    fn a_seed_event_without_seq_or_host_is_the_same_record_as_its_line() {
+        let text = r#"{"timestamp":"2026-11-24T21:03:38Z","milestone_id":"m1","session_id":"no-session","event_type":"state_saved","data":{"state_file":"x"},"pid":12,"user":"u"}"#;
+        let event = Event {
+            timestamp: "2026-11-24T21:03:38Z".into(),
+            milestone_id: "m1".into(),
+            session_id: Some("no-session".into()),
+            event_type: "state_saved".into(),
+            data: serde_json::json!({"state_file": "x"}),
+            pid: Some(12),
+            user: Some("u".into()),
+            seq: None,
+            host: None,
+        };
+        agree(&event, text, 3);
+        // The implicit seq fills the missing one; the text leaves it out.
+        let r = EventRecord::from_event(&event, of_line(text, 3).timestamp, 3);
+        assert_eq!(r.event().unwrap().seq, Some(3));
+        assert_eq!(r.fields.data.as_deref(), Some(r#"{"state_file":"x"}"#));
+
+        // No session, pid or user either.
+        let bare = r#"{"timestamp":"2026-11-24T21:03:39Z","milestone_id":"m1","event_type":"x","data":{}}"#;
+        let event = Event {
+            timestamp: "2026-11-24T21:03:39Z".into(),
+            milestone_id: "m1".into(),
+            session_id: None,
+            event_type: "x".into(),
+            data: serde_json::json!({}),
+            pid: None,
+            user: None,
+            seq: None,
+            host: None,
+        };
+        agree(&event, bare, 4);
+        assert_eq!(of_line(bare, 4).fields.session_id, None);
+    }
 }

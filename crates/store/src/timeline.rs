@@ -94,10 +94,6 @@ impl Member {
         Member::Own(v.as_ref().into())
     }
 
-    fn of_str(raw: &str, value: Option<&str>) -> Self {
-        Member::of(raw, value.map(Cow::Borrowed).as_ref())
-    }
-
     fn get<'a>(&'a self, raw: &'a str) -> Option<&'a str> {
         match self {
             Member::Absent => None,
@@ -121,24 +117,27 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The entry of `line`, its text copied into `buf`.
-    fn new(line: &LogLine<'_>, out_of_order: bool, mut buf: String) -> Self {
-        let raw = line.raw;
+    /// The entry of `line`, its text (the stored line, or the event
+    /// encoded as one) copied into `buf`.
+    fn new(line: &LogLine<'_>, out_of_order: bool, mut buf: String) -> Result<Self> {
+        let text = line.line()?;
+        let raw: &str = &text;
         buf.clear();
         buf.push_str(raw);
-        Entry {
+        Ok(Entry {
             raw: buf,
             timestamp: line.timestamp,
             seq: line.seq,
             time: Member::of(raw, line.fields.timestamp.as_ref()),
             event_type: Member::of(raw, line.fields.event_type.as_ref()),
             session_id: Member::of(raw, line.fields.session_id.as_ref()),
-            data: Member::of_str(raw, line.fields.data),
+            data: Member::of(raw, line.fields.data.as_ref()),
             out_of_order,
-        }
+        })
     }
 
-    /// The stored line (one JSON object).
+    /// The stored line (one JSON object), or for an event stored without
+    /// text, the event encoded as the file store writes its lines.
     pub fn raw(&self) -> &str {
         &self.raw
     }
@@ -276,16 +275,16 @@ impl Timeline {
                 self.summary.out_of_order_seqs.push(line.seq);
             }
             self.summary.events += 1;
-            let e = Entry::new(line, true, self.pool.pop().unwrap_or_default());
+            let e = Entry::new(line, true, self.pool.pop().unwrap_or_default())?;
             let more = out(&e);
             self.recycle(e.raw);
             return more;
         }
-        self.held_bytes += line.raw.len();
         let h = Held {
             key,
-            entry: Entry::new(line, false, self.pool.pop().unwrap_or_default()),
+            entry: Entry::new(line, false, self.pool.pop().unwrap_or_default())?,
         };
+        self.held_bytes += h.entry.raw.len();
         match self.held.back() {
             Some(last) if key < last.key => {
                 let at = self.held.partition_point(|x| x.key < key);

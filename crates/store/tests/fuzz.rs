@@ -133,7 +133,7 @@ proptest! {
         let check = || {
             let mut seqs = Vec::new();
             store.events(&id, &EventQuery::default(), &mut |line| {
-                let v: Value = serde_json::from_str(line.raw).expect("visible lines parse");
+                let v: Value = serde_json::from_str(line.raw().expect("a stored line")).expect("visible lines parse");
                 assert!(v.is_object());
                 seqs.push(line.seq);
                 Ok(true)

@@ -58,8 +58,9 @@ fn all_events(store: &PgStore, id: &MilestoneId, q: &EventQuery) -> Vec<(u64, St
     let mut out = Vec::new();
     store
         .events(id, q, &mut |line| {
-            let v: Value = serde_json::from_str(line.raw).expect("line is JSON");
-            assert_eq!(v["seq"].as_u64(), Some(line.seq), "{}", line.raw);
+            let raw = line.raw().expect("PostgreSQL hands its stored line");
+            let v: Value = serde_json::from_str(raw).expect("line is JSON");
+            assert_eq!(v["seq"].as_u64(), Some(line.seq), "{raw}");
             out.push((line.seq, v["event_type"].as_str().unwrap_or("").to_string()));
             Ok(true)
         })
@@ -423,7 +424,7 @@ fn events_query_filters() {
                 ..Default::default()
             },
             &mut |l| {
-                first = l.raw.to_string();
+                first = l.raw().expect("a stored line").to_string();
                 Ok(true)
             },
         )

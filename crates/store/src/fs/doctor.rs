@@ -331,8 +331,9 @@ impl Doctor<'_> {
                     .log_of(&id)
                     .query(&EventQuery::default(), &mut |line| {
                         first.get_or_insert(line.timestamp);
-                        if line.raw.contains("\"event_type\":\"state_") {
-                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line.raw) {
+                        let text = line.line()?;
+                        if text.contains("\"event_type\":\"state_") {
+                            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
                                 if let Some(r) = v["data"]["revision"].as_u64() {
                                     logged = logged.max(r);
                                 }

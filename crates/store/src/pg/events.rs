@@ -246,12 +246,12 @@ impl PgStore {
                     let fields = crate::fs::log::line::fields(raw.as_bytes())
                         .map(|(_, f)| f)
                         .unwrap_or_default();
-                    let line = EventRecord {
+                    let line = EventRecord::from_line(
                         raw,
                         timestamp,
-                        seq: u64::try_from(seq).unwrap_or(0),
+                        u64::try_from(seq).unwrap_or(0),
                         fields,
-                    };
+                    );
                     if !sink(&line)? {
                         return Ok(());
                     }

@@ -484,7 +484,7 @@ impl PgStore {
             more = sink(Record::Event {
                 milestone: id.clone(),
                 seq: l.seq,
-                line: l.raw.to_string(),
+                line: l.line()?.into_owned(),
             })?;
             Ok(more)
         })?;

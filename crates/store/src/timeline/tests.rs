@@ -33,12 +33,7 @@ fn fold(lines: &[String], window: Window) -> (Vec<(u64, bool)>, Summary) {
         let (raw, fields) = line::fields(text.as_bytes()).unwrap();
         let ts = line::parse_ts(fields.timestamp.as_deref().unwrap().as_bytes()).unwrap();
         let seq = line::explicit_seq(raw.as_bytes()).unwrap();
-        let l = LogLine {
-            raw,
-            timestamp: ts,
-            seq,
-            fields,
-        };
+        let l = LogLine::from_line(raw, ts, seq, fields);
         assert!(t.push(&l, &mut out).unwrap());
     }
     let summary = t.finish(&mut out).unwrap();
@@ -192,13 +187,13 @@ fn spans_fold_sessions() {
 fn entries_keep_their_members() {
     let text = r#"{"timestamp":"2026-01-01T00:00:00Z","event":"st\u0061rt","session_id":"s","data":{"k": [1, 2]}}"#;
     let (raw, fields) = line::fields(text.as_bytes()).unwrap();
-    let l = LogLine {
+    let l = LogLine::from_line(
         raw,
-        timestamp: line::parse_ts(b"2026-01-01T00:00:00Z").unwrap(),
-        seq: 1,
+        line::parse_ts(b"2026-01-01T00:00:00Z").unwrap(),
+        1,
         fields,
-    };
-    let e = Entry::new(&l, false, String::new());
+    );
+    let e = Entry::new(&l, false, String::new()).unwrap();
     assert_eq!(e.time_text(), Some("2026-01-01T00:00:00Z"));
     assert_eq!(e.event_type(), Some("start"));
     assert_eq!(e.session_id(), Some("s"));
@@ -269,4 +264,26 @@ proptest! {
             prop_assert_eq!(out, want);
         }
     }
+}
+
+#[test]
+fn an_entry_of_an_event_matches_the_entry_of_its_line() {
+    let text = line_text(5, 9, "state_saved", "s");
+    let (raw, fields) = line::fields(text.as_bytes()).unwrap();
+    let ts = line::parse_ts(fields.timestamp.as_deref().unwrap().as_bytes()).unwrap();
+    let event: crate::model::Event = serde_json::from_str(raw).unwrap();
+    let a = Entry::new(
+        &LogLine::from_line(raw, ts, 9, fields),
+        false,
+        String::new(),
+    )
+    .unwrap();
+    let b = Entry::new(&LogLine::from_event(&event, ts, 9), false, String::new()).unwrap();
+    assert_eq!(b.raw(), a.raw());
+    assert_eq!(b.time_text(), a.time_text());
+    assert_eq!(b.event_type(), Some("state_saved"));
+    assert_eq!(b.event_type(), a.event_type());
+    assert_eq!(b.session_id(), a.session_id());
+    assert_eq!(b.data(), a.data());
+    assert_eq!((b.timestamp(), b.seq()), (a.timestamp(), a.seq()));
 }

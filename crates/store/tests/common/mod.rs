@@ -57,7 +57,8 @@ pub fn state_of(store: &FsStore) -> Option<Value> {
 pub fn events_of(store: &FsStore) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     let queried = store.events(&id(), &EventQuery::default(), &mut |line| {
-        let v: Value = serde_json::from_str(line.raw).expect("visible event line parses");
+        let raw = line.raw().expect("the file store hands its line");
+        let v: Value = serde_json::from_str(raw).expect("visible event line parses");
         let ty = v
             .get("event_type")
             .or_else(|| v.get("event"))

@@ -176,12 +176,7 @@ impl Follower<'_, '_> {
             else {
                 continue;
             };
-            let more = (self.sink)(&LogLine {
-                raw: text,
-                timestamp: ts,
-                seq: self.seq,
-                fields,
-            })?;
+            let more = (self.sink)(&LogLine::from_line(text, ts, self.seq, fields))?;
             if let Some(left) = self.left.as_mut() {
                 *left = left.saturating_sub(1);
             }

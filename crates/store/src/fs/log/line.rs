@@ -404,7 +404,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 1 => out.event_type = raw_string(value),
                 2 => event = raw_string(value),
                 3 => out.session_id = raw_string(value),
-                _ => out.data = Some(value.get()),
+                _ => out.data = Some(Cow::Borrowed(value.get())),
             }
         }
         if out.event_type.is_none() {

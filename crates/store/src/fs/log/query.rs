@@ -306,7 +306,7 @@ pub(super) fn run(
         // The last `n` matches, then shown oldest first.
         let mut kept: Vec<(String, Timestamp, u64)> = Vec::new();
         backward(parts, from, to, &filter, warn, &meter, &mut |line| {
-            kept.push((line.raw.to_owned(), line.timestamp, line.seq));
+            kept.push((line.line()?.into_owned(), line.timestamp, line.seq));
             Ok(kept.len() < n)
         })?;
         let mut out = Outcome::default();
@@ -316,12 +316,7 @@ pub(super) fn run(
             let fields = line::fields(text.as_bytes())
                 .map(|f| f.1)
                 .unwrap_or_default();
-            let more = sink(&LogLine {
-                raw: text,
-                timestamp: *ts,
-                seq: *seq,
-                fields,
-            })?;
+            let more = sink(&LogLine::from_line(text, *ts, *seq, fields))?;
             if !more || q.limit.is_some_and(|l| out.emitted >= l) {
                 out.stopped = true;
                 break;
@@ -460,12 +455,9 @@ fn forward(
         let seq = line::explicit_seq(rec.payload).unwrap_or(cur.saturating_add(1));
         cur = seq;
         match accept(filter, warn, &parts[i].path, off, rec) {
-            Some((raw, timestamp, fields)) => on_match(&LogLine {
-                raw,
-                timestamp,
-                seq,
-                fields,
-            }),
+            Some((raw, timestamp, fields)) => {
+                on_match(&LogLine::from_line(raw, timestamp, seq, fields))
+            }
             None => Ok(true),
         }
     })?;
@@ -517,12 +509,9 @@ fn backward(
             None => Some(seq.saturating_sub(1)),
         };
         match accept(filter, warn, &parts[i].path, off, rec) {
-            Some((raw, timestamp, fields)) => on_match(&LogLine {
-                raw,
-                timestamp,
-                seq,
-                fields,
-            }),
+            Some((raw, timestamp, fields)) => {
+                on_match(&LogLine::from_line(raw, timestamp, seq, fields))
+            }
             None => Ok(true),
         }
     })?;

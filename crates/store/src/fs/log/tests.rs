@@ -77,7 +77,7 @@ impl Fx {
         let report = self
             .log()
             .query(q, &mut |l| {
-                out.push((l.seq, l.raw.to_string()));
+                out.push((l.seq, l.raw().expect("a stored line").to_string()));
                 Ok(true)
             })
             .unwrap();
@@ -1218,7 +1218,9 @@ fn follow_in_thread<'s>(
     s.spawn(move || {
         fx.log()
             .follow(&q, &|| stop.load(Ordering::SeqCst), &mut |l| {
-                Ok(tx.send((l.seq, l.raw.to_string())).is_ok())
+                Ok(tx
+                    .send((l.seq, l.raw().expect("a stored line").to_string()))
+                    .is_ok())
             })
             .unwrap()
     })

@@ -249,7 +249,7 @@ impl FsStore {
             more = sink(Record::Event {
                 milestone: id.clone(),
                 seq: l.seq,
-                line: l.raw.to_string(),
+                line: l.line()?.into_owned(),
             })?;
             Ok(more)
         })?;
