@@ -27,7 +27,8 @@
 //! Each PostgreSQL log is in a schema of its own, made by one `INSERT ...
 //! SELECT generate_series` in the rows `log` writes (the same lines as the file
 //! logs of [`crate::loggen`], timestamps included), with the schema's
-//! NOTIFY trigger off for that insert and `next_seq` set after it; a
+//! NOTIFY and added-rows triggers off for that insert and `next_seq`,
+//! `last_ts` and `ts_disordered` set after it as an import sets them; a
 //! check compares the last line of each. Without a server the part says
 //! so and is skipped, unless `MSTATE_TEST_REQUIRE_TOOLS=1` (as in CI),
 //! which makes it fail.
@@ -221,19 +222,28 @@ impl Server {
         let shift = i64::try_from(shift_us).map_err(err)?;
         let mut tx = self.admin.transaction().map_err(err)?;
         tx.batch_execute(&format!(
-            "SET LOCAL search_path TO \"{schema}\"; ALTER TABLE mstate_events DISABLE TRIGGER mstate_events_notify"
+            "SET LOCAL search_path TO \"{schema}\"; ALTER TABLE mstate_events DISABLE TRIGGER mstate_events_notify; \
+             ALTER TABLE mstate_events DISABLE TRIGGER mstate_events_added"
         ))
         .map_err(err)?;
         tx.execute("INSERT INTO mstate_milestones (id) VALUES ($1)", &[&id])
             .map_err(err)?;
         tx.execute(GENERATE, &[&id, &n, &shift]).map_err(err)?;
+        // What an import records: the next seq, the latest time, and
+        // whether the times go back anywhere along seq.
         tx.execute(
-            "UPDATE mstate_milestones SET next_seq = $2::bigint + 1 WHERE id = $1",
+            "UPDATE mstate_milestones SET next_seq = $2::bigint + 1, last_ts = o.last_ts, \
+             ts_disordered = o.disordered \
+             FROM (SELECT max(ts) AS last_ts, coalesce(bool_or(ts < before), false) AS disordered \
+                   FROM (SELECT ts, lag(ts) OVER (ORDER BY seq) AS before \
+                         FROM mstate_events WHERE milestone_id = $1) e) o \
+             WHERE id = $1",
             &[&id, &n],
         )
         .map_err(err)?;
         tx.batch_execute(
-            "ALTER TABLE mstate_events ENABLE TRIGGER mstate_events_notify; ANALYZE mstate_events",
+            "ALTER TABLE mstate_events ENABLE TRIGGER mstate_events_notify; \
+             ALTER TABLE mstate_events ENABLE TRIGGER mstate_events_added; ANALYZE mstate_events",
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;

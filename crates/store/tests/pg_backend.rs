@@ -666,6 +666,11 @@ fn a_connection_killed_mid_transaction_fails_and_writes_nothing() {
     let (result, store) = saver.join().unwrap();
     let err = result.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(
+        err.to_string()
+            .contains("rolled back unless the loss came while it committed"),
+        "a lost write says it may have committed: {err}"
+    );
     tx.rollback().unwrap();
     // Nothing of the save is left: state, history and events as before.
     let loaded = store.load(&id).unwrap();
@@ -684,6 +689,50 @@ fn a_connection_killed_mid_transaction_fails_and_writes_nothing() {
             .unwrap()
             .revision,
         2
+    );
+}
+
+/// A read whose connection dies after it handed events over fails (it
+/// cannot start again without handing them twice), and says that a read
+/// changed nothing, not what a lost write says.
+#[test]
+fn a_connection_lost_during_a_read_says_nothing_was_changed() {
+    let Some(mut s) = schema() else { return };
+    let store = s.store();
+    let id = mid("read");
+    let n = mstate_store::pg::events::QUERY_BATCH as u64 + 10;
+    for i in 0..n {
+        store.log(&id, &event("e", json!({"i": i}), None)).unwrap();
+    }
+    let victim = store.backend_pid().unwrap();
+    let mut seen = 0;
+    let err = store
+        .events(&id, &EventQuery::default(), &mut |_| {
+            seen += 1;
+            if seen == 1 {
+                let done: bool = s
+                    .admin
+                    .query_one("SELECT pg_terminate_backend($1, 30000)", &[&victim])
+                    .unwrap()
+                    .get(0);
+                assert!(done);
+            }
+            Ok(true)
+        })
+        .unwrap_err();
+    assert_eq!(
+        seen,
+        mstate_store::pg::events::QUERY_BATCH as u64,
+        "one batch handed over"
+    );
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("only read, so nothing was changed"), "{text}");
+    assert!(!text.contains("rolled back"), "{text}");
+    // The next read runs on a new connection.
+    assert_eq!(
+        all_events(&store, &id, &EventQuery::default()).len() as u64,
+        n
     );
 }
 
@@ -943,10 +992,10 @@ fn follow_catches_up_by_seq_after_its_connection_is_killed() {
     assert!(rx.try_recv().is_err(), "an event handed twice");
 }
 
-/// Inserts `count` events of milestone `id` by SQL, the time of seq `n`
-/// being `base + step(n)` seconds, types `t0`..`t2` by seq: a log made
-/// the way an import makes one (no `log`), so times can tie.
-fn insert_events(s: &mut TestSchema, id: &str, times: &[i64]) {
+/// Events of milestone `id` at `base + times[n - 1]` seconds for seq
+/// `n`, types `t0`..`t2` and sessions `s0`, `s1` by seq, as rows made by
+/// SQL (as a version 2 schema held them, or a hand-made insert).
+fn insert_events_sql(s: &mut TestSchema, id: &str, times: &[i64]) {
     s.sql(&format!(
         "INSERT INTO mstate_milestones (id, next_seq) VALUES ('{id}', {next});
          INSERT INTO mstate_events (milestone_id, seq, ts, session_id, event_type, data, line)
@@ -961,6 +1010,38 @@ fn insert_events(s: &mut TestSchema, id: &str, times: &[i64]) {
             .collect::<Vec<_>>()
             .join(","),
     ));
+}
+
+/// The same events brought in by `import` (what `mstate migrate` does),
+/// so times can tie or go back.
+fn import_events(store: &PgStore, id: &str, times: &[i64]) {
+    use mstate_store::model::Status;
+    use mstate_store::prelude::*;
+    use mstate_store::transfer::Record;
+    let mut records = vec![Record::Milestone {
+        id: mid(id),
+        status: Status::Active,
+        state: None,
+    }];
+    for (i, t) in times.iter().enumerate() {
+        let n = i as u64 + 1;
+        let line = json!({
+            "timestamp": at(*t).to_string(),
+            "milestone_id": id,
+            "session_id": format!("s{}", n % 2),
+            "event_type": format!("t{}", n % 3),
+            "data": {},
+            "seq": n,
+        });
+        records.push(Record::Event {
+            milestone: mid(id),
+            seq: n,
+            line: line.to_string(),
+        });
+    }
+    store
+        .import(&mut records.into_iter().map(Ok))
+        .expect("import");
 }
 
 fn disordered(s: &mut TestSchema, id: &str) -> bool {
@@ -983,7 +1064,7 @@ fn since_and_until_by_seq_bounds_match_a_filter_of_the_log() {
     let store = s.store();
     // Times with ties and gaps, never going down along seq.
     let times: Vec<i64> = vec![0, 0, 1, 5, 5, 5, 6, 10, 10, 20, 21, 21];
-    insert_events(&mut s, "ord", &times);
+    import_events(&store, "ord", &times);
     assert!(!disordered(&mut s, "ord"), "times follow seq");
     let id = mid("ord");
     let log: Vec<(u64, i64, String)> = times
@@ -1077,8 +1158,9 @@ fn since_and_until_by_seq_bounds_match_a_filter_of_the_log() {
 }
 
 /// Every way an event can break the order of times marks its milestone:
-/// an insert with an earlier time, an insert below a seq already there, a
-/// time changed in place. Appends by `log` and equal times do not.
+/// an import with a time going back, an append whose clock reads earlier
+/// than the event before, a row inserted by hand, a time changed in
+/// place. Appends, equal times and changes of other members do not.
 #[test]
 fn events_out_of_time_order_mark_their_milestone() {
     let Some(mut s) = schema() else { return };
@@ -1090,25 +1172,37 @@ fn events_out_of_time_order_mark_their_milestone() {
             .unwrap();
     }
     assert!(!disordered(&mut s, "live"), "appends follow the clock");
-
-    insert_events(&mut s, "earlier", &[0, 5, 3]);
-    assert!(disordered(&mut s, "earlier"));
-
-    insert_events(&mut s, "ties", &[2, 2, 2]);
-    assert!(!disordered(&mut s, "ties"));
-    // seq 0 is refused by the table; a seq below those there is not.
-    s.sql(
-        "DELETE FROM mstate_events WHERE milestone_id = 'ties' AND seq = 1;
-         INSERT INTO mstate_events (milestone_id, seq, ts, event_type, data, line)
-         VALUES ('ties', 1, timestamptz '2026-01-01 00:00:09+00', 't', '{}', '{\"seq\":1}')",
+    // The server's clock "stepped back": the last event is in the future.
+    s.sql("UPDATE mstate_milestones SET last_ts = clock_timestamp() + interval '1 hour' WHERE id = 'live'");
+    assert!(!disordered(&mut s, "live"));
+    store.log(&id, &event("tick", json!({}), None)).unwrap();
+    assert!(
+        disordered(&mut s, "live"),
+        "an append earlier than the last"
     );
-    assert!(disordered(&mut s, "ties"), "a seq below one already there");
 
-    insert_events(&mut s, "edited", &[0, 1, 2]);
+    import_events(&store, "earlier", &[0, 5, 3]);
+    assert!(disordered(&mut s, "earlier"));
+    import_events(&store, "ties", &[2, 2, 2]);
+    assert!(!disordered(&mut s, "ties"));
+    // Imported events go on with appends.
+    store
+        .log(&mid("ties"), &event("now", json!({}), None))
+        .unwrap();
+    assert!(!disordered(&mut s, "ties"));
+
+    // A row inserted by hand, even at a later time and the next seq.
+    s.sql(
+        "INSERT INTO mstate_events (milestone_id, seq, ts, event_type, data, line)
+         VALUES ('ties', 5, clock_timestamp() + interval '1 day', 't', '{}', '{\"seq\":5}')",
+    );
+    assert!(disordered(&mut s, "ties"), "a row not written by log");
+
+    import_events(&store, "edited", &[0, 1, 2]);
     s.sql("UPDATE mstate_events SET ts = ts + interval '1 second' WHERE milestone_id = 'edited' AND seq = 3");
     assert!(disordered(&mut s, "edited"), "a time changed in place");
-    // A change that leaves times alone does not count.
-    insert_events(&mut s, "data", &[0, 1]);
+    // A change that leaves times and seqs alone does not count.
+    import_events(&store, "data", &[0, 1]);
     s.sql("UPDATE mstate_events SET data = '{\"x\":1}' WHERE milestone_id = 'data'");
     assert!(!disordered(&mut s, "data"));
 }
@@ -1136,8 +1230,8 @@ fn version_2_schemas_upgrade_with_their_event_order_judged() {
             m.version
         ));
     }
-    insert_events(&mut s, "ordered", &[0, 1, 1, 4]);
-    insert_events(&mut s, "stepped", &[0, 3, 1, 4]);
+    insert_events_sql(&mut s, "ordered", &[0, 1, 1, 4]);
+    insert_events_sql(&mut s, "stepped", &[0, 3, 1, 4]);
     let store = s.store();
     assert_eq!(store.schema_version().unwrap(), 3);
     assert!(!disordered(&mut s, "ordered"));

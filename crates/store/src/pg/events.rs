@@ -11,6 +11,7 @@ use crate::id::MilestoneId;
 use crate::model::EventRecord;
 use crate::model::{Actor, Event, EventQuery, NewEvent, ReadReport};
 
+use super::fail::Effect;
 use super::{Fail, PgStore};
 
 /// Rows fetched from the server per round trip of a query: a query holds
@@ -23,14 +24,20 @@ pub const NO_SESSION: &str = "no-session";
 
 /// One statement: the upsert of the milestone row increments `next_seq`
 /// (queueing concurrent appenders on the row's lock) and returns the seq
-/// taken and the server's clock read under that lock; the insert builds
+/// taken and the server's clock read once under that lock, kept as the
+/// row's `last_ts`; a time earlier than the one before (the clock stepped
+/// back) sets `ts_disordered` (schema version 3). The insert builds
 /// the stored line around them. `$8` is the line from `milestone_id` to
 /// `user`, `$9` from `host` to the closing brace, encoded by the client.
 const APPEND: &str = r#"
 WITH s AS (
-    INSERT INTO mstate_milestones AS m (id, next_seq) VALUES ($1, 2)
-    ON CONFLICT (id) DO UPDATE SET next_seq = m.next_seq + 1
-    RETURNING m.next_seq - 1 AS seq, clock_timestamp() AS ts
+    INSERT INTO mstate_milestones AS m (id, next_seq, last_ts) VALUES ($1, 2, clock_timestamp())
+    ON CONFLICT (id) DO UPDATE SET next_seq = m.next_seq + 1,
+        (last_ts, ts_disordered) = (
+            SELECT now.c, m.ts_disordered OR coalesce(now.c < m.last_ts, false)
+            FROM (SELECT clock_timestamp() AS c) now
+        )
+    RETURNING m.next_seq - 1 AS seq, m.last_ts AS ts
 ), t AS (
     SELECT seq, ts, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS stamp
     FROM s
@@ -263,9 +270,10 @@ impl PgStore {
             tx.commit()?;
             Ok(())
         };
-        match self.with_client_lost("query the events of", &mut run) {
+        let op = "query the events of";
+        match self.with_client_lost(op, Effect::Read, &mut run) {
             Ok(()) => {}
-            Err((_, true)) if !handed.get() => self.with_client_lost("query the events of", run)?,
+            Err((_, true)) if !handed.get() => self.with_client_lost(op, Effect::Read, run)?,
             Err(e) => return Err(e),
         }
         Ok(ReadReport::default())
@@ -300,43 +308,39 @@ fn time_seqs(
     if since.is_none() && until.is_none() {
         return Ok(TimeSeqs::Unbounded);
     }
-    let Some(row) = tx.query_opt(
-        "SELECT ts_disordered FROM mstate_milestones WHERE id = $1",
-        &[&id],
-    )?
-    else {
+    // One round trip: the judgement and both probes.
+    let mut sql = String::from("SELECT ts_disordered");
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id];
+    for (at, probe) in [
+        (since, "ts >= $N ORDER BY ts, seq"),
+        (until, "ts <= $N ORDER BY ts DESC, seq DESC"),
+    ] {
+        if let Some(at) = at {
+            params.push(at);
+            let probe = probe.replace("$N", &format!("${}", params.len()));
+            sql.push_str(&format!(
+                ", (SELECT seq FROM mstate_events WHERE milestone_id = $1 AND {probe} LIMIT 1)"
+            ));
+        }
+    }
+    sql.push_str(" FROM mstate_milestones WHERE id = $1");
+    let Some(row) = tx.query_opt(&sql, &params)? else {
         return Ok(TimeSeqs::Empty);
     };
     if row.try_get::<_, bool>(0)? {
         return Ok(TimeSeqs::Unbounded);
     }
-    let mut probe = |sql: &str, at: &SystemTime| -> Result<Option<i64>, Fail> {
-        Ok(match tx.query_opt(sql, &[&id, at])? {
-            Some(row) => Some(row.try_get(0)?),
-            None => None,
-        })
+    // A bound asked for and no event within it: nothing matches.
+    let mut column = 0;
+    let mut seq = |asked: bool| -> Result<Option<Option<i64>>, Fail> {
+        if !asked {
+            return Ok(Some(None));
+        }
+        column += 1;
+        Ok(row.try_get::<_, Option<i64>>(column)?.map(Some))
     };
-    let first = match since {
-        Some(at) => match probe(
-            "SELECT seq FROM mstate_events WHERE milestone_id = $1 AND ts >= $2 \
-             ORDER BY ts, seq LIMIT 1",
-            at,
-        )? {
-            Some(seq) => Some(seq),
-            None => return Ok(TimeSeqs::Empty),
-        },
-        None => None,
-    };
-    let last = match until {
-        Some(at) => match probe(
-            "SELECT seq FROM mstate_events WHERE milestone_id = $1 AND ts <= $2 \
-             ORDER BY ts DESC, seq DESC LIMIT 1",
-            at,
-        )? {
-            Some(seq) => Some(seq),
-            None => return Ok(TimeSeqs::Empty),
-        },
-        None => None,
+    let (Some(first), Some(last)) = (seq(since.is_some())?, seq(until.is_some())?) else {
+        return Ok(TimeSeqs::Empty);
     };
     Ok(TimeSeqs::Between(first, last))
 }

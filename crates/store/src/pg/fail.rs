@@ -73,7 +73,7 @@ impl Fail {
     }
 
     /// The store error for this failure of `op` on `store`.
-    pub(super) fn into_error(self, store: &PgStore, op: &'static str) -> Error {
+    pub(super) fn into_error(self, store: &PgStore, op: &'static str, effect: Effect) -> Error {
         match self {
             Fail::Store(e) => e,
             Fail::Busy(holder) => Error::LockTimeout {
@@ -98,14 +98,26 @@ impl Fail {
                 }
                 let mut message = describe(&e);
                 if Fail::Db(e).is_connection_loss() {
-                    message.push_str(
-                        "; the connection was lost: a write was rolled back unless the loss came while it committed, so check before retrying one",
-                    );
+                    message.push_str(match effect {
+                        Effect::Write => "; the connection was lost: a write was rolled back unless the loss came while it committed, so check before retrying one",
+                        Effect::Read => "; the connection was lost: this only read, so nothing was changed and it can be run again",
+                    });
                 }
                 store.io_error(op, message)
             }
         }
     }
+}
+
+/// Whether a failed operation could have changed the store: what a lost
+/// connection means for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// It only reads: a lost connection changed nothing.
+    Read,
+    /// It writes: a lost connection rolled it back, unless the loss came
+    /// while it committed.
+    Write,
 }
 
 /// What to check when connecting failed with `e`, by its cause.

@@ -51,7 +51,13 @@ impl PgStore {
         let mut client = self.open_connection()?;
         client
             .batch_execute(&format!("LISTEN {}", quote_ident(&self.channel())))
-            .map_err(|e| super::Fail::Db(e).into_error(self, "listen for events in"))?;
+            .map_err(|e| {
+                super::Fail::Db(e).into_error(
+                    self,
+                    "listen for events in",
+                    super::fail::Effect::Read,
+                )
+            })?;
         Ok(client)
     }
 

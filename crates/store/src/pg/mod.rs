@@ -106,6 +106,7 @@ use crate::id::MilestoneId;
 use crate::model::Actor;
 use crate::store::StoreOptions;
 
+use self::fail::Effect;
 pub use self::fail::Fail;
 pub use self::lock::Lease;
 
@@ -311,7 +312,8 @@ impl PgStore {
         op: &'static str,
         f: impl FnOnce(&mut Client) -> Result<T, Fail>,
     ) -> Result<T> {
-        self.with_client_lost(op, f).map_err(|(e, _)| e)
+        self.with_client_lost(op, Effect::Write, f)
+            .map_err(|(e, _)| e)
     }
 
     /// [`PgStore::with_client`], also saying whether the connection was
@@ -319,6 +321,7 @@ impl PgStore {
     fn with_client_lost<T>(
         &self,
         op: &'static str,
+        effect: Effect,
         f: impl FnOnce(&mut Client) -> Result<T, Fail>,
     ) -> std::result::Result<T, (Error, bool)> {
         let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
@@ -336,7 +339,7 @@ impl PgStore {
                 if lost {
                     *guard = None;
                 }
-                Err((fail.into_error(self, op), lost))
+                Err((fail.into_error(self, op, effect), lost))
             }
         }
     }
@@ -359,7 +362,9 @@ impl PgStore {
                 "SELECT set_config('search_path', $1, false)",
                 &[&migrate::quote_ident(&self.schema)],
             )
-            .map_err(|e| Fail::Db(e).into_error(self, "configure the connection to"))?;
+            .map_err(|e| {
+                Fail::Db(e).into_error(self, "configure the connection to", Effect::Read)
+            })?;
         Ok(client)
     }
 
@@ -380,9 +385,9 @@ impl PgStore {
         op: &'static str,
         mut f: impl FnMut(&mut Client) -> Result<T, Fail>,
     ) -> std::result::Result<T, (Error, bool)> {
-        match self.with_client_lost(op, &mut f) {
+        match self.with_client_lost(op, Effect::Read, &mut f) {
             Ok(v) => Ok(v),
-            Err((_, true)) => self.with_client_lost(op, f),
+            Err((_, true)) => self.with_client_lost(op, Effect::Read, f),
             Err(e) => Err(e),
         }
     }
@@ -448,7 +453,7 @@ impl PgStore {
                     pause = (pause * 2).min(MAX_LOCK_PAUSE);
                 }
                 Err((fail, _)) if fail.is_retryable() && retries < MAX_TX_RETRIES => retries += 1,
-                Err((fail, _)) => break Err(fail.into_error(self, op)),
+                Err((fail, _)) => break Err(fail.into_error(self, op, Effect::Write)),
             }
         };
         waiter.finish(self);

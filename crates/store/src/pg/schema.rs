@@ -185,23 +185,29 @@ CREATE TRIGGER mstate_events_notify AFTER INSERT ON mstate_events
 /// A time bound alone is planned from the statistics of the whole
 /// `mstate_events` table, so a milestone beside many later events of
 /// other milestones was read whole through the primary key. Where a
-/// milestone's event times never go down along seq (every event appended
-/// by `log`, whose time is the server's clock read under the milestone's
-/// row lock, unless that clock was stepped back), the events at or after a
-/// time are a suffix of its log and those up to a time a prefix: a query
-/// finds the first and last seq through `mstate_events_ts_seq` (one index
-/// probe each, whatever the statistics) and reads between them by seq.
+/// milestone's event times never go down along seq, the events at or
+/// after a time are a suffix of its log and those up to a time a prefix:
+/// a query finds the first and last seq through `mstate_events_ts_seq`
+/// (one index probe each, whatever the statistics) and reads between them
+/// by seq.
 ///
-/// - `mstate_milestones.last_ts`: the latest event time the milestone has
-///   had; `ts_disordered`: whether an event ever came with a time earlier
-///   than an event before it, or a seq below one already there, or had its
-///   time or seq changed in place.
-///   Kept by the triggers below for every way events arrive (`log`,
-///   `import`'s batches, hand-made SQL). They run before each row, so
-///   one of many rows of one statement sees the rows before it, not
-///   those after it. Once set it stays set, and such a
-///   milestone's time bounds are read by filtering, exact as before.
-/// - The existing events set both, judged along seq.
+/// - `mstate_milestones.last_ts`: the time of the milestone's latest
+///   event; `ts_disordered`: whether an event ever came with a time
+///   earlier than one before it. Such a milestone's time bounds are read
+///   by filtering, exact as before; once set, the flag stays set.
+/// - They are kept by the writers themselves, never by a trigger that
+///   updates the milestone row once per event (an import of millions of
+///   events in one transaction would pile up a row version per event):
+///   `log` reads the clock once under the milestone's row lock, keeps it
+///   as `last_ts` and sets the flag if it is earlier than the one before
+///   (a server clock stepped back); an import marks its milestone
+///   disordered while its batches go in and records the judgement of its
+///   events at the end.
+/// - Statement triggers catch every other writer: rows inserted other
+///   than as the latest event `log` just recorded (hand-made SQL), and any
+///   change of an event's time, seq or milestone, mark the milestone
+///   disordered, one update per milestone and statement.
+/// - The existing events are judged along seq.
 /// - `mstate_events_ts_seq` replaces `mstate_events_ts`, so the first event
 ///   at or after a time is the first index entry, ties in seq order.
 const V3: &str = r#"
@@ -227,27 +233,38 @@ UPDATE mstate_milestones m
 CREATE INDEX mstate_events_ts_seq ON mstate_events (milestone_id, ts, seq);
 DROP INDEX mstate_events_ts;
 
-CREATE FUNCTION mstate_track_event_time() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    out_of_order boolean := TG_OP = 'UPDATE' OR EXISTS (
-        SELECT 1 FROM mstate_events WHERE milestone_id = NEW.milestone_id AND seq > NEW.seq);
+CREATE FUNCTION mstate_check_added_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE mstate_milestones
-       SET ts_disordered = ts_disordered OR out_of_order
-                           OR coalesce(NEW.ts < last_ts, false),
-           last_ts = greatest(last_ts, NEW.ts)
-     WHERE id = NEW.milestone_id;
-    RETURN NEW;
+    UPDATE mstate_milestones m SET ts_disordered = true
+      FROM (SELECT milestone_id, count(*) AS n, max(seq) AS seq, max(ts) AS ts
+              FROM added GROUP BY milestone_id) a
+     WHERE m.id = a.milestone_id AND NOT m.ts_disordered
+       AND NOT (a.n = 1 AND a.seq = m.next_seq - 1 AND a.ts = m.last_ts);
+    RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER mstate_events_time BEFORE INSERT ON mstate_events
-    FOR EACH ROW EXECUTE FUNCTION mstate_track_event_time();
-CREATE TRIGGER mstate_events_time_changed BEFORE UPDATE OF ts, seq, milestone_id ON mstate_events
-    FOR EACH ROW
-    WHEN (OLD.ts IS DISTINCT FROM NEW.ts OR OLD.seq IS DISTINCT FROM NEW.seq
-          OR OLD.milestone_id IS DISTINCT FROM NEW.milestone_id)
-    EXECUTE FUNCTION mstate_track_event_time();
+CREATE FUNCTION mstate_check_changed_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE mstate_milestones m SET ts_disordered = true
+     WHERE NOT m.ts_disordered AND m.id IN (
+         SELECT milestone_id FROM (
+             (SELECT milestone_id, seq, ts FROM after
+              EXCEPT ALL SELECT milestone_id, seq, ts FROM before)
+             UNION ALL
+             (SELECT milestone_id, seq, ts FROM before
+              EXCEPT ALL SELECT milestone_id, seq, ts FROM after)
+         ) changed);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER mstate_events_added AFTER INSERT ON mstate_events
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION mstate_check_added_events();
+CREATE TRIGGER mstate_events_changed AFTER UPDATE ON mstate_events
+    REFERENCING OLD TABLE AS before NEW TABLE AS after
+    FOR EACH STATEMENT EXECUTE FUNCTION mstate_check_changed_events();
 "#;
 
 #[cfg(test)]

@@ -235,41 +235,10 @@ impl PgStore {
                 cur
             }
         };
-        let id = MilestoneId::new(self.read_session(&sid)?.milestone_id)?;
-        self.write("end a session in", &id, self.opts.lock_timeout, |tx| {
-            lock_row(tx, &id, false)?.ok_or_else(|| not_found(&id))?;
-            let row = tx
-                .query_opt(
-                    &format!("{SELECT_SESSION} WHERE session_id = $1 FOR UPDATE"),
-                    &[&sid],
-                )?
-                .ok_or_else(|| no_session(&sid))?;
-            let mut record = decode(&row)?;
-            if record.status != COMPLETED {
-                let ended: SystemTime = tx
-                    .query_one(
-                        "UPDATE mstate_sessions SET status = 'completed', ended_at = clock_timestamp() \
-                         WHERE session_id = $1 RETURNING ended_at",
-                        &[&sid],
-                    )?
-                    .try_get(0)?;
-                record.status = COMPLETED.to_string();
-                record.ended_at = Some(format_time(ended));
-                append(
-                    tx,
-                    &self.actor,
-                    &id,
-                    &sid,
-                    "session_ended",
-                    &json!({"session_id": sid}),
-                )?;
-            }
-            tx.execute(
-                "DELETE FROM mstate_current_session WHERE session_id = $1",
-                &[&sid],
-            )?;
-            Ok(record)
-        })
+        let record = self.finish_session(&sid, true, |_| {
+            Some(("session_ended", json!({"session_id": sid})))
+        })?;
+        Ok(record)
     }
 
     /// `doctor --repair` of an abandoned session: mark it completed and
@@ -277,6 +246,29 @@ impl PgStore {
     /// if it is still active and still judged abandoned under the
     /// milestone's lock.
     pub(super) fn end_abandoned(&self, sid: &str, reason: &str) -> Result<()> {
+        // As on files, it stays the current session if it is.
+        self.finish_session(sid, false, |record| {
+            self.view(record.clone()).abandoned_because.map(|_| {
+                (
+                    "session_abandoned",
+                    json!({"session_id": sid, "reason": reason}),
+                )
+            })
+        })?;
+        Ok(())
+    }
+
+    /// In one write under the milestone's row lock: session `sid` as it
+    /// is then, marked completed (now) with the event `ending` gives for
+    /// it logged, unless it is completed already or `ending` gives none.
+    /// With `not_current`, it stops being the store's current session
+    /// either way. Returns the record as it ends up.
+    fn finish_session(
+        &self,
+        sid: &str,
+        not_current: bool,
+        ending: impl Fn(&SessionRecord) -> Option<(&'static str, serde_json::Value)>,
+    ) -> Result<SessionRecord> {
         let id = MilestoneId::new(self.read_session(sid)?.milestone_id)?;
         self.write("end a session in", &id, self.opts.lock_timeout, |tx| {
             lock_row(tx, &id, false)?.ok_or_else(|| not_found(&id))?;
@@ -286,24 +278,28 @@ impl PgStore {
                     &[&sid],
                 )?
                 .ok_or_else(|| no_session(sid))?;
-            let record = decode(&row)?;
-            if record.status == COMPLETED || self.view(record).abandoned_because.is_none() {
-                return Ok(());
+            let mut record = decode(&row)?;
+            if record.status != COMPLETED {
+                if let Some((event_type, data)) = ending(&record) {
+                    let ended: SystemTime = tx
+                        .query_one(
+                            "UPDATE mstate_sessions SET status = 'completed', ended_at = clock_timestamp() \
+                             WHERE session_id = $1 RETURNING ended_at",
+                            &[&sid],
+                        )?
+                        .try_get(0)?;
+                    record.status = COMPLETED.to_string();
+                    record.ended_at = Some(format_time(ended));
+                    append(tx, &self.actor, &id, sid, event_type, &data)?;
+                }
             }
-            tx.execute(
-                "UPDATE mstate_sessions SET status = 'completed', ended_at = clock_timestamp() \
-                 WHERE session_id = $1",
-                &[&sid],
-            )?;
-            append(
-                tx,
-                &self.actor,
-                &id,
-                sid,
-                "session_abandoned",
-                &json!({"session_id": sid, "reason": reason}),
-            )?;
-            Ok(())
+            if not_current {
+                tx.execute(
+                    "DELETE FROM mstate_current_session WHERE session_id = $1",
+                    &[&sid],
+                )?;
+            }
+            Ok(record)
         })
     }
 

@@ -275,8 +275,8 @@ impl PgStore {
                 row.try_get(3)?,
             ))
         };
-        let (status, revision, text, at) =
-            get().map_err(|f| f.into_error(self, "load the state from"))?;
+        let (status, revision, text, at) = get()
+            .map_err(|f| f.into_error(self, "load the state from", super::fail::Effect::Read))?;
         let state = crate::json::parse_strict(text.as_bytes(), "stored state").map_err(|e| {
             Error::Corrupt {
                 what: format!("state of milestone '{id}'"),

@@ -72,7 +72,8 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, id: &MilestoneId, seq: u64, line: String) -> Result<()> {
+    /// Add an event; returns its time.
+    fn push(&mut self, id: &MilestoneId, seq: u64, line: String) -> Result<SystemTime> {
         let bad =
             |why: String| Error::invalid("imported event", format!("event {seq} of '{id}': {why}"));
         let event: Event = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
@@ -95,7 +96,7 @@ impl Batch {
         self.user.push(event.user);
         self.host.push(event.host);
         self.line.push(line);
-        Ok(())
+        Ok(ts)
     }
 
     fn full(&self) -> bool {
@@ -130,20 +131,25 @@ impl Batch {
 struct Open {
     id: MilestoneId,
     last_seq: u64,
+    /// The latest event time so far, and whether an event came earlier
+    /// than one before it (what `log` keeps on the milestone row).
+    last_ts: Option<SystemTime>,
+    disordered: bool,
     batch: Batch,
 }
 
 impl Open {
-    /// Insert what is left and move `next_seq` past the last event.
+    /// Insert what is left, move `next_seq` past the last event and
+    /// record whether the events' times follow seq (`put_milestone` set
+    /// them "disordered" meanwhile, so that the batches' inserts did not
+    /// update the row once each).
     fn finish(mut self, tx: &mut Transaction<'_>) -> Result<(), Fail> {
         self.batch.flush(tx, &self.id)?;
-        if self.last_seq > 0 {
-            let next = to_i64(self.last_seq.saturating_add(1), "event seq")?;
-            tx.execute(
-                "UPDATE mstate_milestones SET next_seq = $2 WHERE id = $1",
-                &[&self.id.as_str(), &next],
-            )?;
-        }
+        let next = to_i64(self.last_seq.saturating_add(1), "event seq")?;
+        tx.execute(
+            "UPDATE mstate_milestones SET next_seq = $2, last_ts = $3, ts_disordered = $4 WHERE id = $1",
+            &[&self.id.as_str(), &next, &self.last_ts, &self.disordered],
+        )?;
         Ok(())
     }
 }
@@ -181,11 +187,11 @@ fn put_milestone(
     };
     // A row made by a lock alone holds nothing: it may be filled.
     let row = tx.query_opt(
-        "INSERT INTO mstate_milestones AS m (id, status, revision, state, state_text, state_written_at) \
-         VALUES ($1, $2, $3, $4::text::jsonb, $4, $5) \
+        "INSERT INTO mstate_milestones AS m (id, status, revision, state, state_text, state_written_at, ts_disordered) \
+         VALUES ($1, $2, $3, $4::text::jsonb, $4, $5, true) \
          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, revision = EXCLUDED.revision, \
          state = EXCLUDED.state, state_text = EXCLUDED.state_text, \
-         state_written_at = EXCLUDED.state_written_at \
+         state_written_at = EXCLUDED.state_written_at, ts_disordered = true \
          WHERE m.revision = 0 AND m.next_seq = 1 \
          RETURNING id",
         &[&id.as_str(), &status.as_str(), &revision, &text, &at],
@@ -251,6 +257,8 @@ fn import_all(
                 open = Some(Open {
                     id,
                     last_seq: 0,
+                    last_ts: None,
+                    disordered: false,
                     batch: Batch::default(),
                 });
             }
@@ -314,7 +322,9 @@ fn import_all(
                     )));
                 }
                 o.last_seq = seq;
-                o.batch.push(&milestone, seq, line)?;
+                let ts = o.batch.push(&milestone, seq, line)?;
+                o.disordered |= o.last_ts.is_some_and(|last| ts < last);
+                o.last_ts = o.last_ts.max(Some(ts));
                 if o.batch.full() {
                     o.batch.flush(tx, &milestone)?;
                 }
