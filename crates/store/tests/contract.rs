@@ -157,6 +157,50 @@ fn concurrent_updates_lose_nothing(s: Arc<dyn Store>) {
     assert_eq!(state["n"], json!(threads * each));
 }
 
+/// An async front end (the MCP server runs on tokio) serves requests
+/// from tasks of a multi-threaded runtime, each calling the store through
+/// `spawn_blocking`, as it would any blocking I/O: every call works (the
+/// synchronous PostgreSQL client would panic if called on a runtime
+/// thread itself) and concurrent requests lose nothing.
+fn async_front_ends_call_through_spawn_blocking(s: Arc<dyn Store>) {
+    let m = id("m");
+    s.save(&m, &json!({"count": 0}), &wo()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("a runtime");
+    let requests = 16;
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = (0..requests)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                let m = m.clone();
+                tokio::spawn(async move {
+                    tokio::task::spawn_blocking(move || {
+                        s.update(&m, &StateEdit::add("/count", 1), &wo())?;
+                        s.log(&m, &event("request", json!({"i": i})))?;
+                        s.load(&m, &wo()).map(|l| l.envelope.revision)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task").expect("blocking call"));
+        }
+        out
+    });
+    for r in results {
+        assert!(r.expect("store call") >= 1);
+    }
+    let loaded = s.load(&m, &wo()).unwrap();
+    assert_eq!(loaded.envelope.state["count"], json!(requests));
+    let logged = events(&*s, &m, &EventQuery::default());
+    let requests_seen = logged.iter().filter(|e| e.1 == "request").count();
+    assert_eq!(requests_seen, requests as usize);
+}
+
 /// Concurrent appenders: every event once, `seq` 1..n without gaps.
 fn concurrent_appends_get_every_seq_once(s: Arc<dyn Store>) {
     let m = id("m");
@@ -450,7 +494,8 @@ contract!(files:
     backups_recover_earlier_states;
     shared:
     concurrent_updates_lose_nothing,
-    concurrent_appends_get_every_seq_once
+    concurrent_appends_get_every_seq_once,
+    async_front_ends_call_through_spawn_blocking
 );
 
 contract!(postgres:
@@ -466,5 +511,6 @@ contract!(postgres:
     backups_recover_earlier_states;
     shared:
     concurrent_updates_lose_nothing,
-    concurrent_appends_get_every_seq_once
+    concurrent_appends_get_every_seq_once,
+    async_front_ends_call_through_spawn_blocking
 );
