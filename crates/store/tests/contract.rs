@@ -11,9 +11,10 @@ mod support;
 use std::sync::Arc;
 use std::thread;
 
-use mstate_store::model::{EventQuery, NewEvent, StateEdit};
+use mstate_store::model::{EventQuery, NewEvent, SessionStart, StateEdit};
 use mstate_store::{
-    CheckpointName, ErrorKind, EventType, Location, MilestoneId, Store, StoreOptions, WriteOptions,
+    CheckpointName, ErrorKind, EventType, Location, MilestoneId, SessionId, Store, StoreOptions,
+    WriteOptions,
 };
 use serde_json::{json, Value};
 
@@ -199,6 +200,45 @@ fn async_front_ends_call_through_spawn_blocking(s: Arc<dyn Store>) {
     let logged = events(&*s, &m, &EventQuery::default());
     let requests_seen = logged.iter().filter(|e| e.1 == "request").count();
     assert_eq!(requests_seen, requests as usize);
+}
+
+/// Ending a session that is the current one while another session is
+/// started and made current: the end takes its own pointer away, never
+/// the newer one (read-then-remove could remove a pointer written in
+/// between). Whatever the interleaving, the new session ends up current.
+fn ending_a_session_never_removes_a_newer_current_one(s: Arc<dyn Store>) {
+    let (a, b) = (id("a"), id("b"));
+    s.init(&a).unwrap();
+    s.init(&b).unwrap();
+    let start = SessionStart {
+        owner_pid: std::process::id(),
+        working_directory: String::new(),
+        git_branch: "none".into(),
+        make_current: true,
+        create: false,
+    };
+    for round in 0..100 {
+        let old = s.session_start(&a, &start).unwrap();
+        let old = SessionId::new(old.session_id).unwrap();
+        let go = Arc::new(std::sync::Barrier::new(2));
+        let ender = {
+            let (s, go, old) = (Arc::clone(&s), Arc::clone(&go), old.clone());
+            thread::spawn(move || {
+                go.wait();
+                s.session_end(Some(&old)).map(|_| ())
+            })
+        };
+        go.wait();
+        let new = s.session_start(&b, &start).unwrap();
+        ender.join().unwrap().unwrap();
+        assert_eq!(
+            s.current_session().unwrap(),
+            new.session_id,
+            "round {round}: the session started last is current"
+        );
+        s.session_end(Some(&SessionId::new(new.session_id).unwrap()))
+            .unwrap();
+    }
 }
 
 /// Concurrent appenders: every event once, `seq` 1..n without gaps.
@@ -495,7 +535,8 @@ contract!(files:
     shared:
     concurrent_updates_lose_nothing,
     concurrent_appends_get_every_seq_once,
-    async_front_ends_call_through_spawn_blocking
+    async_front_ends_call_through_spawn_blocking,
+    ending_a_session_never_removes_a_newer_current_one
 );
 
 contract!(postgres:
@@ -512,5 +553,6 @@ contract!(postgres:
     shared:
     concurrent_updates_lose_nothing,
     concurrent_appends_get_every_seq_once,
-    async_front_ends_call_through_spawn_blocking
+    async_front_ends_call_through_spawn_blocking,
+    ending_a_session_never_removes_a_newer_current_one
 );

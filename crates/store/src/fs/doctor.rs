@@ -776,38 +776,9 @@ fn session_exists(store: &FsStore, name: &str) -> Result<bool> {
 }
 
 /// Remove `.current_session` if it still names `name` and that session
-/// still does not exist. `session start` takes no lock to write the
-/// pointer, so the pointer is first renamed aside (atomically taking the
-/// one that is there), checked, and put back unless a newer one was
-/// written meanwhile: a live session's pointer is never removed.
+/// still does not exist (a live session's pointer is never removed).
 fn remove_dangling_current(store: &FsStore, name: &str) -> Result<()> {
-    let io = &*store.io;
-    let cur = store.layout.current_session();
-    let aside = crate::fs::atomic::temp_path(&cur);
-    match io.rename(&cur, &aside) {
-        Ok(()) => {}
-        Err(e) if e.kind() == stdio::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("rename", &cur, e)),
-    }
-    let taken = read_opt(io, &aside)?
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-        .unwrap_or_default();
-    let dangling = taken == name && !session_exists(store, &taken)?;
-    if !dangling {
-        match io.rename_noreplace(&aside, &cur) {
-            Ok(()) => {}
-            // A newer pointer was written while this one was aside: it wins.
-            Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                let _ = io.remove_file(&aside);
-                return Err(Error::io("rename", &aside, e));
-            }
-        }
-    }
-    remove_file(io, &aside)?;
-    let root = store.layout.root();
-    io.sync_dir(root)
-        .map_err(|e| Error::io("sync directory", root, e))
+    store.remove_current_if(&mut |taken| Ok(taken == name && !session_exists(store, taken)?))
 }
 
 fn end_abandoned(store: &FsStore, record: &SessionRecord, reason: &str) -> Result<()> {

@@ -166,19 +166,63 @@ impl FsStore {
             }
             Ok(record)
         })?;
-        let cur_path = self.layout.current_session();
-        let points_here = read_opt(&*self.io, &cur_path)?
-            .is_some_and(|b| String::from_utf8_lossy(&b).trim() == sid.as_str());
-        if points_here {
-            match self.io.remove_file(&cur_path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", &cur_path, e)),
-            }
-            let root = self.layout.root();
-            self.io.sync_dir(root).ctx("sync directory", root)?;
-        }
+        self.remove_current_if(&mut |taken| Ok(taken == sid.as_str()))?;
         Ok(record)
+    }
+
+    /// Remove `.current_session` if `remove` says so of the id it names,
+    /// never a pointer written meanwhile. `session start` (and the seed)
+    /// write the pointer without any lock, so reading it and then removing
+    /// it could remove one a start wrote in between. Instead the pointer
+    /// is renamed aside (atomically taking the one that is there), judged,
+    /// and put back unless it is to go or a newer one was written while it
+    /// was aside (the newer one wins). Put back too when judging it fails.
+    /// The pointer is judged first where it is, so one that stays is never
+    /// moved (a logger reading it meanwhile would find none).
+    pub(crate) fn remove_current_if(
+        &self,
+        remove: &mut dyn FnMut(&str) -> Result<bool>,
+    ) -> Result<()> {
+        let io = &*self.io;
+        let cur = self.layout.current_session();
+        let named = |bytes: Option<Vec<u8>>| {
+            bytes
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .unwrap_or_default()
+        };
+        match read_opt(io, &cur)? {
+            None => return Ok(()),
+            here => {
+                if !remove(&named(here))? {
+                    return Ok(());
+                }
+            }
+        }
+        let aside = crate::fs::atomic::temp_path(&cur);
+        match io.rename(&cur, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("rename", &cur, e)),
+        }
+        let verdict = read_opt(io, &aside).and_then(|bytes| remove(&named(bytes)));
+        if !matches!(verdict, Ok(true)) {
+            match io.rename_noreplace(&aside, &cur) {
+                Ok(()) => {}
+                Err(e) if e.kind() == stdio::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    let _ = io.remove_file(&aside);
+                    return Err(Error::io("rename", &aside, e));
+                }
+            }
+        }
+        verdict?;
+        match io.remove_file(&aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &aside, e)),
+        }
+        let root = self.layout.root();
+        io.sync_dir(root).ctx("sync directory", root)
     }
 
     /// Run `append` for an event of `session` while that session cannot
