@@ -219,7 +219,14 @@ impl FsStore {
         match io.remove_file(&aside) {
             Ok(()) => {}
             Err(e) if e.kind() == stdio::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &aside, e)),
+            Err(e) => {
+                // Fail as if nothing was done: the pointer back in place
+                // (unless a newer one was written meanwhile).
+                if io.rename_noreplace(&aside, &cur).is_err() {
+                    let _ = io.remove_file(&aside);
+                }
+                return Err(Error::io("remove", &aside, e));
+            }
         }
         let root = self.layout.root();
         io.sync_dir(root).ctx("sync directory", root)
