@@ -357,6 +357,34 @@ pub struct EventQuery {
     pub progress: Option<Progress>,
 }
 
+impl EventQuery {
+    /// What `tail`, `limit` and `reverse` keep of the matching events,
+    /// given in seq order: the definition every backend streams (without
+    /// holding the matches), written out whole as the reference a test
+    /// compares a backend with. Reverse takes the newest first, as many
+    /// as the smaller of `tail` and `limit`; otherwise the last `tail` of
+    /// the matches, then the first `limit` of those.
+    pub fn window<T>(&self, mut matches: Vec<T>) -> Vec<T> {
+        if self.reverse {
+            matches.reverse();
+            let n = match (self.tail, self.limit) {
+                (Some(t), Some(l)) => t.min(l),
+                (Some(t), None) => t,
+                (None, l) => l.unwrap_or(usize::MAX),
+            };
+            matches.truncate(n);
+        } else {
+            if let Some(t) = self.tail {
+                matches.drain(..matches.len().saturating_sub(t));
+            }
+            if let Some(l) = self.limit {
+                matches.truncate(l);
+            }
+        }
+        matches
+    }
+}
+
 /// How far a running query has read: bytes read of the bytes it may read.
 /// Shared (clones see the same counters) so another thread can draw a
 /// progress bar while the query runs; the store never prints.

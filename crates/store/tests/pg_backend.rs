@@ -1108,32 +1108,16 @@ fn since_and_until_by_seq_bounds_match_a_filter_of_the_log() {
         }
     }
     let expected = |q: &EventQuery| -> Vec<u64> {
-        let mut m: Vec<u64> = log
-            .iter()
-            .filter(|(_, t, ty)| {
-                q.since.is_none_or(|s| at(*t) >= s)
-                    && q.until.is_none_or(|u| at(*t) <= u)
-                    && (q.types.is_empty() || q.types.contains(ty))
-            })
-            .map(|e| e.0)
-            .collect();
-        if q.reverse {
-            m.reverse();
-            let n = match (q.tail, q.limit) {
-                (Some(t), Some(l)) => t.min(l),
-                (Some(t), None) => t,
-                (None, l) => l.unwrap_or(usize::MAX),
-            };
-            m.truncate(n);
-        } else {
-            if let Some(t) = q.tail {
-                m.drain(..m.len().saturating_sub(t));
-            }
-            if let Some(l) = q.limit {
-                m.truncate(l);
-            }
-        }
-        m
+        q.window(
+            log.iter()
+                .filter(|(_, t, ty)| {
+                    q.since.is_none_or(|s| at(*t) >= s)
+                        && q.until.is_none_or(|u| at(*t) <= u)
+                        && (q.types.is_empty() || q.types.contains(ty))
+                })
+                .map(|e| e.0)
+                .collect(),
+        )
     };
     let seqs = |q: &EventQuery| -> Vec<u64> {
         all_events(&store, &id, q)

@@ -512,29 +512,16 @@ fn naive(text: &str) -> Vec<Naive> {
 
 /// What `q` should return, from the naive model.
 fn expected(all: &[Naive], q: &EventQuery) -> Vec<(u64, String)> {
-    let mut m: Vec<&Naive> = all
+    let m: Vec<&Naive> = all
         .iter()
         .filter(|n| q.types.is_empty() || n.ty.as_ref().is_some_and(|t| q.types.contains(t)))
         .filter(|n| q.session.is_none() || n.session == q.session)
         .filter(|n| q.since.is_none_or(|s| n.ts >= s) && q.until.is_none_or(|u| n.ts <= u))
         .collect();
-    if q.reverse {
-        m.reverse();
-        let n = match (q.tail, q.limit) {
-            (Some(t), Some(l)) => t.min(l),
-            (Some(t), None) => t,
-            (None, l) => l.unwrap_or(usize::MAX),
-        };
-        m.truncate(n);
-    } else {
-        if let Some(t) = q.tail {
-            m.drain(..m.len().saturating_sub(t));
-        }
-        if let Some(l) = q.limit {
-            m.truncate(l);
-        }
-    }
-    m.into_iter().map(|n| (n.seq, n.raw.clone())).collect()
+    q.window(m)
+        .into_iter()
+        .map(|n| (n.seq, n.raw.clone()))
+        .collect()
 }
 
 /// Write a log of `n` lines, mostly mstate's with some of the seed's,
